@@ -1,0 +1,193 @@
+"""The bundle: the contract between the workstation (`export/`) and the device (`edge/`).
+
+A bundle is a folder with `manifest.json`, `classifier.onnx` and `segmenter.onnx`. The
+manifest says how to feed the models, what their outputs mean, which files belong to it (with
+sha256), and how the export was validated. Everything on the device reads a bundle through
+:func:`load_bundle`, which refuses a bundle whose format version, files or checksums are wrong,
+naming what is wrong, before any frame is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+FORMAT = "overmap-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+Target = Literal["cpu", "cuda", "jetson"]
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class BundleError(Exception):
+    """A bundle that cannot be used; the message says which file and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How a model wants its image: resized to `size` (H, W), pixels 0..255 in `color_order`,
+    then `(x - mean) / std` per channel, laid out NCHW float32."""
+
+    size: tuple[int, int]
+    color_order: Literal["RGB", "BGR"] = "RGB"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: Literal["stretch", "letterbox"] = "stretch"
+
+
+class FileEntry(_Strict):
+    path: str
+    sha256: str
+    bytes: int
+
+
+class ClassifierSpec(_Strict):
+    """`classifier.onnx`: input `image` [N,3,H,W] -> `logits` [N,C], `cam` [N,h,w].
+
+    `cam` is the Grad-CAM map of the top class at `cam_layer`, before upsampling; >= 0.
+    """
+
+    file: FileEntry
+    name: str
+    input: InputSpec
+    classes: list[str]
+    empty_classes: list[str] = Field(default_factory=list)
+    human_classes: list[str] = Field(default_factory=list)
+    cam_layer: str
+    cam_size: tuple[int, int]
+    precision: Precision
+
+    @field_validator("empty_classes", "human_classes")
+    @classmethod
+    def _known(cls, names: list[str], info: Any) -> list[str]:
+        classes = info.data.get("classes") or []
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise ValueError(f"names {unknown} are not among the classes")
+        return names
+
+
+class SegmenterSpec(_Strict):
+    """`segmenter.onnx`: input `image` [N,3,H,W] -> `foreground` [N,1,h,w], probability 0..1."""
+
+    file: FileEntry
+    name: str
+    input: InputSpec
+    output_size: tuple[int, int]
+    precision: Precision
+
+
+class Manifest(_Strict):
+    format: Literal["overmap-bundle"] = FORMAT
+    format_version: int
+    created: str
+    target: Target
+    providers: list[str]
+    classifier: ClassifierSpec
+    segmenter: SegmenterSpec
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    fusion: dict[str, Any] | None = None
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
+class Bundle:
+    """A verified bundle on disk: its folder and its manifest."""
+
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.manifest = manifest
+
+    @property
+    def classifier_path(self) -> Path:
+        return self.root / self.manifest.classifier.file.path
+
+    @property
+    def segmenter_path(self) -> Path:
+        return self.root / self.manifest.segmenter.file.path
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Bundle({str(self.root)!r}, target={m.target}, classifier={m.classifier.name})"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(root: Path, name: str) -> FileEntry:
+    """Describe `root/name` for the manifest (used by the exporter)."""
+    p = root / name
+    return FileEntry(path=name, sha256=sha256_file(p), bytes=p.stat().st_size)
+
+
+def read_manifest(root: Path) -> Manifest:
+    """Parse and validate `root/manifest.json` without touching the model files."""
+    path = Path(root) / MANIFEST
+    if not Path(root).is_dir():
+        raise BundleError(f"{root}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; is {root} a bundle written by `edge export`?")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: not readable JSON ({e})") from e
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BundleError(f"{path}: not an overmap bundle manifest")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format version {version!r}, this edge reads version {FORMAT_VERSION};"
+            " re-export the bundle with a matching `edge export`"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as e:
+        raise BundleError(f"{path}: invalid manifest:\n{e}") from e
+
+
+def verify_files(root: Path, manifest: Manifest) -> None:
+    """Check every model file's size and sha256 against the manifest; raise naming the file."""
+    for entry in (manifest.classifier.file, manifest.segmenter.file):
+        p = Path(root) / entry.path
+        if not p.is_file():
+            raise BundleError(f"{p}: missing from the bundle")
+        size = p.stat().st_size
+        if size != entry.bytes:
+            raise BundleError(
+                f"{p}: {size} bytes, the manifest says {entry.bytes} (truncated or replaced)"
+            )
+        digest = sha256_file(p)
+        if digest != entry.sha256:
+            raise BundleError(f"{p}: sha256 {digest[:12]}... does not match the manifest (tampered?)")
+
+
+def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:
+    """Read and (by default) verify a bundle; raise :class:`BundleError` with a clear message."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    if verify:
+        verify_files(root, manifest)
+    return Bundle(root, manifest)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write the manifest atomically (used by the exporter)."""
+    path = Path(root) / MANIFEST
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
