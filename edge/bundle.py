@@ -33,14 +33,18 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
-    """How a model wants its image: resized to `size` (H, W), pixels 0..255 in `color_order`,
-    then `(x - mean) / std` per channel, laid out NCHW float32."""
+    """How a model wants its image: pixels 0..255 in `color_order`, brought to `size` (H, W),
+    then `(x - mean) / std` per channel, laid out NCHW float32.
+
+    `resize`: "stretch" (whole frame, aspect ignored: what camera-trap heads train on),
+    "center_crop" (short side to size/0.875, centre crop: the ImageNet habit), or "letterbox"
+    (whole frame, aspect kept, padded with the mean)."""
 
     size: tuple[int, int]
     color_order: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize: Literal["stretch", "letterbox"] = "stretch"
+    resize: Literal["stretch", "center_crop", "letterbox"] = "stretch"
 
 
 class FileEntry(_Strict):
