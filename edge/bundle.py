@@ -176,7 +176,9 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             )
         digest = sha256_file(p)
         if digest != entry.sha256:
-            raise BundleError(f"{p}: sha256 {digest[:12]}... does not match the manifest (tampered?)")
+            raise BundleError(
+                f"{p}: sha256 {digest[:12]}... does not match the manifest (tampered?)"
+            )
 
 
 def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,7 +27,8 @@ def _need_export_extra(command: str) -> None:
     missing = [m for m in ("torch", "torchvision", "onnx") if importlib.util.find_spec(m) is None]
     if missing:
         err.print(
-            f"[red]`edge {command}` needs the export extra ({', '.join(missing)} not installed).[/]\n"
+            f"[red]`edge {command}` needs the export extra"
+            f" ({', '.join(missing)} not installed).[/]\n"
             "Install it on a workstation with:  [bold]pip install 'overmap-edge[export]'[/]"
             "  (or ./install.sh --export)"
         )
@@ -35,7 +37,7 @@ def _need_export_extra(command: str) -> None:
 
 @app.command("bundle")
 def bundle_cmd(
-    path: Path = typer.Argument(..., help="Bundle folder written by `edge export`."),
+    path: Annotated[Path, typer.Argument(help="Bundle folder written by `edge export`.")],
 ) -> None:
     """Show a bundle and verify its files (checksums, format version)."""
     from edge.bundle import load_bundle

@@ -1,0 +1,55 @@
+"""Turn decoded RGB frames into the float32 NCHW batch a bundle's model expects.
+
+One implementation for the device and for export-time calibration and validation, so that the
+figures written into a bundle describe exactly what the device will compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from edge.bundle import InputSpec
+
+CROP_RATIO = 0.875  # centre crop: short side to size / 0.875, as ImageNet models are evaluated
+
+
+def resize_frame(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Bring one RGB uint8 frame to spec.size (H, W) as uint8, following spec.resize."""
+    h, w = spec.size
+    ih, iw = image.shape[:2]
+    if spec.resize == "stretch":
+        return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    if spec.resize == "center_crop":
+        scale = max(h, w) / CROP_RATIO / min(ih, iw)
+        rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+        resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+        y, x = (rh - h) // 2, (rw - w) // 2
+        return resized[y : y + h, x : x + w]
+    # letterbox: keep the aspect, pad with the mean colour
+    scale = min(h / ih, w / iw)
+    rh, rw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    resized = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_AREA)
+    out = np.empty((h, w, 3), np.uint8)
+    out[:] = np.clip(np.asarray(spec.mean), 0, 255).astype(np.uint8)
+    y, x = (h - rh) // 2, (w - rw) // 2
+    out[y : y + rh, x : x + rw] = resized
+    return out
+
+
+def normalise(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 [N,H,W,3] RGB -> float32 [N,3,H,W], colour order and (x - mean) / std applied."""
+    x = frames.astype(np.float32)
+    if spec.color_order == "BGR":
+        x = x[..., ::-1]
+    x = (x - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def prepare(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """Decoded RGB uint8 frames of any sizes -> one model-ready batch."""
+    if not images:
+        raise ValueError("prepare() needs at least one image")
+    return normalise(np.stack([resize_frame(im, spec) for im in images]), spec)
