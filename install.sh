@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install overmap-edge into ./.venv and build the default bundle. Safe to run again.
+#
+#   ./install.sh              device runtime + export tools, then build bundles/default
+#   ./install.sh --dev        the same, plus the test tools
+#   ./install.sh --device     device runtime only (no torch); copy a bundle from a workstation
+#   ./install.sh --no-bundle  skip building the default bundle
+#   ./install.sh --rebuild    rebuild the default bundle even if a valid one exists
+set -euo pipefail
+cd "$(dirname "$0")"
+
+dev=0 device=0 bundle=1 rebuild=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    --device) device=1 bundle=0 ;;
+    --no-bundle) bundle=0 ;;
+    --rebuild) rebuild=1 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+python=${PYTHON:-python3}
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "install.sh: Python >= 3.11 is needed (set PYTHON=...)" >&2; exit 2; }
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+"${pip[@]}" --upgrade pip setuptools wheel
+
+# The runtime: onnxruntime-gpu built for JetPack on a Jetson, onnxruntime elsewhere.
+if [ -f /etc/nv_tegra_release ]; then
+  echo "Jetson detected ($(head -c 40 /etc/nv_tegra_release)): onnxruntime-gpu for JetPack"
+  "${pip[@]}" --extra-index-url "${JETSON_INDEX_URL:-https://pypi.jetson-ai-lab.io/jp6/cu126}" \
+    onnxruntime-gpu
+  runtime=""
+else
+  runtime="cpu"
+fi
+
+extras=()
+[ -n "$runtime" ] && extras+=("$runtime")
+[ "$device" = 1 ] || extras+=("export")
+[ "$dev" = 1 ] && extras+=("dev")
+spec="."
+[ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
+echo "installing overmap-edge $spec into .venv"
+"${pip[@]}" -c constraints.txt -e "$spec"
+
+if [ "$bundle" = 1 ]; then
+  if [ "$rebuild" = 0 ] && .venv/bin/edge bundle bundles/default >/dev/null 2>&1; then
+    echo "bundles/default is there and verifies (--rebuild to build it again)"
+  else
+    echo "building the default bundle (EfficientNet-Lite0 INT8 + segmenter) in bundles/default"
+    .venv/bin/edge export --target cpu --out bundles/default
+  fi
+fi
+echo "done: .venv/bin/edge --help"
