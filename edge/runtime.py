@@ -1,0 +1,236 @@
+"""Run a verified bundle on a batch of decoded frames: classifier (logits, map) and segmenter.
+
+The runtime owns the two ONNX Runtime sessions. At load it checks each model against the
+manifest (input `image`, outputs `logits`/`cam` and `foreground`, their static dimensions),
+because a bundle whose files pass their checksums can still have been exported wrongly, and
+that must fail at start with the file named, not on the first frame in the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from edge.bundle import Bundle, InputSpec
+from edge.preprocess import normalise, resize_frame
+from edge.providers import OpenedSession, open_session, provider_order
+
+DEFAULT_MAX_BATCH = 32
+
+
+@dataclass
+class Outputs:
+    """One batch's results, row i for images[i].
+
+    logits [N,C] float32; probs [N,C] softmax of logits; cam [N,h,w] >= 0 (the top class's map,
+    not upsampled); foreground [N,1,h,w] probability 0..1; providers: model -> provider used.
+    """
+
+    logits: np.ndarray
+    probs: np.ndarray
+    cam: np.ndarray
+    foreground: np.ndarray
+    providers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def top(self) -> np.ndarray:
+        """Index of the most probable class per frame, [N] int."""
+        return self.probs.argmax(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, shifted by the row maximum so large logits do not overflow."""
+    z = np.asarray(logits, np.float32)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _dim_ok(actual: object, expected: int) -> bool:
+    """A symbolic (str) or unknown (None) dimension accepts anything; an int must match."""
+    return not isinstance(actual, int) or actual == expected
+
+
+def _check_io(
+    session: ort.InferenceSession,
+    where: str,
+    input_spec: InputSpec,
+    outputs: dict[str, tuple[int, ...]],
+) -> None:
+    """Raise RuntimeError naming the file if the model's input/outputs break the manifest.
+
+    `outputs` maps each required output name to its expected dimensions after the batch.
+    """
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or inputs[0].name != "image":
+        names = [i.name for i in inputs]
+        raise RuntimeError(f"{where}: expects inputs {names}, the bundle contract is ['image']")
+    shape = list(inputs[0].shape)
+    want = [3, *input_spec.size]
+    if len(shape) != 4 or not all(_dim_ok(a, e) for a, e in zip(shape[1:], want, strict=True)):
+        expected = ", ".join(map(str, want))
+        raise RuntimeError(
+            f"{where}: input 'image' has shape {shape}, the manifest says [N, {expected}]"
+        )
+    if isinstance(shape[0], int):
+        raise RuntimeError(
+            f"{where}: batch dimension fixed at {shape[0]}; re-export with a dynamic batch"
+        )
+    have = {o.name: list(o.shape) for o in session.get_outputs()}
+    for name, dims in outputs.items():
+        if name not in have:
+            raise RuntimeError(
+                f"{where}: no output {name!r} (outputs are {sorted(have)}), the bundle contract"
+                f" needs {sorted(outputs)}"
+            )
+        got = have[name]
+        if len(got) != len(dims) + 1 or not all(
+            _dim_ok(a, e) for a, e in zip(got[1:], dims, strict=True)
+        ):
+            raise RuntimeError(
+                f"{where}: output {name!r} has shape {got}, the manifest says"
+                f" [N, {', '.join(map(str, dims))}]"
+            )
+
+
+def _shared_geometry(a: InputSpec, b: InputSpec) -> bool:
+    """True when both models get the same resized pixels (only normalisation differs)."""
+    same = a.size == b.size and a.resize == b.resize
+    return same and (a.resize != "letterbox" or a.mean == b.mean)  # letterbox pads with mean
+
+
+class Runtime:
+    """The two sessions of a bundle and how to feed them. Build with :meth:`from_bundle`."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        classifier: OpenedSession,
+        segmenter: OpenedSession,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.bundle = bundle
+        self.classifier = classifier
+        self.segmenter = segmenter
+        self.max_batch = max_batch
+        m = bundle.manifest
+        self._cls_spec = m.classifier.input
+        self._seg_spec = m.segmenter.input
+        self._shared = _shared_geometry(self._cls_spec, self._seg_spec)
+        self._cls_dtype = _input_dtype(classifier.session)
+        self._seg_dtype = _input_dtype(segmenter.session)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        *,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> Runtime:
+        """Open both models with the first working provider each (see `edge.providers`).
+
+        `providers`: an explicit order (short or full names); None means $OVERMAP_PROVIDERS,
+        else the bundle's list, else TensorRT, CUDA, CPU. `threads`: intra-op threads per
+        session (default all cores). Each session must run a zero batch before it is kept.
+        Raises RuntimeError naming the file when a model does not match the manifest.
+        """
+        m = bundle.manifest
+        order = provider_order(providers, fallback=m.providers)
+        c, s = m.classifier, m.segmenter
+        n_classes = len(c.classes)
+
+        def check_classifier(session: ort.InferenceSession) -> None:
+            outputs = {"logits": (n_classes,), "cam": tuple(c.cam_size)}
+            _check_io(session, str(bundle.classifier_path), c.input, outputs)
+
+        def check_segmenter(session: ort.InferenceSession) -> None:
+            outputs = {"foreground": (1, *s.output_size)}
+            _check_io(session, str(bundle.segmenter_path), s.input, outputs)
+
+        opened = []
+        for path, spec, check, precision in (
+            (bundle.classifier_path, c.input, check_classifier, c.precision),
+            (bundle.segmenter_path, s.input, check_segmenter, s.precision),
+        ):
+            probe = np.zeros((1, 3, *spec.size), np.float32)
+            opened.append(
+                open_session(
+                    path,
+                    order,
+                    probe=probe,
+                    threads=threads,
+                    precision=precision,
+                    max_batch=max_batch,
+                    check=check,
+                )
+            )
+        return cls(bundle, opened[0], opened[1], max_batch=max_batch)
+
+    @property
+    def providers(self) -> dict[str, str]:
+        """Which provider runs which model, e.g. {"classifier": "CUDAExecutionProvider", ...}."""
+        return {"classifier": self.classifier.provider, "segmenter": self.segmenter.provider}
+
+    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 frames -> (classifier batch, segmenter batch), float32 NCHW.
+
+        When both models want the same geometry the frames are resized once.
+        """
+        if not images:
+            raise ValueError("run() needs at least one image")
+        cls_frames = np.stack([resize_frame(im, self._cls_spec) for im in images])
+        if self._shared:
+            seg_frames = cls_frames
+        else:
+            seg_frames = np.stack([resize_frame(im, self._seg_spec) for im in images])
+        return normalise(cls_frames, self._cls_spec), normalise(seg_frames, self._seg_spec)
+
+    def run(self, images: Sequence[np.ndarray]) -> Outputs:
+        """Classify and segment decoded RGB uint8 frames (any sizes, any count >= 1).
+
+        Batches above `max_batch` are run in chunks, so memory stays bounded and a TensorRT
+        engine built for 1..max_batch is never rebuilt.
+        """
+        parts = [
+            self._run_chunk(images[i : i + self.max_batch])
+            for i in range(0, max(len(images), 1), self.max_batch)
+        ]
+        logits = np.concatenate([p[0] for p in parts])
+        return Outputs(
+            logits=logits,
+            probs=softmax(logits),
+            cam=np.concatenate([p[1] for p in parts]),
+            foreground=np.concatenate([p[2] for p in parts]),
+            providers=self.providers,
+        )
+
+    def _run_chunk(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+        x_cls, x_seg = self.prepare(images)
+        logits, cam = self.classifier.session.run(
+            ["logits", "cam"], {"image": x_cls.astype(self._cls_dtype, copy=False)}
+        )
+        (foreground,) = self.segmenter.session.run(
+            ["foreground"], {"image": x_seg.astype(self._seg_dtype, copy=False)}
+        )
+        return (
+            np.asarray(logits, np.float32),
+            np.asarray(cam, np.float32),
+            np.asarray(foreground, np.float32),
+        )
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.bundle!r}, providers={self.providers})"
+
+
+def _input_dtype(session: ort.InferenceSession) -> type[np.floating]:
+    """float16 for a model exported with half-precision inputs, else float32."""
+    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32

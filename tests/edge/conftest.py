@@ -1,0 +1,149 @@
+"""A real, small bundle built once per session: tiny torch models exported to ONNX.
+
+The models are random but real: the classifier is a conv stack with a linear head wrapped in
+`export.cam.CamClassifier` (outputs `logits` and `cam`), the segmenter a conv with a sigmoid
+(output `foreground`). Exporting them exercises the same ONNX path as `edge export` in a
+second, so every edge test runs against real files and real ONNX Runtime sessions.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.bundle import (
+    FORMAT_VERSION,
+    ClassifierSpec,
+    InputSpec,
+    Manifest,
+    SegmenterSpec,
+    file_entry,
+    write_manifest,
+)
+
+DATA = Path("/work/shared/data")
+CAMTRAP = DATA / "camtrap"
+IR_FRAME = CAMTRAP / "peru_s90_animl/S90_SDZG1/EK000004.JPG"  # night infrared, greyscale
+COLOUR_FRAME = CAMTRAP / "peru_s90_animl/S90_SDZG1/EK000001.JPG"  # day, colour
+CLASSES = ["empty", "deer", "fox", "human"]
+VALIDATION = {
+    "top1_agreement": 0.985,
+    "top1_accuracy_fp32": 0.875,
+    "top1_accuracy_onnx": 0.87,
+    "cam_correlation": 0.993,
+    "overmap_drift_mean": 0.004,
+}
+
+
+def _export(model: object, path: Path, size: tuple[int, int], outputs: list[str]) -> None:
+    import torch
+
+    x = torch.rand(2, 3, *size)
+    axes = {"image": {0: "batch"}} | {name: {0: "batch"} for name in outputs}
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _onnx_export(torch, model, x, path, outputs, axes)
+
+
+def _onnx_export(torch: Any, model: Any, x: Any, path: Path, outputs: list[str], axes: Any) -> None:
+    torch.onnx.export(
+        model,
+        (x,),
+        str(path),
+        input_names=["image"],
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=17,
+        dynamo=False,
+    )
+
+
+def build_bundle(
+    root: Path,
+    *,
+    size: tuple[int, int] = (64, 64),
+    seg_size: tuple[int, int] | None = None,
+    seg_resize: str = "stretch",
+    cam_outputs: tuple[str, str] = ("logits", "cam"),
+) -> Path:
+    """Export a tiny classifier + segmenter into `root` and write its manifest.
+
+    `seg_size`/`seg_resize` let a test give the segmenter its own geometry; `cam_outputs`
+    lets a test export a classifier whose output names break the contract.
+    """
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from export.cam import CamClassifier
+
+    torch.manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    features = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
+    classifier = CamClassifier(features, nn.Linear(16, len(CLASSES)), "features").eval()
+    segmenter = nn.Sequential(nn.Conv2d(3, 1, 3, stride=4, padding=1), nn.Sigmoid()).eval()
+    seg_size = seg_size or size
+    with torch.no_grad():
+        _export(classifier, root / "classifier.onnx", size, list(cam_outputs))
+        _export(segmenter, root / "segmenter.onnx", seg_size, ["foreground"])
+    lite = InputSpec(size=size, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+    imagenet = InputSpec(
+        size=seg_size,
+        mean=(123.675, 116.28, 103.53),
+        std=(58.395, 57.12, 57.375),
+        resize=seg_resize,  # type: ignore[arg-type]
+    )
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        target="cpu",
+        providers=["CPUExecutionProvider"],
+        classifier=ClassifierSpec(
+            file=file_entry(root, "classifier.onnx"),
+            name="tiny-cnn",
+            input=lite,
+            classes=CLASSES,
+            empty_classes=["empty"],
+            human_classes=["human"],
+            cam_layer="features",
+            cam_size=(size[0] // 4, size[1] // 4),
+            precision="fp32",
+        ),
+        segmenter=SegmenterSpec(
+            file=file_entry(root, "segmenter.onnx"),
+            name="tiny-seg",
+            input=imagenet,
+            output_size=(seg_size[0] // 4, seg_size[1] // 4),
+            precision="fp32",
+        ),
+        thresholds={"empty": 0.8, "tag": 0.6},
+        validation=VALIDATION,
+        versions={"torch": torch.__version__, "overmap-edge": "0.1.0"},
+    )
+    write_manifest(root, manifest)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified bundle folder (classifier and segmenter share size and resize)."""
+    return build_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Build a variant bundle in a fresh folder: `bundle_factory(seg_size=(48, 40))`."""
+
+    def make(**kwargs: object) -> Path:
+        return build_bundle(tmp_path_factory.mktemp("variant"), **kwargs)  # type: ignore[arg-type]
+
+    return make
