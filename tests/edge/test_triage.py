@@ -1,0 +1,63 @@
+"""The triage policy on hand-made evidence where the right decision is known."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from edge.triage import Evidence, bursts, decide, decide_all
+
+T0 = datetime(2026, 5, 1, 6, 0, 0)
+TH = {"tag": 0.7, "empty": 0.6, "empty_foreground": 0.02}
+
+
+def ev(**kw) -> Evidence:
+    base = dict(camera="cam1", time=T0, label="elk", is_empty_class=False, is_human=False,
+                softmax=0.9, fused=0.9, foreground=0.2, background_ready=True)
+    return Evidence(**{**base, **kw})
+
+
+def test_confident_animal_is_tagged_and_doubtful_one_goes_to_review() -> None:
+    assert decide(ev(), TH) == "tagged"
+    assert decide(ev(fused=0.5), TH) == "review"
+
+
+def test_empty_needs_the_class_and_a_quiet_frame() -> None:
+    empty = ev(label="empty", is_empty_class=True, softmax=0.95, fused=0.95, foreground=0.0)
+    assert decide(empty, TH) == "empty"
+    # called empty, but something large stands in front of the camera
+    assert decide(replace(empty, foreground=0.3), TH) == "review"
+    # called empty without conviction
+    assert decide(replace(empty, softmax=0.4, fused=0.4), TH) == "review"
+
+
+def test_without_an_empty_class_the_ready_background_model_decides_quiet_frames() -> None:
+    quiet = ev(label="tench", fused=0.3, foreground=0.0)
+    assert decide(quiet, TH) == "empty"
+    assert decide(replace(quiet, background_ready=False), TH) == "review"
+
+
+def test_thresholds_are_honoured() -> None:
+    assert decide(ev(fused=0.75), {**TH, "tag": 0.8}) == "review"
+    assert decide(ev(fused=0.75), {**TH, "tag": 0.7}) == "tagged"
+
+
+def test_bursts_split_by_camera_and_gap() -> None:
+    frames = [
+        ev(time=T0), ev(time=T0 + timedelta(seconds=2)), ev(time=T0 + timedelta(seconds=60)),
+        ev(camera="cam2", time=T0 + timedelta(seconds=1)), ev(time=None),
+    ]
+    ids = bursts(frames, gap_seconds=10)
+    assert ids[0] == ids[1]
+    assert len({ids[0], ids[2], ids[3], ids[4]}) == 4
+
+
+def test_a_burst_with_an_animal_is_not_empty() -> None:
+    empty = dict(label="empty", is_empty_class=True, softmax=0.95, fused=0.95, foreground=0.0)
+    frames = [
+        ev(time=T0, **empty),
+        ev(time=T0 + timedelta(seconds=1)),  # the elk
+        ev(time=T0 + timedelta(seconds=2), **empty),
+        ev(time=T0 + timedelta(minutes=5), **empty),  # a later, separate burst
+    ]
+    assert decide_all(frames, TH, burst_gap_seconds=10) == ["review", "tagged", "review", "empty"]
