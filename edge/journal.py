@@ -1,0 +1,326 @@
+"""The journal: one SQLite row per frame, the watcher's source of truth.
+
+A frame walks `seen -> decided -> done` (or `-> quarantined`). The decision and the intended
+destination are committed *before* the file is moved (write-ahead intent), so after a crash at
+any instant the sink can finish or verify the move from the row alone; see `edge.sink`.
+
+Durability: WAL mode with `synchronous=FULL`. With NORMAL, a power cut may drop the last
+committed transactions; losing a `decided` row after its file was already renamed would leave a
+frame in OUT that the journal cannot find. FULL fsyncs the WAL on every commit, which keeps the
+intent durable before the rename. The cost is one fsync per commit, and commits are batched
+(one per batch of frames), so it is small beside inference.
+
+A frame's identity is (relpath, sha256): the same name reappearing with other content (a new
+card reusing IMG_0001.JPG) is a new frame with its own row; its destination gets a suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+JOURNAL_NAME = "journal.sqlite"
+
+STATES = ("seen", "decided", "done", "quarantined", "vanished")
+DECISIONS = ("empty", "tagged", "review", "quarantine")
+TERMINAL = ("done", "quarantined", "vanished")
+
+_SCHEMA_V1 = """
+CREATE TABLE frames (
+    id          INTEGER PRIMARY KEY,
+    relpath     TEXT NOT NULL,              -- relative to the inbox, '/'-separated
+    camera      TEXT NOT NULL,              -- first subfolder, '' for frames at the top
+    size        INTEGER NOT NULL,
+    mtime       REAL NOT NULL,
+    sha256      TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'seen',
+    seen_at     REAL NOT NULL,
+    decided_at  REAL,
+    done_at     REAL,
+    label       TEXT,
+    class_index INTEGER,
+    softmax     REAL,
+    overmap     REAL,
+    confidence  REAL,
+    extra       TEXT,                       -- JSON: measure, mask source, anything else
+    decision    TEXT,
+    reason      TEXT,
+    dest        TEXT,                       -- relative to OUT, '/'-separated
+    UNIQUE (relpath, sha256)
+);
+CREATE INDEX frames_state ON frames (state);
+CREATE INDEX frames_relpath ON frames (relpath, size, mtime);
+CREATE UNIQUE INDEX frames_dest ON frames (dest) WHERE dest IS NOT NULL;
+"""
+
+# Migration i upgrades a journal from user_version i to i + 1.
+_MIGRATIONS: list[str] = [_SCHEMA_V1]
+
+
+class JournalError(Exception):
+    """The journal cannot be used (newer schema, corrupt file); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy decided for one frame; `extra` is stored as JSON."""
+
+    decision: str  # one of DECISIONS
+    label: str | None = None
+    class_index: int | None = None
+    softmax: float | None = None
+    overmap: float | None = None
+    confidence: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None  # why, for quarantine
+
+    def __post_init__(self) -> None:
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One journal row."""
+
+    id: int
+    relpath: str
+    camera: str
+    size: int
+    mtime: float
+    sha256: str
+    state: str
+    seen_at: float
+    decided_at: float | None
+    done_at: float | None
+    label: str | None
+    class_index: int | None
+    softmax: float | None
+    overmap: float | None
+    confidence: float | None
+    extra: dict[str, Any] | None
+    decision: str | None
+    reason: str | None
+    dest: str | None
+
+
+def camera_of(relpath: str) -> str:
+    """The first subfolder of a frame's path in the inbox ('' when it sits at the top)."""
+    parts = relpath.split("/")
+    return parts[0] if len(parts) > 1 else ""
+
+
+class Journal:
+    """The frames table of OUT/journal.sqlite; safe to share between threads (one lock)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise JournalError(f"{self.path}: not a usable journal ({e})") from e
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, out: str | Path) -> Journal:
+        """Open (or create) the journal that lives in the output folder `out`."""
+        return cls(Path(out) / JOURNAL_NAME)
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise JournalError(
+                f"{self.path} has schema {version}, this tool knows {SCHEMA_VERSION}: "
+                "upgrade overmap-edge or use another output folder"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            self._db.execute("BEGIN IMMEDIATE")
+            for stmt in _MIGRATIONS[v].split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            self._db.execute(f"PRAGMA user_version={v + 1}")
+            self._db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes into one commit (one fsync); nests as a no-op."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def record_seen(self, relpath: str, size: int, mtime: float, sha256: str) -> int:
+        """Record a whole frame; idempotent. Returns the row id (existing or new).
+
+        The same relpath with the same content is the same frame (nothing changes); with other
+        content it is a new frame (a new row), whatever the state of the old one.
+        """
+        relpath = relpath.replace("\\", "/")
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO frames (relpath, camera, size, mtime, sha256, state, "
+                "seen_at) VALUES (?, ?, ?, ?, ?, 'seen', ?)",
+                (relpath, camera_of(relpath), size, mtime, sha256, time.time()),
+            )
+            row = self._db.execute(
+                "SELECT id FROM frames WHERE relpath=? AND sha256=?", (relpath, sha256)
+            ).fetchone()
+        return int(row[0])
+
+    def record_decision(self, frame_id: int, decision: Decision, dest: str) -> None:
+        """Write-ahead intent: the decision and where the frame will go, before it moves.
+
+        Re-deciding a frame that is still `decided` replaces the intent; a terminal frame is
+        left alone.
+        """
+        with self.transaction():
+            self._db.execute(
+                "UPDATE frames SET state='decided', decided_at=?, label=?, class_index=?, "
+                "softmax=?, overmap=?, confidence=?, extra=?, decision=?, reason=?, dest=? "
+                "WHERE id=? AND state IN ('seen', 'decided')",
+                (
+                    time.time(),
+                    decision.label,
+                    decision.class_index,
+                    decision.softmax,
+                    decision.overmap,
+                    decision.confidence,
+                    json.dumps(decision.extra) if decision.extra else None,
+                    decision.decision,
+                    decision.reason,
+                    dest,
+                    frame_id,
+                ),
+            )
+
+    def quarantine(self, frame_id: int, reason: str, dest: str) -> None:
+        """Write-ahead intent to quarantine (same as a decision 'quarantine' with its reason)."""
+        self.record_decision(frame_id, Decision("quarantine", reason=reason), dest)
+
+    def mark_done(self, frame_id: int, dest: str) -> None:
+        """The frame lies at `dest` (relative to OUT): `done`, or `quarantined` if so decided."""
+        with self.transaction():
+            self._db.execute(
+                "UPDATE frames SET state=CASE decision WHEN 'quarantine' THEN 'quarantined' "
+                "ELSE 'done' END, done_at=?, dest=? WHERE id=?",
+                (time.time(), dest, frame_id),
+            )
+
+    def mark_vanished(self, frame_id: int) -> None:
+        """The original disappeared before it was placed (deleted by someone else)."""
+        with self.transaction():
+            self._db.execute(
+                "UPDATE frames SET state='vanished', done_at=?, reason=COALESCE(reason, ?) "
+                "WHERE id=?",
+                (time.time(), "source vanished before it was placed", frame_id),
+            )
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def _frames(self, sql: str, args: Iterable[Any] = ()) -> list[Frame]:
+        with self._lock:
+            rows = self._db.execute(sql, tuple(args)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["extra"] = json.loads(d["extra"]) if d["extra"] else None
+            out.append(Frame(**d))
+        return out
+
+    def get(self, frame_id: int) -> Frame | None:
+        rows = self._frames("SELECT * FROM frames WHERE id=?", (frame_id,))
+        return rows[0] if rows else None
+
+    def pending(self, limit: int | None = None) -> list[Frame]:
+        """Frames not yet in a terminal state, oldest first (what a restart must resume)."""
+        sql = "SELECT * FROM frames WHERE state IN ('seen', 'decided') ORDER BY id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._frames(sql)
+
+    def frames(self, state: str | None = None) -> list[Frame]:
+        if state is None:
+            return self._frames("SELECT * FROM frames ORDER BY id")
+        return self._frames("SELECT * FROM frames WHERE state=? ORDER BY id", (state,))
+
+    def is_known(self, relpath: str, size: int, mtime: float) -> bool:
+        """True when a row has this path, size and mtime: a rescan can skip it without hashing.
+
+        Pending rows count too: they are resumed from the journal, not from the disk.
+        """
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM frames WHERE relpath=? AND size=? AND mtime=? LIMIT 1",
+                (relpath.replace("\\", "/"), size, mtime),
+            ).fetchone()
+        return row is not None
+
+    def find(self, relpath: str, sha256: str) -> Frame | None:
+        rows = self._frames(
+            "SELECT * FROM frames WHERE relpath=? AND sha256=?", (relpath, sha256)
+        )
+        return rows[0] if rows else None
+
+    def dest_taken(self, dest: str, *, exclude_id: int | None = None) -> bool:
+        """True when another row already claims `dest` (relative to OUT)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM frames WHERE dest=? AND id IS NOT ? LIMIT 1", (dest, exclude_id)
+            ).fetchone()
+        return row is not None
+
+    def counts(self, by: str = "state") -> dict[str, int]:
+        """Frame counts grouped by 'state', 'decision', 'label', 'camera' or 'day' (of seen_at,
+        local time, YYYY-MM-DD); frames without a value count under ''."""
+        exprs = {
+            "state": "state",
+            "decision": "decision",
+            "label": "label",
+            "camera": "camera",
+            "day": "date(seen_at, 'unixepoch', 'localtime')",
+        }
+        if by not in exprs:
+            raise ValueError(f"by must be one of {sorted(exprs)}, got {by!r}")
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT COALESCE({exprs[by]}, ''), COUNT(*) FROM frames GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        return {str(k): int(n) for k, n in rows}

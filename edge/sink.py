@@ -1,0 +1,346 @@
+"""The last stage: put a frame in its folder under OUT, atomically and idempotently.
+
+`place` may be called again for a frame after a crash at any instant and it finishes the job
+without losing or duplicating the frame: a destination that already holds the same bytes means
+the move happened; a destination holding other bytes gets a name suffixed with the frame's
+content hash (deterministic, so a retry finds it again). Files are written to a hidden temp
+file in the destination folder, fsynced, then renamed into place; folders are fsynced after a
+rename so that the rename survives a power cut.
+
+`process_pending` drives the journal's rows to a terminal state with a caller's `decide`
+function: decisions (with their destinations) are committed before any file moves.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from edge.journal import Decision, Frame, Journal
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".edge-tmp"
+FOLDERS = {"empty": "empty", "tagged": "tagged", "review": "review", "quarantine": "quarantine"}
+_CHUNK = 1 << 20
+
+
+class SinkError(Exception):
+    """A frame could not be placed; the source is untouched."""
+
+
+class DiskFullError(SinkError):
+    """No space left where the frame goes: pause and retry later, nothing was lost."""
+
+
+class SinkPermissionError(SinkError):
+    """A file or folder cannot be written or removed; `path` says which."""
+
+    def __init__(self, path: Path, detail: str = "") -> None:
+        super().__init__(f"permission denied: {path}{': ' + detail if detail else ''}")
+        self.path = path
+
+
+class SourceMissingError(SinkError):
+    """The original is gone and no destination holds its bytes."""
+
+
+# -- test hook ------------------------------------------------------------------------------
+
+_hits: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Exit at once (as a power cut would) when EDGE_CRASH_AT names this step.
+
+    EDGE_CRASH_AT=step or step:k (the k-th time the step is reached). Used by the crash tests
+    to stop between any two steps; costs one dict lookup otherwise.
+    """
+    spec = os.environ.get("EDGE_CRASH_AT")
+    if not spec:
+        return
+    step, _, k = spec.partition(":")
+    if step != name:
+        return
+    _hits[name] = _hits.get(name, 0) + 1
+    if _hits[name] >= int(k or 1):
+        os._exit(77)
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (vfat over FUSE) refuse fsync on folders
+    finally:
+        os.close(fd)
+
+
+def _rename(src: Path, dst: Path) -> None:
+    """os.replace; a seam the tests patch to act as if src and dst were on two filesystems."""
+    os.replace(src, dst)
+
+
+def _candidates(dest: Path, sha256: str | None) -> Sequence[Path]:
+    """dest, then dest suffixed with the content hash, then numbered: deterministic names."""
+    out = [dest]
+    if sha256:
+        base = f"{dest.stem}__{sha256[:8]}"
+        out.append(dest.with_name(base + dest.suffix))
+        out += [dest.with_name(f"{base} ({i}){dest.suffix}") for i in range(1, 100)]
+    return out
+
+
+def _same_content(path: Path, size: int, sha256: str) -> bool:
+    try:
+        return path.stat().st_size == size and file_sha256(path) == sha256
+    except OSError:
+        return False
+
+
+def _raise_mapped(e: OSError, path: Path) -> None:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFullError(f"no space left writing {path}") from e
+    if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise SinkPermissionError(Path(e.filename or path), e.strerror or "") from e
+    raise e
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy src to dst through a hidden temp file in dst's folder: dst is whole or absent."""
+    tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        with open(src, "rb") as fi, open(tmp, "xb") as fo:
+            while chunk := fi.read(_CHUNK):
+                fo.write(chunk)
+            fo.flush()
+            os.fsync(fo.fileno())
+        st = src.stat()
+        try:
+            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+        crash_point("copy_before_rename")
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(dst.parent)
+
+
+def place(src: str | Path, dest: str | Path, *, copy: bool, sha256: str | None = None) -> Path:
+    """Move (or copy) `src` to `dest` and return where it now lies; safe to call again.
+
+    - src gone, a candidate destination holds `sha256`'s bytes: the move was done; return it.
+    - src and a candidate hold the same bytes: finish (remove src when moving).
+    - dest holds other bytes: use `stem__<sha8>.ext` (then `stem__<sha8> (n).ext`).
+    Raises DiskFullError (ENOSPC, EDQUOT) and SinkPermissionError with the source untouched
+    and no temp file left, SourceMissingError when the bytes are nowhere.
+    `sha256` is the source's known hash (from the journal); it is computed when not given.
+    """
+    src, dest = Path(src), Path(dest)
+    if not src.exists():
+        for cand in _candidates(dest, sha256):
+            if cand.exists() and (sha256 is None or file_sha256(cand) == sha256):
+                return cand
+        raise SourceMissingError(f"{src} is gone and {dest} does not hold it")
+    try:
+        sha = sha256 or file_sha256(src)
+        size = src.stat().st_size
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        for cand in _candidates(dest, sha):
+            if cand.exists():
+                if not _same_content(cand, size, sha):
+                    continue
+                if not copy and not os.path.samefile(src, cand):
+                    crash_point("dedupe_before_unlink")
+                    src.unlink()
+                    fsync_dir(src.parent)
+                return cand
+            if copy:
+                _copy_atomic(src, cand)
+            else:
+                _move(src, cand)
+            return cand
+    except OSError as e:
+        _raise_mapped(e, dest)
+    raise SinkError(f"no free name for {dest} after 100 tries")
+
+
+def _move(src: Path, dst: Path) -> None:
+    crash_point("move_before_rename")
+    try:
+        _rename(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        _copy_atomic(src, dst)
+        crash_point("move_before_unlink")
+        src.unlink()
+    fsync_dir(dst.parent)
+    fsync_dir(src.parent)
+
+
+def sidecar(dest: str | Path, data: dict[str, Any]) -> Path:
+    """Write `data` as JSON next to a placed frame (`IMG_1.jpg` -> `IMG_1.jpg.json`), atomically."""
+    dest = Path(dest)
+    path = dest.with_name(dest.name + ".json")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, ensure_ascii=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        _raise_mapped(e, path)
+    return path
+
+
+def clean_temps(out: str | Path) -> int:
+    """Remove temp files a crash left under `out` (only ours: `.*.edge-tmp`); returns how many."""
+    n = 0
+    for dirpath, _dirs, files in os.walk(out):
+        for name in files:
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                Path(dirpath, name).unlink(missing_ok=True)
+                n += 1
+    return n
+
+
+# -- the journal-driven loop ----------------------------------------------------------------
+
+
+def choose_dest(journal: Journal, out: Path, folder: str, frame: Frame) -> str:
+    """Destination relative to OUT: folder/relpath, or suffixed with the hash when taken."""
+    rel = f"{folder}/{frame.relpath}"
+    path = out / rel
+    if not journal.dest_taken(rel, exclude_id=frame.id) and (
+        not path.exists() or _same_content(path, frame.size, frame.sha256)
+    ):
+        return rel
+    for cand in _candidates(path, frame.sha256)[1:]:
+        crel = cand.relative_to(out).as_posix()
+        if not journal.dest_taken(crel, exclude_id=frame.id) and not cand.exists():
+            return crel
+    raise SinkError(f"no free name for {rel}")
+
+
+def admit(
+    journal: Journal,
+    inbox: Path,
+    out: Path,
+    path: Path,
+    *,
+    quarantine_reason: str | None = None,
+) -> int | None:
+    """Journal a whole frame as `seen` (or its quarantine intent); None if already known.
+
+    Frames already known by path, size and mtime are skipped without hashing, which keeps a
+    rescan of a card of done frames (copy mode) cheap.
+    """
+    relpath = path.relative_to(inbox).as_posix()
+    st = path.stat()
+    if quarantine_reason is None and journal.is_known(relpath, st.st_size, st.st_mtime):
+        return None
+    frame_id = journal.record_seen(relpath, st.st_size, st.st_mtime, file_sha256(path))
+    crash_point("after_seen")
+    if quarantine_reason is not None:
+        frame = journal.get(frame_id)
+        if frame is not None and frame.state == "seen":
+            dest = choose_dest(journal, out, FOLDERS["quarantine"], frame)
+            journal.quarantine(frame_id, quarantine_reason, dest)
+    return frame_id
+
+
+def _sidecar_data(frame: Frame) -> dict[str, Any]:
+    keys = ("relpath", "camera", "sha256", "decision", "label", "class_index", "softmax")
+    data = {k: getattr(frame, k) for k in keys}
+    data.update(overmap=frame.overmap, confidence=frame.confidence, reason=frame.reason)
+    if frame.extra:
+        data["extra"] = frame.extra
+    return data
+
+
+def process_pending(
+    journal: Journal,
+    inbox: str | Path,
+    out: str | Path,
+    decide: Callable[[list[Path]], list[Decision]],
+    *,
+    copy: bool = False,
+    batch: int = 32,
+    sidecars: bool = True,
+) -> int:
+    """Bring every pending journal row to a terminal state; returns how many were finished.
+
+    `decide` gets the inbox paths of a batch of `seen` frames and returns one Decision each
+    (a frame it cannot read should come back as Decision('quarantine', reason=...)). Each batch:
+    decisions and destinations are committed in one transaction, then frames are placed, then
+    marked done in one transaction. DiskFullError and SinkPermissionError propagate after the
+    frames already placed are marked done; the others stay pending for the next call.
+    """
+    inbox, out = Path(inbox), Path(out)
+    finished = 0
+    while rows := journal.pending(limit=batch):
+        seen = [r for r in rows if r.state == "seen"]
+        gone = [r for r in seen if not (inbox / r.relpath).exists()]
+        for r in gone:
+            journal.mark_vanished(r.id)
+        seen = [r for r in seen if r not in gone]
+        if seen:
+            decisions = decide([inbox / r.relpath for r in seen])
+            if len(decisions) != len(seen):
+                raise ValueError(f"decide returned {len(decisions)} decisions for {len(seen)}")
+            with journal.transaction():
+                for r, d in zip(seen, decisions, strict=True):
+                    dest = choose_dest(journal, out, FOLDERS[d.decision], r)
+                    journal.record_decision(r.id, d, dest)
+            crash_point("after_decision")
+        decided = [f for r in rows if (f := journal.get(r.id)) and f.state == "decided"]
+        placed: list[tuple[int, str]] = []
+        try:
+            for f in decided:
+                assert f.dest is not None
+                try:
+                    where = place(inbox / f.relpath, out / f.dest, copy=copy, sha256=f.sha256)
+                except SourceMissingError:
+                    log.warning("%s vanished before it was placed", f.relpath)
+                    journal.mark_vanished(f.id)
+                    continue
+                crash_point("after_place")
+                if sidecars:
+                    sidecar(where, _sidecar_data(f))
+                placed.append((f.id, where.relative_to(out).as_posix()))
+        finally:
+            with journal.transaction():
+                for frame_id, rel in placed:
+                    journal.mark_done(frame_id, rel)
+            finished += len(placed) + len(gone)
+            crash_point("after_done")
+    return finished

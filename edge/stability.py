@@ -1,0 +1,136 @@
+"""Wait until a new file is whole before the journal sees it.
+
+A camera or a copy tool writes a frame over seconds; reading it early gives a truncated image
+that OpenCV may still decode (the missing rows come out grey). So a candidate is whole only
+when its size and mtime hold still across two looks `settle` seconds apart, a JPEG ends with its
+EOI marker (FF D9), and it decodes. One that never gets there within `give_up` seconds is
+handed back as unreadable, with the reason, for quarantine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.decode import DecodeError, load_image
+
+JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
+
+
+def is_complete_jpeg(path: str | Path) -> bool:
+    """True when the file starts with SOI (FF D8) and ends with EOI (FF D9).
+
+    Some cameras pad after EOI with zeros or 0xFF, so trailing padding (up to 4 KiB) is allowed.
+    """
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != b"\xff\xd8":
+                return False
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            n = min(size - 2, 4096)
+            f.seek(size - n)
+            tail = f.read(n).rstrip(b"\x00\xff")
+    except OSError:
+        return False
+    # rstrip stops at D9, so the EOI survives; inside entropy-coded data FF is always
+    # stuffed (FF 00), so a cut can end in FF D9 only at a real marker.
+    return tail.endswith(b"\xff\xd9")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate says about a candidate: 'whole', 'unreadable' (with reason) or 'gone'."""
+
+    path: Path
+    status: str
+    reason: str | None = None
+
+
+@dataclass
+class _Watch:
+    size: int
+    mtime_ns: int
+    first: float
+    last: float
+
+
+class StabilityGate:
+    """Holds candidates until they are whole; call `poll()` often, it never blocks.
+
+    `decode=False` skips the full decode (the decide stage decodes and quarantines anyway) and
+    keeps only the stable-size and JPEG-EOI tests, which halves decoding work on a slow device.
+    """
+
+    def __init__(
+        self,
+        *,
+        settle: float = 1.5,
+        give_up: float = 60.0,
+        decode: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settle = settle
+        self.give_up = give_up
+        self.decode = decode
+        self._clock = clock
+        self._watch: dict[Path, _Watch] = {}
+
+    def __len__(self) -> int:
+        return len(self._watch)
+
+    def add(self, path: Path) -> None:
+        """Start watching `path` (again adding a watched path changes nothing)."""
+        if path in self._watch:
+            return
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        now = self._clock()
+        self._watch[path] = _Watch(st.st_size, st.st_mtime_ns, now, now)
+
+    def _readable(self, path: Path) -> str | None:
+        """None when whole, else why not."""
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        if path.suffix.lower() in JPEG_EXTS and not is_complete_jpeg(path):
+            return "truncated JPEG (no end-of-image marker)"
+        if self.decode:
+            try:
+                load_image(path)
+            except DecodeError as e:
+                return str(e)
+        return None
+
+    def poll(self) -> list[Verdict]:
+        """Verdicts for candidates that settled (whole), gave up (unreadable) or vanished."""
+        now = self._clock()
+        out: list[Verdict] = []
+        for path, w in list(self._watch.items()):
+            if now - w.last < self.settle:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                del self._watch[path]
+                out.append(Verdict(path, "gone"))
+                continue
+            w.last = now
+            if (st.st_size, st.st_mtime_ns) != (w.size, w.mtime_ns):
+                w.size, w.mtime_ns = st.st_size, st.st_mtime_ns
+                continue
+            try:
+                why = self._readable(path)
+            except OSError as e:
+                why = f"cannot read: {e.strerror or e}"
+            if why is None:
+                del self._watch[path]
+                out.append(Verdict(path, "whole"))
+            elif now - w.first >= self.give_up:
+                del self._watch[path]
+                out.append(Verdict(path, "unreadable", f"{why} after {self.give_up:g} s"))
+        return out
