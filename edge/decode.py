@@ -3,10 +3,16 @@
 OpenCV applies the EXIF orientation on read. Greyscale (night infrared) frames come back as
 three equal channels, alpha is dropped, 16-bit images are scaled to 8 bits. A frame larger than
 `max_pixels` is refused before it is decoded (a decompression bomb would exhaust memory).
+
+A JPEG without its end-of-image marker is refused as truncated (:class:`TruncatedError`), even
+though OpenCV would decode it with the missing rows grey: a half-written frame would otherwise be
+classified as whatever the grey looks like. The caller may wait and retry such a frame.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -18,6 +24,22 @@ MAX_PIXELS = 100_000_000  # 100 MP: beyond any camera trap, well under a bomb
 
 class DecodeError(Exception):
     """A frame that cannot be read; the message is the reason recorded in quarantine."""
+
+
+class TruncatedError(DecodeError):
+    """A JPEG cut short (no end-of-image marker): maybe still being written, worth a retry."""
+
+
+def jpeg_truncated(data: np.ndarray | bytes) -> bool:
+    """True for JPEG bytes (SOI FF D8) that do not end with EOI (FF D9).
+
+    Trailing padding of zeros or 0xFF (up to 4 KiB, some cameras write it) is allowed. Inside
+    entropy-coded data FF is always stuffed (FF 00), so a cut ends in FF D9 only at a marker.
+    """
+    raw = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+    if raw[:2] != b"\xff\xd8":
+        return False
+    return not raw[-4096:].rstrip(b"\x00\xff").endswith(b"\xff\xd9")
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -42,9 +64,19 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise DecodeError(f"cannot read: {e.strerror or e}") from e
     if data.size == 0:
         raise DecodeError("empty file (0 bytes)")
-    size = image_size(path)
+    try:  # the header alone: a bomb is refused before a byte of pixels is allocated
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)  # ours below
+            with PIL.Image.open(io.BytesIO(data)) as im:
+                size: tuple[int, int] | None = im.size
+    except PIL.Image.DecompressionBombError as e:  # over Pillow's own limit (~179 MP)
+        raise DecodeError(f"decompression bomb refused ({e})") from e
+    except (OSError, ValueError):
+        size = None  # not a format Pillow knows; OpenCV may still, under its own pixel limit
     if size is not None and size[0] * size[1] > max_pixels:
         raise DecodeError(f"{size[0]}x{size[1]} pixels is over the limit of {max_pixels}")
+    if jpeg_truncated(data):
+        raise TruncatedError("truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
         raise DecodeError("not a decodable image (corrupt, truncated or not an image)")

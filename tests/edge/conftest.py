@@ -134,6 +134,22 @@ def build_bundle(
 
 
 @pytest.fixture(scope="session")
+def colour_frame() -> Path:
+    """A real day-time colour camera-trap frame (768x576 JPEG)."""
+    if not COLOUR_FRAME.is_file():
+        pytest.skip(f"reference data missing: {COLOUR_FRAME}")
+    return COLOUR_FRAME
+
+
+@pytest.fixture(scope="session")
+def ir_frame() -> Path:
+    """A real night infrared frame: greyscale content stored as a colour JPEG."""
+    if not IR_FRAME.is_file():
+        pytest.skip(f"reference data missing: {IR_FRAME}")
+    return IR_FRAME
+
+
+@pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified bundle folder (classifier and segmenter share size and resize)."""
     return build_bundle(tmp_path_factory.mktemp("bundle"))
