@@ -1,0 +1,255 @@
+"""The sink: atomic, idempotent placing; disk full and permission errors; process_pending."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge import sink
+from edge.journal import Decision, Journal
+from edge.sink import (
+    DiskFullError,
+    SinkPermissionError,
+    SourceMissingError,
+    admit,
+    clean_temps,
+    file_sha256,
+    place,
+    process_pending,
+    sidecar,
+)
+
+FRAMES = Path("/work/shared/data/camtrap/mlwic_examples/CA-01")
+
+
+def _frame(i: int = 0) -> Path:
+    return sorted(FRAMES.glob("*.jpg"))[i]
+
+
+def _drop(inbox: Path, rel: str, i: int = 0) -> Path:
+    p = inbox / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(_frame(i), p)
+    return p
+
+
+def _temps(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(sink.TEMP_SUFFIX)]
+
+
+def test_move_unicode_and_spaces(tmp_path: Path) -> None:
+    src = _drop(tmp_path / "in", "Cámara 2/foto ñ 01.jpg")
+    sha = file_sha256(src)
+    dest = tmp_path / "out" / "tagged" / "Cámara 2" / "foto ñ 01.jpg"
+    assert place(src, dest, copy=False) == dest
+    assert not src.exists() and file_sha256(dest) == sha
+
+
+@pytest.mark.parametrize("cross_fs", [False, True])
+def test_copy_leaves_original_untouched(tmp_path: Path, monkeypatch, cross_fs: bool) -> None:
+    if cross_fs:
+        monkeypatch.setattr(sink, "_rename", _exdev)
+    src = _drop(tmp_path / "in", "cam/a.jpg")
+    st = src.stat()
+    dest = tmp_path / "out" / "empty" / "cam" / "a.jpg"
+    assert place(src, dest, copy=True) == dest
+    assert src.stat().st_mtime_ns == st.st_mtime_ns and src.stat().st_ino == st.st_ino
+    assert file_sha256(dest) == file_sha256(src)
+    assert dest.stat().st_mtime_ns == st.st_mtime_ns
+    assert not _temps(tmp_path)
+
+
+def _exdev(src: Path, dst: Path) -> None:
+    raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+
+
+def test_move_across_filesystems(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sink, "_rename", _exdev)
+    src = _drop(tmp_path / "in", "cam/a.jpg")
+    sha = file_sha256(src)
+    dest = tmp_path / "out" / "review" / "cam" / "a.jpg"
+    assert place(src, dest, copy=False) == dest
+    assert not src.exists() and file_sha256(dest) == sha and not _temps(tmp_path)
+
+
+def test_idempotent_after_each_crash_point(tmp_path: Path) -> None:
+    src = _drop(tmp_path / "in", "a.jpg")
+    sha = file_sha256(src)
+    dest = tmp_path / "out" / "a.jpg"
+    # both there with the same bytes (crash after copy, before unlink): finish the move
+    dest.parent.mkdir(parents=True)
+    shutil.copy2(src, dest)
+    assert place(src, dest, copy=False, sha256=sha) == dest
+    assert not src.exists()
+    # src gone, dest holds the bytes (crash after the rename): done, nothing changes
+    assert place(src, dest, copy=False, sha256=sha) == dest
+    assert file_sha256(dest) == sha
+    # src gone and the bytes nowhere: said clearly
+    with pytest.raises(SourceMissingError):
+        place(src, tmp_path / "out" / "b.jpg", copy=False, sha256=sha)
+
+
+def test_collision_gets_a_deterministic_hash_name(tmp_path: Path) -> None:
+    dest = tmp_path / "out" / "IMG_0001.JPG"
+    dest.parent.mkdir(parents=True)
+    shutil.copy2(_frame(1), dest)
+    src = _drop(tmp_path / "in", "IMG_0001.JPG", 0)
+    sha = file_sha256(src)
+    where = place(src, dest, copy=False)
+    assert where.name == f"IMG_0001__{sha[:8]}.JPG"
+    assert file_sha256(dest) == file_sha256(_frame(1)) and file_sha256(where) == sha
+    # a retry after a crash finds it under the same name
+    assert place(src, dest, copy=False, sha256=sha) == where
+
+
+def test_disk_full_keeps_source_and_cleans_temp(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sink, "_rename", _exdev)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sink.os, "fsync", full)
+    src = _drop(tmp_path / "in", "cam/a.jpg")
+    sha = file_sha256(src)
+    dest = tmp_path / "out" / "cam" / "a.jpg"
+    for copy in (False, True):
+        with pytest.raises(DiskFullError):
+            place(src, dest, copy=copy)
+        assert file_sha256(src) == sha and not dest.exists() and not _temps(tmp_path)
+
+
+def test_permission_denied_names_the_path(tmp_path: Path, monkeypatch) -> None:
+    def denied(src: Path, dst: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(dst))
+
+    monkeypatch.setattr(sink, "_rename", denied)
+    src = _drop(tmp_path / "in", "a.jpg")
+    dest = tmp_path / "out" / "a.jpg"
+    with pytest.raises(SinkPermissionError) as e:
+        place(src, dest, copy=False)
+    assert e.value.path == dest and src.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_permission_denied_for_real(tmp_path: Path) -> None:
+    src = _drop(tmp_path / "in", "a.jpg")
+    locked = tmp_path / "out"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(SinkPermissionError):
+            place(src, locked / "a.jpg", copy=True)
+    finally:
+        locked.chmod(0o700)
+    assert src.exists()
+
+
+def test_sidecar_is_json_next_to_frame(tmp_path: Path) -> None:
+    dest = tmp_path / "ñ a.jpg"
+    dest.write_bytes(b"x")
+    p = sidecar(dest, {"label": "cièrvo", "softmax": 0.5})
+    assert p.name == "ñ a.jpg.json"
+    import json
+
+    assert json.loads(p.read_text(encoding="utf-8")) == {"label": "cièrvo", "softmax": 0.5}
+    assert not _temps(tmp_path)
+
+
+def test_clean_temps_removes_only_ours(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / f".x.jpg.1234{sink.TEMP_SUFFIX}").write_bytes(b"x")
+    (tmp_path / "a" / "keep.tmp").write_bytes(b"x")
+    assert clean_temps(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["keep.tmp"]
+
+
+def _decide_all(kind: str):
+    def decide(paths: list[Path]) -> list[Decision]:
+        return [Decision(kind, label="deer", class_index=1, softmax=0.7) for _ in paths]
+
+    return decide
+
+
+def test_process_pending_moves_journals_and_writes_sidecars(tmp_path: Path) -> None:
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    shas = {}
+    for i, rel in enumerate(["cam1/a.jpg", "cam2/b.jpg", "c.jpg"]):
+        shas[rel] = file_sha256(_drop(inbox, rel, i))
+    with Journal.open(out) as j:
+        for p in sorted(inbox.rglob("*.jpg")):
+            admit(j, inbox, out, p)
+        assert process_pending(j, inbox, out, _decide_all("tagged"), batch=2) == 3
+        for f in j.frames():
+            assert f.state == "done" and f.dest == f"tagged/{f.relpath}"
+            assert file_sha256(out / f.dest) == shas[f.relpath]
+            assert (out / (f.dest + ".json")).exists()
+        assert not list(inbox.rglob("*.jpg"))
+
+
+def test_name_reused_after_done_is_a_second_frame(tmp_path: Path) -> None:
+    """A card swap: IMG_0001.JPG comes again with other bytes; both are kept, once each."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    with Journal.open(out) as j:
+        admit(j, inbox, out, _drop(inbox, "cam/IMG_0001.JPG", 0))
+        process_pending(j, inbox, out, _decide_all("tagged"))
+        second = _drop(inbox, "cam/IMG_0001.JPG", 1)
+        sha2 = file_sha256(second)
+        admit(j, inbox, out, second)
+        process_pending(j, inbox, out, _decide_all("tagged"))
+        a, b = j.frames()
+        assert a.state == b.state == "done"
+        assert a.dest == "tagged/cam/IMG_0001.JPG"
+        assert b.dest == f"tagged/cam/IMG_0001__{sha2[:8]}.JPG"
+        assert file_sha256(out / a.dest) == file_sha256(_frame(0))
+        assert file_sha256(out / b.dest) == sha2
+
+
+def test_copy_mode_rescan_skips_done_frames(tmp_path: Path) -> None:
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    src = _drop(inbox, "cam/a.jpg")
+    with Journal.open(out) as j:
+        assert admit(j, inbox, out, src) is not None
+        process_pending(j, inbox, out, _decide_all("empty"), copy=True)
+        assert admit(j, inbox, out, src) is None  # known by path, size and mtime
+        assert src.exists() and j.counts() == {"done": 1}
+
+
+def test_disk_full_in_process_pending_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    src = _drop(inbox, "cam/a.jpg")
+    sha = file_sha256(src)
+    real_fsync = os.fsync
+    monkeypatch.setattr(sink, "_rename", _exdev)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with Journal.open(out) as j:
+        admit(j, inbox, out, src)
+        monkeypatch.setattr(sink.os, "fsync", full)
+        with pytest.raises(DiskFullError):
+            process_pending(j, inbox, out, _decide_all("review"))
+        (f,) = j.frames()
+        assert f.state == "decided" and file_sha256(src) == sha and not _temps(out)
+        # space again: the retry finishes the frame
+        monkeypatch.setattr(sink.os, "fsync", real_fsync)
+        assert process_pending(j, inbox, out, _decide_all("review")) == 1
+        (f,) = j.frames()
+        assert f.state == "done" and file_sha256(out / f.dest) == sha and not src.exists()
+
+
+def test_unreadable_frame_is_quarantined_with_reason(tmp_path: Path) -> None:
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    bad = inbox / "cam" / "bad.jpg"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(_frame(0).read_bytes()[:5000])
+    with Journal.open(out) as j:
+        admit(j, inbox, out, bad, quarantine_reason="truncated JPEG")
+        process_pending(j, inbox, out, _decide_all("tagged"))
+        (f,) = j.frames()
+        assert (f.state, f.reason, f.dest) == ("quarantined", "truncated JPEG",
+                                               "quarantine/cam/bad.jpg")
+        assert (out / "quarantine" / "cam" / "bad.jpg").exists() and not bad.exists()
