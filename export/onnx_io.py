@@ -1,0 +1,45 @@
+"""Export a CamClassifier to ONNX: input `image` [N,3,H,W] -> `logits` [N,C], `cam` [N,h,w].
+
+The classic TorchScript exporter is used: it turns the argmax, gather and einsum of the map
+into plain ONNX ops with a dynamic batch axis, and writes one self-contained file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from export.cam import CamClassifier
+
+INPUT = "image"
+OUTPUTS = ("logits", "cam")
+
+
+def export_classifier_onnx(
+    model: CamClassifier, path: Path, size: tuple[int, int], opset: int = 17
+) -> Path:
+    """Write `model` (in eval mode) to `path` for images of `size` (H, W); checked with
+    onnx.checker. The batch axis is dynamic; H and W are fixed (the map's size follows them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    dummy = torch.zeros(2, 3, *size)
+    axes = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the classic exporter's deprecation and tracer notes
+        torch.onnx.export(
+            model,
+            (dummy,),
+            str(path),
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
