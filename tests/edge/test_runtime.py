@@ -1,0 +1,152 @@
+"""Runtime on a real tiny bundle and real camera-trap frames, with real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.decode import load_image
+from edge.preprocess import prepare
+from edge.providers import CPU, ENV, ProviderError
+from edge.runtime import Runtime, softmax
+
+
+@pytest.fixture(scope="module")
+def runtime(tiny_bundle: Path) -> Runtime:
+    return Runtime.from_bundle(load_bundle(tiny_bundle), threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames(colour_frame: Path, ir_frame: Path) -> list[np.ndarray]:
+    return [load_image(ir_frame), load_image(colour_frame)]
+
+
+def test_real_frames(runtime: Runtime, frames: list[np.ndarray]) -> None:
+    out = runtime.run(frames)
+    assert len(out) == 2
+    assert out.logits.shape == (2, 4) and out.logits.dtype == np.float32
+    assert out.probs.shape == (2, 4)
+    np.testing.assert_allclose(out.probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert out.cam.shape == (2, 16, 16) and (out.cam >= 0).all()
+    assert out.foreground.shape == (2, 1, 16, 16)
+    assert (out.foreground >= 0).all() and (out.foreground <= 1).all()
+    assert out.top.tolist() == out.logits.argmax(axis=1).tolist()
+    assert out.providers == {"classifier": CPU, "segmenter": CPU}
+    # the two frames are different pictures, and the model sees that
+    assert not np.allclose(out.foreground[0], out.foreground[1])
+
+
+def test_batch_of_one_and_five_agree(runtime: Runtime, frames: list[np.ndarray]) -> None:
+    ir, colour = frames
+    one = runtime.run([colour])
+    five = runtime.run([ir, colour, ir, colour, colour])
+    for name in ("logits", "probs", "cam", "foreground"):
+        a, b = getattr(one, name), getattr(five, name)
+        np.testing.assert_allclose(a[0], b[1], rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(a[0], b[4], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_chunks_above_max_batch(tiny_bundle: Path, frames: list[np.ndarray]) -> None:
+    small = Runtime.from_bundle(load_bundle(tiny_bundle), threads=1, max_batch=2)
+    images = frames * 2 + frames[:1]
+    whole = Runtime.from_bundle(load_bundle(tiny_bundle), threads=1).run(images)
+    chunked = small.run(images)
+    assert chunked.logits.shape == (5, 4) and chunked.foreground.shape == (5, 1, 16, 16)
+    np.testing.assert_allclose(chunked.logits, whole.logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(chunked.foreground, whole.foreground, rtol=1e-4, atol=1e-5)
+
+
+def test_empty_batch_is_refused(runtime: Runtime) -> None:
+    with pytest.raises(ValueError, match="at least one image"):
+        runtime.run([])
+
+
+def test_shared_resize_matches_separate_preprocessing(
+    runtime: Runtime, frames: list[np.ndarray]
+) -> None:
+    m = runtime.bundle.manifest
+    x_cls, x_seg = runtime.prepare(frames)
+    np.testing.assert_array_equal(x_cls, prepare(frames, m.classifier.input))
+    np.testing.assert_array_equal(x_seg, prepare(frames, m.segmenter.input))
+    assert not np.array_equal(x_cls, x_seg)  # same pixels, two normalisations
+
+
+def test_segmenter_with_its_own_geometry(
+    bundle_factory: Callable[..., Path], frames: list[np.ndarray]
+) -> None:
+    root = bundle_factory(seg_size=(48, 40), seg_resize="letterbox")
+    rt = Runtime.from_bundle(load_bundle(root), threads=1)
+    out = rt.run(frames)
+    assert out.cam.shape == (2, 16, 16)
+    assert out.foreground.shape == (2, 1, 12, 10)
+    _, x_seg = rt.prepare(frames)
+    np.testing.assert_array_equal(x_seg, prepare(frames, rt.bundle.manifest.segmenter.input))
+
+
+def test_wrong_output_name_is_refused_at_load(bundle_factory: Callable[..., Path]) -> None:
+    root = bundle_factory(cam_outputs=("logits", "heatmap"))
+    with pytest.raises(RuntimeError, match=r"classifier\.onnx: no output 'cam'.*heatmap"):
+        Runtime.from_bundle(load_bundle(root), threads=1)
+
+
+def _edited(src: Path, dst: Path, edit: Callable[[dict], None]) -> Path:
+    root = Path(shutil.copytree(src, dst))
+    raw = json.loads((root / "manifest.json").read_text())
+    edit(raw)
+    (root / "manifest.json").write_text(json.dumps(raw))
+    return root
+
+
+def test_manifest_class_count_mismatch(tiny_bundle: Path, tmp_path: Path) -> None:
+    root = _edited(tiny_bundle, tmp_path / "b", lambda m: m["classifier"]["classes"].append("owl"))
+    with pytest.raises(RuntimeError, match=r"classifier\.onnx: output 'logits'.*\[N, 5\]"):
+        Runtime.from_bundle(load_bundle(root), threads=1)
+
+
+def test_manifest_input_size_mismatch(tiny_bundle: Path, tmp_path: Path) -> None:
+    def edit(m: dict) -> None:
+        m["segmenter"]["input"]["size"] = [32, 32]
+
+    root = _edited(tiny_bundle, tmp_path / "b", edit)
+    with pytest.raises(RuntimeError, match=r"segmenter\.onnx: input 'image'.*\[N, 3, 32, 32\]"):
+        Runtime.from_bundle(load_bundle(root), threads=1)
+
+
+def test_manifest_map_size_mismatch(tiny_bundle: Path, tmp_path: Path) -> None:
+    root = _edited(tiny_bundle, tmp_path / "b", lambda m: m["classifier"].update(cam_size=[7, 7]))
+    with pytest.raises(RuntimeError, match=r"output 'cam' has shape \['batch', 16, 16\]"):
+        Runtime.from_bundle(load_bundle(root), threads=1)
+
+
+def test_providers_from_env(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "cuda,cpu")  # CUDA is not in this build: dropped, CPU used
+    rt = Runtime.from_bundle(load_bundle(tiny_bundle), threads=1)
+    assert rt.providers == {"classifier": CPU, "segmenter": CPU}
+    monkeypatch.setenv(ENV, "cuda,npu")
+    with pytest.raises(ProviderError, match="'npu'"):
+        Runtime.from_bundle(load_bundle(tiny_bundle), threads=1)
+
+
+def test_softmax_is_stable() -> None:
+    p = softmax(np.array([[1000.0, 0.0], [-1000.0, -1000.0], [1.0, 2.0]]))
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p[0], [1.0, 0.0])
+    np.testing.assert_allclose(p[1], [0.5, 0.5])
+    np.testing.assert_allclose(p[2], np.exp([1.0, 2.0]) / np.exp([1.0, 2.0]).sum(), rtol=1e-6)
+
+
+def test_device_modules_do_not_import_torch() -> None:
+    """The device side must run where torch is not installed."""
+    code = (
+        "import sys, edge.providers, edge.runtime, edge.show, edge.decode, edge.preprocess;"
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
