@@ -1,0 +1,480 @@
+"""A Camtrap DP 1.0 data package of the watcher's results, for GBIF, Agouti, camtrapR and friends.
+
+Camtrap DP (TDWG, https://camtrap-dp.tdwg.org) is the exchange standard for camera-trap data: a
+Frictionless data package with three tables. We write:
+
+- ``deployments.csv``: one deployment per camera subfolder, from ``[deployment]`` of the
+  config (and its ``[deployment.cameras.<camera>]`` overrides); start/end default to the
+  camera's first and last frame.
+- ``media.csv``: one row per readable frame, its time with the deployment's UTC offset.
+- ``observations.csv``: media-level machine observations. A tagged frame is an animal, human or
+  vehicle observation (one per known box, else one for the frame), with the scientific name when
+  the label is known; a frame the triage set aside is ``blank``; a frame kept for review is
+  ``unknown`` (the standard's word for a classification below the threshold), its machine label
+  kept in the comments and tags; an undecided frame is ``unclassified``. The fused Over-MAP
+  confidence is the `classificationProbability`. Frames of one burst share an `eventID`.
+- ``datapackage.json``: package, project, spatial/temporal/taxonomic coverage.
+
+Unreadable frames are not media of the package (they have no content to describe); they are
+counted in the returned :class:`PackageReport`.
+
+File paths must be relative to the package folder and may not climb out of it (the standard
+forbids ``..``): write the package into OUT with ``paths="dest"`` (the sorted frames), or into
+the inbox with ``paths="relpath"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import mimetypes
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, Literal
+
+from edge import __version__
+from edge.config import CameraDeployment, Config, tzinfo_of
+from edge.results import BundleInfo, FrameRecord, write_json_atomic
+
+CAMTRAP_DP_VERSION = "1.0.2"
+BASE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}"
+PROFILE_URL = f"{BASE_URL}/camtrap-dp-profile.json"
+TABLES = ("deployments", "media", "observations")
+
+DEPLOYMENT_FIELDS = (
+    "deploymentID locationID locationName latitude longitude coordinateUncertainty"
+    " deploymentStart deploymentEnd setupBy cameraID cameraModel cameraDelay cameraHeight"
+    " cameraDepth cameraTilt cameraHeading detectionDistance timestampIssues baitUse"
+    " featureType habitat deploymentGroups deploymentTags deploymentComments"
+).split()
+MEDIA_FIELDS = (
+    "mediaID deploymentID captureMethod timestamp filePath filePublic fileName fileMediatype"
+    " exifData favorite mediaComments"
+).split()
+OBSERVATION_FIELDS = (
+    "observationID deploymentID mediaID eventID eventStart eventEnd observationLevel"
+    " observationType cameraSetupType scientificName count lifeStage sex behavior individualID"
+    " individualPositionRadius individualPositionAngle individualSpeed bboxX bboxY bboxWidth"
+    " bboxHeight classificationMethod classifiedBy classificationTimestamp"
+    " classificationProbability observationTags observationComments"
+).split()
+
+# Common camera-trap labels -> (scientific name, rank). A config's [taxa] adds to or overrides
+# this; labels found in neither keep an empty scientificName and their label in the comments.
+TAXA: dict[str, tuple[str, str]] = {
+    "human": ("Homo sapiens", "species"),
+    "person": ("Homo sapiens", "species"),
+    "cattle": ("Bos taurus", "species"),
+    "cow": ("Bos taurus", "species"),
+    "horse": ("Equus caballus", "species"),
+    "sheep": ("Ovis aries", "species"),
+    "goat": ("Capra hircus", "species"),
+    "dog": ("Canis familiaris", "species"),
+    "domestic dog": ("Canis familiaris", "species"),
+    "cat": ("Felis catus", "species"),
+    "domestic cat": ("Felis catus", "species"),
+    "elk": ("Cervus canadensis", "species"),
+    "red deer": ("Cervus elaphus", "species"),
+    "mule deer": ("Odocoileus hemionus", "species"),
+    "white-tailed deer": ("Odocoileus virginianus", "species"),
+    "deer": ("Cervidae", "family"),
+    "moose": ("Alces alces", "species"),
+    "wild boar": ("Sus scrofa", "species"),
+    "wild pig": ("Sus scrofa", "species"),
+    "bobcat": ("Lynx rufus", "species"),
+    "mountain lion": ("Puma concolor", "species"),
+    "puma": ("Puma concolor", "species"),
+    "jaguar": ("Panthera onca", "species"),
+    "lion": ("Panthera leo", "species"),
+    "leopard": ("Panthera pardus", "species"),
+    "coyote": ("Canis latrans", "species"),
+    "wolf": ("Canis lupus", "species"),
+    "gray wolf": ("Canis lupus", "species"),
+    "red fox": ("Vulpes vulpes", "species"),
+    "gray fox": ("Urocyon cinereoargenteus", "species"),
+    "black bear": ("Ursus americanus", "species"),
+    "brown bear": ("Ursus arctos", "species"),
+    "raccoon": ("Procyon lotor", "species"),
+    "striped skunk": ("Mephitis mephitis", "species"),
+    "virginia opossum": ("Didelphis virginiana", "species"),
+    "opossum": ("Didelphis virginiana", "species"),
+    "badger": ("Taxidea taxus", "species"),
+    "squirrel": ("Sciuridae", "family"),
+    "rabbit": ("Leporidae", "family"),
+    "wild turkey": ("Meleagris gallopavo", "species"),
+    "burrowing owl": ("Athene cunicularia", "species"),
+    "bird": ("Aves", "class"),
+    "rodent": ("Rodentia", "order"),
+    "giraffe": ("Giraffa camelopardalis", "species"),
+    "wildebeest": ("Connochaetes taurinus", "species"),
+    "plains zebra": ("Equus quagga", "species"),
+    "zebra": ("Equus quagga", "species"),
+}
+
+
+class CamtrapDPError(ValueError):
+    """The package cannot be written; the message says which config key or frame is missing."""
+
+
+@dataclass(frozen=True)
+class PackageReport:
+    """What went into the package, and what was left out and why."""
+
+    folder: Path
+    deployments: int
+    media: int
+    observations: int
+    skipped: dict[str, str] = field(default_factory=dict)  # relpath -> reason
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat(timespec="seconds")
+
+
+def _local(t: datetime, tz: Any) -> datetime:
+    """A naive camera time read on the deployment's clock; an aware one kept as it is."""
+    return t.replace(tzinfo=tz, microsecond=0) if t.tzinfo is None else t.replace(microsecond=0)
+
+
+def _bound(v: datetime | date | None, tz: Any, *, end: bool) -> datetime | None:
+    if v is None:
+        return None
+    if isinstance(v, datetime):
+        return _local(v, tz)
+    return datetime.combine(v, time(23, 59, 59) if end else time(0, 0, 0), tzinfo=tz)
+
+
+def _media_id(frame: FrameRecord) -> str:
+    key = f"{frame.relpath}\0{frame.sha256 or ''}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
+def _num(x: float | None, nd: int = 4) -> str:
+    return "" if x is None else f"{round(float(x), nd):g}"
+
+
+def _tags(frame: FrameRecord) -> str:
+    parts = [
+        ("decision", frame.decision),
+        ("label", frame.label),
+        ("softmax", _num(frame.softmax) or None),
+        ("overmap", _num(frame.overmap) or None),
+    ]
+    return " | ".join(f"{k}:{v}" for k, v in parts if v not in (None, ""))
+
+
+def _check_path(path: str) -> str:
+    path = path.replace("\\", "/")
+    if not path or path[0] in "./~" or ".." in path:
+        raise CamtrapDPError(
+            f"file path {path!r}: Camtrap DP needs a path relative to the package folder that"
+            " does not climb out of it; write the package where the frames are"
+        )
+    return path
+
+
+def _events(items: list[tuple[str, datetime]], gap: float) -> dict[str, int]:
+    """Burst number per media id, within one deployment (items sorted by time)."""
+    out: dict[str, int] = {}
+    n, prev = 0, None
+    for media_id, t in items:
+        if prev is not None and (t - prev).total_seconds() > gap:
+            n += 1
+        out[media_id] = n
+        prev = t
+    return out
+
+
+def _deployment_row(
+    dep_id: str, camera: str, cd: CameraDeployment, start: datetime, end: datetime
+) -> dict[str, Any]:
+    if cd.latitude is None or cd.longitude is None:
+        where = f"[deployment.cameras.{camera}]" if camera else "[deployment]"
+        raise CamtrapDPError(
+            f"camera {camera or '(top folder)'!r}: Camtrap DP needs latitude and longitude;"
+            f" set them in [deployment] or {where} of the config"
+        )
+    return {
+        "deploymentID": dep_id,
+        "locationID": cd.location_id or camera or dep_id,
+        "locationName": cd.location_name or camera or "",
+        "latitude": cd.latitude,
+        "longitude": cd.longitude,
+        "coordinateUncertainty": cd.coordinate_uncertainty or "",
+        "deploymentStart": _iso(start),
+        "deploymentEnd": _iso(end),
+        "setupBy": cd.setup_by or "",
+        "cameraID": cd.camera_id or camera,
+        "cameraModel": cd.camera_model or "",
+        "cameraHeight": _num(cd.camera_height, 2),
+        "cameraTilt": "" if cd.camera_tilt is None else cd.camera_tilt,
+        "cameraHeading": "" if cd.camera_heading is None else cd.camera_heading,
+        "featureType": cd.feature_type or "",
+        "habitat": cd.habitat or "",
+        "deploymentComments": cd.comments or "",
+    }
+
+
+def _taxon(label: str | None, taxa: Mapping[str, str]) -> tuple[str, str] | None:
+    if not label:
+        return None
+    if label in taxa:
+        return taxa[label], ""
+    if label.lower() in {k.lower() for k in taxa}:
+        return next(v for k, v in taxa.items() if k.lower() == label.lower()), ""
+    return TAXA.get(label.lower().replace("_", " "))
+
+
+def _observations(
+    frame: FrameRecord,
+    media_id: str,
+    dep_id: str,
+    event_id: str,
+    stamp: str,
+    bundle: BundleInfo,
+    taxa: Mapping[str, str],
+    classified_at: str,
+) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {
+        "deploymentID": dep_id,
+        "mediaID": media_id,
+        "eventID": event_id,
+        "eventStart": stamp,
+        "eventEnd": stamp,
+        "observationLevel": "media",
+        "observationTags": _tags(frame),
+    }
+    if frame.decision is None or frame.decision == "quarantine":
+        return [base | {"observationID": f"{media_id}-0", "observationType": "unclassified"}]
+    base |= {
+        "classificationMethod": "machine",
+        "classifiedBy": f"overmap-edge {__version__} ({bundle.name})",
+        "classificationTimestamp": classified_at,
+        "classificationProbability": _num(
+            None if frame.confidence is None else min(1.0, max(0.0, frame.confidence))
+        ),
+    }
+    kind = bundle.kind(frame.label)
+    if frame.decision == "empty" or (frame.decision == "tagged" and kind == "empty"):
+        return [base | {"observationID": f"{media_id}-0", "observationType": "blank"}]
+    if frame.decision == "review":
+        note = f"machine label '{frame.label}' below the tag threshold; kept for review"
+        row = {"observationType": "unknown", "observationComments": note}
+        return [base | row | {"observationID": f"{media_id}-0"}]
+    taxon = _taxon(frame.label, taxa) if kind in ("animal", "human") else None
+    row = {
+        "observationType": kind,
+        "scientificName": taxon[0] if taxon else "",
+        "observationComments": "" if taxon else f"machine label '{frame.label}'",
+    }
+    if not frame.boxes:
+        return [base | row | {"observationID": f"{media_id}-0"}]
+    return [
+        base
+        | row
+        | {
+            "observationID": f"{media_id}-{k}",
+            "count": 1,
+            "bboxX": _num(x),
+            "bboxY": _num(y),
+            "bboxWidth": _num(max(w, 1e-4)),
+            "bboxHeight": _num(max(h, 1e-4)),
+        }
+        for k, (x, y, w, h) in enumerate(frame.boxes)
+    ]
+
+
+def _write_csv(path: Path, fields: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="raise", lineterminator="\n")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row.get(k, "") for k in fields})
+    tmp.replace(path)
+
+
+def _descriptor(
+    config: Config,
+    deployments: list[dict[str, Any]],
+    taxonomic: list[dict[str, Any]],
+    created: datetime,
+) -> dict[str, Any]:
+    p, d = config.project, config.deployment
+    if not p.contributors:
+        raise CamtrapDPError(
+            "Camtrap DP needs at least one contributor: add [[project.contributors]] with a"
+            " title (and role) to the config"
+        )
+    name = p.name or "overmap-edge-" + (d.deployment_id or "camera-traps").lower()
+    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower())
+    lats = [r["latitude"] for r in deployments]
+    lons = [r["longitude"] for r in deployments]
+    w, e, s, n = min(lons), max(lons), min(lats), max(lats)
+    resources = [
+        {
+            "name": t,
+            "path": f"{t}.csv",
+            "profile": "tabular-data-resource",
+            "format": "csv",
+            "mediatype": "text/csv",
+            "encoding": "utf-8",
+            "schema": f"{BASE_URL}/{t}-table-schema.json",
+        }
+        for t in TABLES
+    ]
+    project: dict[str, Any] = {
+        "title": p.project_title or p.title or "Camera-trap triage with overmap-edge",
+        "samplingDesign": p.sampling_design,
+        "captureMethod": [d.capture_method],
+        "individualAnimals": False,
+        "observationLevel": ["media"],
+    }
+    for key, value in (("id", p.project_id), ("acronym", p.acronym)):
+        if value:
+            project[key] = value
+    desc: dict[str, Any] = {
+        "resources": resources,
+        "profile": PROFILE_URL,
+        "name": name,
+        "id": p.id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"overmap-edge:{name}")),
+        "created": created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "title": p.title or f"Camera-trap observations: {name}",
+        "contributors": [c.model_dump(exclude_none=True) for c in p.contributors],
+        "sources": [{"title": "overmap-edge", "version": __version__}],
+        "project": project,
+        "spatial": {
+            "type": "Polygon",
+            "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]],
+        },
+        "temporal": {
+            "start": min(r["deploymentStart"] for r in deployments)[:10],
+            "end": max(r["deploymentEnd"] for r in deployments)[:10],
+        },
+        "taxonomic": taxonomic,
+    }
+    if p.description:
+        desc["description"] = p.description
+    if p.data_license and p.media_license:
+        desc["licenses"] = [
+            {"name": p.data_license, "scope": "data"},
+            {"name": p.media_license, "scope": "media"},
+        ]
+    if p.coordinate_precision:
+        desc["coordinatePrecision"] = p.coordinate_precision
+    return desc
+
+
+def write_camtrap_dp(
+    folder: str | Path,
+    frames: Iterable[FrameRecord],
+    config: Config,
+    *,
+    bundle_info: BundleInfo,
+    paths: Literal["relpath", "dest"] = "dest",
+    created: datetime | None = None,
+) -> PackageReport:
+    """Write datapackage.json and the three CSV tables into `folder`; return what went in.
+
+    `config` gives the deployment, project and taxa sections and `triage.burst_gap_seconds`
+    (frames of a camera closer than this share an eventID). Raises :class:`CamtrapDPError`
+    when the config lacks what the standard requires (coordinates, a contributor) or when a
+    file path would leave the package folder.
+    """
+    folder = Path(folder)
+    now = (created or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    classified_at = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    dep_cfg = config.deployment
+    tz = tzinfo_of(dep_cfg.timezone)
+    taxa = dict(config.taxa)
+
+    skipped: dict[str, str] = {}
+    unique: dict[str, FrameRecord] = {}
+    for fr in frames:
+        if fr.failure is not None:
+            skipped[fr.relpath] = f"unreadable: {fr.failure}"
+        elif fr.timestamp is None:
+            skipped[fr.relpath] = "no timestamp (Camtrap DP requires one)"
+        else:
+            unique[_media_id(fr)] = fr
+
+    by_camera: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
+    for media_id, fr in unique.items():
+        assert fr.timestamp is not None
+        by_camera[fr.camera].append((media_id, _local(fr.timestamp, tz)))
+
+    deployments, media, observations = [], [], []
+    taxonomic: dict[str, dict[str, Any]] = {}
+    for camera in sorted(by_camera):
+        items = sorted(by_camera[camera], key=lambda it: (it[1], it[0]))
+        cd = dep_cfg.for_camera(camera)
+        dep_id = cd.deployment_id or camera
+        start = _bound(cd.deployment_start, tz, end=False) or items[0][1]
+        end = _bound(cd.deployment_end, tz, end=True) or items[-1][1]
+        deployments.append(_deployment_row(dep_id, camera, cd, start, end))
+        events = _events(items, config.triage.burst_gap_seconds)
+        for media_id, stamp in items:
+            fr = unique[media_id]
+            path = _check_path(fr.dest if paths == "dest" and fr.dest else fr.relpath)
+            media.append(
+                {
+                    "mediaID": media_id,
+                    "deploymentID": dep_id,
+                    "captureMethod": dep_cfg.capture_method,
+                    "timestamp": _iso(stamp),
+                    "filePath": path,
+                    "filePublic": "false",
+                    "fileName": path.rsplit("/", 1)[-1],
+                    "fileMediatype": mimetypes.guess_type(path)[0] or "image/jpeg",
+                }
+            )
+            event_id = f"{dep_id}-e{events[media_id]:05d}"
+            rows = _observations(
+                fr, media_id, dep_id, event_id, _iso(stamp), bundle_info, taxa, classified_at
+            )
+            observations.extend(rows)
+            for row in rows:
+                sci = row.get("scientificName")
+                if sci and sci not in taxonomic:
+                    entry: dict[str, Any] = {"scientificName": sci}
+                    known = TAXA.get((fr.label or "").lower())
+                    if known and known[0] == sci:
+                        entry["taxonRank"] = known[1]
+                    if fr.label:
+                        entry["vernacularNames"] = {"eng": fr.label}
+                    taxonomic[sci] = entry
+
+    if not deployments:
+        raise CamtrapDPError("no readable frame with a timestamp: nothing to package")
+    descriptor = _descriptor(
+        config, deployments, sorted(taxonomic.values(), key=lambda t: t["scientificName"]), now
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_csv(folder / "deployments.csv", DEPLOYMENT_FIELDS, deployments)
+    _write_csv(folder / "media.csv", MEDIA_FIELDS, media)
+    _write_csv(folder / "observations.csv", OBSERVATION_FIELDS, observations)
+    write_json_atomic(folder / "datapackage.json", descriptor)
+    return PackageReport(
+        folder=folder,
+        deployments=len(deployments),
+        media=len(media),
+        observations=len(observations),
+        skipped=skipped,
+    )
+
+
+def local_schema_descriptor(folder: str | Path, schema_dir: str | Path) -> dict[str, Any]:
+    """The package's descriptor with each table schema read from `schema_dir` (offline copies
+    of the TDWG files) instead of its URL, for validation where the URLs cannot be reached."""
+    desc = json.loads((Path(folder) / "datapackage.json").read_text(encoding="utf-8"))
+    for res in desc["resources"]:
+        if res.get("name") in TABLES:
+            local = Path(schema_dir) / f"{res['name']}-table-schema.json"
+            res["schema"] = json.loads(local.read_text(encoding="utf-8"))
+    desc.pop("profile", None)  # the Camtrap DP profile is a JSON Schema: check it apart
+    return desc
