@@ -1,0 +1,224 @@
+"""The confidence the watcher acts on: softmax, Over-MAP and the segmenter's foreground, fused.
+
+Three steps, each a plain function (see docs/fusion.md):
+
+1. :func:`features` turns a batch's softmax, Over-MAP and foreground fraction into a small
+   table [N, F] of cues, including *conflict* terms (the classifier says "empty" while the
+   segmenter sees a large animal, or names an animal where the segmenter sees nothing).
+2. :func:`fit_fusion` (at calibration time, needs scikit-learn) learns how the cues predict
+   "the label is right" on labelled frames, and stores the result as plain JSON numbers. A
+   guard keeps the fusion only if it ranks held-out frames better than softmax alone;
+   otherwise it stores a softmax-only calibration. ``params["chosen"]`` says which.
+3. :func:`apply_fusion` (on the device, numpy only) turns the cues into a probability that the
+   label is right. With ``params=None`` it uses :data:`DEFAULT`: the max softmax, scaled down
+   only where a foreground conflict exists, so without conflict evidence it ranks frames
+   exactly as softmax does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+FEATURES = (
+    "max_softmax",  # top-1 probability
+    "margin",  # top-1 minus top-2 probability
+    "entropy",  # of the softmax, divided by log(C): 0 = certain, 1 = uniform
+    "overmap",  # Over-MAP of the top class's map against the foreground
+    "foreground",  # share of the frame the segmenter calls animal
+    "conflict_empty",  # predicted empty while the foreground is large (0..1)
+    "conflict_animal",  # predicted a non-empty class while almost nothing is foreground (0..1)
+    "overmap_x_softmax",  # Over-MAP times max softmax
+)
+FG_HIGH = 0.05  # foreground share from which "empty" is fully in conflict
+FG_LOW = 0.005  # foreground share under which an animal label is fully in conflict
+DEFAULT_PENALTY = 0.5  # uncalibrated: full conflict halves the max softmax
+DEFAULT: dict[str, Any] = {"kind": "default", "penalty": DEFAULT_PENALTY,
+                           "input_features": list(FEATURES)}
+
+
+def features(
+    probs: Any,
+    overmap: Any,
+    foreground_fraction: Any,
+    *,
+    empty_index: int | Sequence[int] | None = None,
+    fg_high: float = FG_HIGH,
+    fg_low: float = FG_LOW,
+) -> np.ndarray:
+    """The cues for each frame, float64 [N, len(FEATURES)] in FEATURES order.
+
+    probs: softmax [N, C] (rows sum to 1). overmap: [N] in [0, 1]. foreground_fraction: [N]
+    in [0, 1]. empty_index: the class(es) meaning "empty"; without it the conflict terms are 0.
+    fg_high/fg_low: the foreground shares at which each conflict is full; in between it grows
+    linearly (an animal of 1 % of the frame is common in camera traps, so fg_low is small).
+    """
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probs must be [N, C] with C >= 2, got shape {p.shape}")
+    n, c = p.shape
+    om = np.asarray(overmap, np.float64).reshape(-1)
+    fg = np.asarray(foreground_fraction, np.float64).reshape(-1)
+    if om.size != n or fg.size != n:
+        raise ValueError(f"overmap ({om.size}) and foreground_fraction ({fg.size}) must have "
+                         f"one value per row of probs ({n})")
+    for name, a in (("probs", p), ("overmap", om), ("foreground_fraction", fg)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or infinity")
+    if not 0 < fg_low < fg_high <= 1:
+        raise ValueError("need 0 < fg_low < fg_high <= 1")
+    top2 = np.sort(p, axis=1)[:, -2:]
+    top1 = top2[:, 1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) / math.log(c)
+    if empty_index is None:
+        c_empty = c_animal = np.zeros(n)
+    else:
+        empties = np.atleast_1d(np.asarray(empty_index, int))
+        if np.any((empties < 0) | (empties >= c)):
+            raise ValueError(f"empty_index {empty_index} out of range for {c} classes")
+        pred_empty = np.isin(p.argmax(1), empties)
+        c_empty = pred_empty * np.clip(fg / fg_high, 0, 1)
+        c_animal = ~pred_empty * np.clip(1 - fg / fg_low, 0, 1)
+    return np.column_stack([top1, top1 - top2[:, 0], ent, om, fg, c_empty, c_animal, om * top1])
+
+
+# ---- applying (device side, numpy only) ------------------------------------------------------
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def _columns(params: dict[str, Any], X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    given = list(params.get("input_features", FEATURES))
+    if X.ndim != 2 or X.shape[1] != len(given):
+        raise ValueError(f"X must be [N, {len(given)}] ({', '.join(given)}), got {X.shape}")
+    missing = [f for f in names if f not in given]
+    if missing:
+        raise ValueError(f"the fusion needs features {missing}, X has {given}")
+    return X[:, [given.index(f) for f in names]]
+
+
+def apply_fusion(params: dict[str, Any] | None, X: Any) -> np.ndarray:
+    """The fused confidence [N] in [0, 1] for cues X [N, F] from :func:`features`.
+
+    params: what :func:`fit_fusion` returned (read back from JSON is fine), or None for
+    :data:`DEFAULT`: ``max_softmax * (1 - penalty * max(conflict_empty, conflict_animal))``.
+    """
+    params = DEFAULT if params is None else params
+    X = np.asarray(X, np.float64)
+    kind = params.get("kind")
+    if kind == "default":
+        top1, c_empty, c_animal = _columns(
+            params, X, ["max_softmax", "conflict_empty", "conflict_animal"]).T
+        return top1 * (1.0 - float(params["penalty"]) * np.maximum(c_empty, c_animal))
+    if kind == "logistic":
+        Z = (_columns(params, X, params["features"]) - np.asarray(params["mean"])) / np.asarray(
+            params["scale"])
+        return _sigmoid(Z @ np.asarray(params["coef"], np.float64) + float(params["intercept"]))
+    if kind == "isotonic":
+        x = _columns(params, X, [params["features"][0]])[:, 0]
+        xs, ys = np.asarray(params["x"], np.float64), np.asarray(params["y"], np.float64)
+        return np.interp(x, xs, ys)
+    raise ValueError(f"unknown fusion kind {kind!r} (expected default, logistic or isotonic)")
+
+
+# ---- fitting (calibration time, needs scikit-learn) -----------------------------------------
+
+
+def _fit_logistic(X: np.ndarray, y: np.ndarray, names: list[str], C: float) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    model = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(X), y)
+    return {"kind": "logistic", "features": names, "mean": scaler.mean_.tolist(),
+            "scale": scaler.scale_.tolist(), "coef": model.coef_[0].tolist(),
+            "intercept": float(model.intercept_[0])}
+
+
+def _fit_isotonic(x: np.ndarray, y: np.ndarray, name: str) -> dict[str, Any]:
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+    iso.fit(x, y)
+    return {"kind": "isotonic", "features": [name], "x": iso.X_thresholds_.tolist(),
+            "y": iso.y_thresholds_.tolist()}
+
+
+def _fit(method: str, X: np.ndarray, y: np.ndarray, names: list[str], score: str,
+         C: float) -> dict[str, Any]:
+    if method == "logistic":
+        return _fit_logistic(X, y, names, C)
+    return _fit_isotonic(X[:, names.index(score)], y, score)
+
+
+def fit_fusion(
+    X: Any,
+    correct: Any,
+    *,
+    method: str = "logistic",
+    feature_names: Sequence[str] = FEATURES,
+    use: Sequence[str] | None = None,
+    score: str = "max_softmax",
+    C: float = 1.0,
+    guard: bool = True,
+    folds: int = 5,
+    min_gain: float = 0.005,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Learn P(label right | cues) from labelled frames; JSON-ready params for apply_fusion.
+
+    X: [N, F] cues (columns named by feature_names, FEATURES by default). correct: [N] bool.
+    method: "logistic" (standardised logistic regression on the `use` columns, all by default)
+        or "isotonic" (a monotone map of the single column `score`).
+    guard: compare, on the same shuffled stratified folds, the held-out AUROC of this fusion
+        with that of max softmax alone; keep the fusion only if it is higher by more than
+        min_gain, else fall back to Platt scaling of max softmax (a monotone map, so it ranks
+        frames exactly as softmax does). params["chosen"] is "fusion" or "softmax"; params["cv"]
+        holds both AUROCs (mean over folds) and the fold count.
+    """
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+
+    X = np.asarray(X, np.float64)
+    y = np.asarray(correct).astype(bool).ravel()
+    names = list(feature_names)
+    if X.ndim != 2 or X.shape != (y.size, len(names)):
+        raise ValueError(f"X must be [N, {len(names)}] with one row per label, got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinity")
+    if y.all() or not y.any():
+        raise ValueError("need both right and wrong frames to fit a fusion")
+    if method not in ("logistic", "isotonic"):
+        raise ValueError(f"method must be 'logistic' or 'isotonic', got {method!r}")
+    if "max_softmax" not in names:
+        raise ValueError("the cues must include max_softmax (the fallback and the guard use it)")
+    cols = list(use) if use is not None else names
+    sub = X[:, [names.index(f) for f in cols]]
+    yi = y.astype(int)
+
+    params = _fit(method, sub, yi, cols, score, C)
+    chosen, cv = "fusion", None
+    n_splits = int(min(folds, np.bincount(yi).min()))
+    if guard and n_splits >= 2:
+        soft = X[:, names.index("max_softmax")]
+        fused_scores, soft_scores = [], []
+        for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, yi):
+            if yi[te].min() == yi[te].max():
+                continue
+            p = apply_fusion({**_fit(method, sub[tr], yi[tr], cols, score, C),
+                              "input_features": cols}, sub[te])
+            fused_scores.append(roc_auc_score(yi[te], p))
+            soft_scores.append(roc_auc_score(yi[te], soft[te]))
+        cv = {"folds": n_splits, "fusion_auroc": float(np.mean(fused_scores)),
+              "softmax_auroc": float(np.mean(soft_scores)), "min_gain": min_gain}
+        if not cv["fusion_auroc"] > cv["softmax_auroc"] + min_gain:
+            chosen = "softmax"
+            params = _fit_logistic(X[:, [names.index("max_softmax")]], yi, ["max_softmax"], C)
+    return {**params, "input_features": names, "method": method, "chosen": chosen, "cv": cv,
+            "n": int(y.size), "accuracy": float(y.mean())}
