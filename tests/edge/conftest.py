@@ -40,11 +40,14 @@ VALIDATION = {
 }
 
 
-def _export(model: object, path: Path, size: tuple[int, int], outputs: list[str]) -> None:
+def _export(
+    model: object, path: Path, size: tuple[int, int], outputs: list[str], dynamic: bool = True
+) -> None:
     import torch
 
     x = torch.rand(2, 3, *size)
     axes = {"image": {0: "batch"}} | {name: {0: "batch"} for name in outputs}
+    axes = axes if dynamic else None
     with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
         warnings.simplefilter("ignore", DeprecationWarning)
         _onnx_export(torch, model, x, path, outputs, axes)
@@ -70,11 +73,12 @@ def build_bundle(
     seg_size: tuple[int, int] | None = None,
     seg_resize: str = "stretch",
     cam_outputs: tuple[str, str] = ("logits", "cam"),
+    dynamic: bool = True,
 ) -> Path:
     """Export a tiny classifier + segmenter into `root` and write its manifest.
 
     `seg_size`/`seg_resize` let a test give the segmenter its own geometry; `cam_outputs`
-    lets a test export a classifier whose output names break the contract.
+    and `dynamic=False` (a batch fixed at 2) export a classifier that breaks the contract.
     """
     torch = pytest.importorskip("torch")
     from torch import nn
@@ -93,7 +97,7 @@ def build_bundle(
     segmenter = nn.Sequential(nn.Conv2d(3, 1, 3, stride=4, padding=1), nn.Sigmoid()).eval()
     seg_size = seg_size or size
     with torch.no_grad():
-        _export(classifier, root / "classifier.onnx", size, list(cam_outputs))
+        _export(classifier, root / "classifier.onnx", size, list(cam_outputs), dynamic)
         _export(segmenter, root / "segmenter.onnx", seg_size, ["foreground"])
     lite = InputSpec(size=size, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
     imagenet = InputSpec(

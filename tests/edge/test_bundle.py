@@ -98,3 +98,12 @@ def test_cli_refuses_a_tampered_bundle(copy: Path) -> None:
     assert result.exit_code == 1
     assert "bundle refused" in result.output and "classifier.onnx" in result.output
     assert "verified" not in result.output
+
+
+def test_cli_shows_a_bad_provider_setting_instead_of_crashing(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OVERMAP_PROVIDERS", "cuda,warp")
+    result = CliRunner().invoke(app, ["bundle", str(tiny_bundle)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "unknown execution provider 'warp'" in result.output

@@ -150,3 +150,9 @@ def test_device_modules_do_not_import_torch() -> None:
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_fixed_batch_is_refused_at_load(bundle_factory: Callable[..., Path]) -> None:
+    root = bundle_factory(dynamic=False)
+    with pytest.raises(RuntimeError, match=r"classifier\.onnx: batch dimension fixed at 2"):
+        Runtime.from_bundle(load_bundle(root), threads=1)
