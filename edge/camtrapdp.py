@@ -312,7 +312,7 @@ def _descriptor(
             " title (and role) to the config"
         )
     name = p.name or "overmap-edge-" + (d.deployment_id or "camera-traps").lower()
-    name = "".join(c if c.isalnum() or c in "._-" else "-" for c in name.lower())
+    name = "".join(c if (c.isascii() and c.isalnum()) or c in "._-" else "-" for c in name.lower())
     lats = [r["latitude"] for r in deployments]
     lons = [r["longitude"] for r in deployments]
     w, e, s, n = min(lons), max(lons), min(lats), max(lats)
