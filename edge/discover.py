@@ -26,8 +26,23 @@ log = logging.getLogger(__name__)
 
 EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".edge-tmp", ".swp")
-POLLED_FS = ("vfat", "msdos", "exfat", "ntfs", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "smbfs",
-             "9p", "sshfs", "davfs", "afpfs", "virtiofs")
+POLLED_FS = (
+    "vfat",
+    "msdos",
+    "exfat",
+    "ntfs",
+    "fuseblk",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "9p",
+    "sshfs",
+    "davfs",
+    "afpfs",
+    "virtiofs",
+)
 
 
 def is_candidate_name(name: str, exts: Iterable[str] = EXTS) -> bool:
@@ -311,9 +326,7 @@ class Watcher:
                     self._stop_observer()
                     self._root_id = None
                 elif (
-                    rid != self._root_id
-                    or self._observer is None
-                    or not self._observer.is_alive()
+                    rid != self._root_id or self._observer is None or not self._observer.is_alive()
                 ):
                     self._stop_observer()
                     self._start_observer()

@@ -16,7 +16,9 @@ card reusing IMG_0001.JPG) is a new frame with its own row; its destination gets
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -121,9 +123,24 @@ def camera_of(relpath: str) -> str:
 class Journal:
     """The frames table of OUT/journal.sqlite; safe to share between threads (one lock)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
+        """Open or create the journal at `path`.
+
+        `exclusive=True` (the watcher) holds an advisory lock on `path`.lock so that a second
+        watcher on the same OUT is refused; the kernel drops it when the process dies, so a
+        crash never leaves a stale lock. Readers (summaries) open without it.
+        """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = None
+        if exclusive:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                raise JournalError(f"{self.path} is in use by another watcher") from e
+            self._lock_fd = fd
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -133,13 +150,15 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as e:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
             raise JournalError(f"{self.path}: not a usable journal ({e})") from e
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, out: str | Path) -> Journal:
+    def open(cls, out: str | Path, *, exclusive: bool = False) -> Journal:
         """Open (or create) the journal that lives in the output folder `out`."""
-        return cls(Path(out) / JOURNAL_NAME)
+        return cls(Path(out) / JOURNAL_NAME, exclusive=exclusive)
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -163,6 +182,9 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     def __enter__(self) -> Journal:
         return self
@@ -244,13 +266,14 @@ class Journal:
                 (time.time(), dest, frame_id),
             )
 
-    def mark_vanished(self, frame_id: int) -> None:
-        """The original disappeared before it was placed (deleted by someone else)."""
+    def mark_vanished(
+        self, frame_id: int, reason: str = "source vanished before it was placed"
+    ) -> None:
+        """The journaled bytes disappeared before they were placed (deleted or rewritten)."""
         with self.transaction():
             self._db.execute(
-                "UPDATE frames SET state='vanished', done_at=?, reason=COALESCE(reason, ?) "
-                "WHERE id=?",
-                (time.time(), "source vanished before it was placed", frame_id),
+                "UPDATE frames SET state='vanished', done_at=?, reason=? WHERE id=?",
+                (time.time(), reason, frame_id),
             )
 
     # -- reads ------------------------------------------------------------------------------
@@ -294,9 +317,7 @@ class Journal:
         return row is not None
 
     def find(self, relpath: str, sha256: str) -> Frame | None:
-        rows = self._frames(
-            "SELECT * FROM frames WHERE relpath=? AND sha256=?", (relpath, sha256)
-        )
+        rows = self._frames("SELECT * FROM frames WHERE relpath=? AND sha256=?", (relpath, sha256))
         return rows[0] if rows else None
 
     def dest_taken(self, dest: str, *, exclude_id: int | None = None) -> bool:

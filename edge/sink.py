@@ -52,6 +52,10 @@ class SourceMissingError(SinkError):
     """The original is gone and no destination holds its bytes."""
 
 
+class SourceChangedError(SinkError):
+    """The original's bytes are not those the journal recorded (rewritten in the inbox)."""
+
+
 # -- test hook ------------------------------------------------------------------------------
 
 _hits: dict[str, int] = {}
@@ -181,8 +185,8 @@ def place(
     - src and a candidate hold the same bytes: finish (remove src when moving).
     - dest holds other bytes: use `stem__<sha8>.ext` (then `stem__<sha8> (n).ext`).
     Raises DiskFullError (ENOSPC, EDQUOT) and SinkPermissionError with the source untouched
-    and no temp file left, SourceMissingError when the bytes are nowhere.
-    `sha256` is the source's known hash (from the journal); it is computed when not given.
+    and no temp file left, SourceMissingError when the bytes are nowhere, SourceChangedError
+    when src no longer holds `sha256` (the journaled hash, checked when given).
     `dirty`: when given, the folders whose renames must be made durable are added to it
     instead of fsynced at once; call `fsync_dirs(dirty)` before recording the frames done
     (one fsync per folder per batch instead of two per frame).
@@ -194,7 +198,9 @@ def place(
                 return cand
         raise SourceMissingError(f"{src} is gone and {dest} does not hold it")
     try:
-        sha = sha256 or file_sha256(src)
+        sha = file_sha256(src)
+        if sha256 is not None and sha != sha256:
+            raise SourceChangedError(f"{src} changed since it was journaled")
         size = src.stat().st_size
         dest.parent.mkdir(parents=True, exist_ok=True)
         for cand in _candidates(dest, sha):
@@ -361,9 +367,10 @@ def process_pending(
                     where = place(
                         inbox / f.relpath, out / f.dest, copy=copy, sha256=f.sha256, dirty=dirty
                     )
-                except SourceMissingError:
-                    log.warning("%s vanished before it was placed", f.relpath)
-                    journal.mark_vanished(f.id)
+                except (SourceMissingError, SourceChangedError) as e:
+                    # the journaled bytes are gone; new bytes under that name are a new frame
+                    log.warning("%s: %s", f.relpath, e)
+                    journal.mark_vanished(f.id, str(e))
                     continue
                 crash_point("after_place")
                 if sidecars:

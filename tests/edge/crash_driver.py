@@ -47,6 +47,7 @@ def main() -> int:
     a = ap.parse_args()
 
     if a.cross_fs:
+
         def exdev(src: Path, dst: Path) -> None:
             raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
 
@@ -54,7 +55,7 @@ def main() -> int:
 
     inbox, out = a.inbox, a.out
     out.mkdir(parents=True, exist_ok=True)
-    journal = Journal.open(out)
+    journal = Journal.open(out, exclusive=True)
     clean_temps(out)
     process_pending(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
 
@@ -69,8 +70,9 @@ def main() -> int:
 
     gate = StabilityGate(settle=a.settle, give_up=30.0)
     stop = inbox.parent / "STOP"
-    with Watcher(inbox, exclude=[out], rescan_interval=1.0, check_interval=0.2,
-                 maxsize=a.maxsize, skip=known) as w:
+    with Watcher(
+        inbox, exclude=[out], rescan_interval=1.0, check_interval=0.2, maxsize=a.maxsize, skip=known
+    ) as w:
         while True:
             for p in w.get_batch(64, timeout=0.05):
                 if p.exists():
@@ -82,8 +84,7 @@ def main() -> int:
                     admit(journal, inbox, out, v.path, quarantine_reason=v.reason)
             process_pending(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
             if stop.exists() and not len(gate) and not len(w.queue) and not journal.pending():
-                left = [p for p in scan(inbox, exclude=[out])
-                        if not known(p, p.stat())]
+                left = [p for p in scan(inbox, exclude=[out]) if not known(p, p.stat())]
                 if not left:
                     break
                 for p in left:

@@ -88,8 +88,9 @@ def _assert_exactly_once(inbox: Path, out: Path, dropped: dict[str, str], *, cop
         assert sorted(_sha(p) for p in left) == sorted(dropped)
     else:
         assert left == [], f"left in IN: {left}"
-    temps = [p for p in [*inbox.rglob("*"), *out.rglob("*")]
-             if p.name.endswith((".edge-tmp", ".part"))]
+    temps = [
+        p for p in [*inbox.rglob("*"), *out.rglob("*")] if p.name.endswith((".edge-tmp", ".part"))
+    ]
     assert temps == []
     with Journal.open(out) as j:
         rows = j.frames()
@@ -208,8 +209,12 @@ def test_burst_of_5000_small_frames(tmp_path: Path) -> None:
     def decide(paths: list[Path]) -> list[Decision]:
         return [Decision("empty") for _ in paths]
 
-    with Journal.open(out) as j, Watcher(inbox, exclude=[out], maxsize=maxsize,
-                                         check_interval=0.1, rescan_interval=2.0) as w:
+    with (
+        Journal.open(out) as j,
+        Watcher(
+            inbox, exclude=[out], maxsize=maxsize, check_interval=0.1, rescan_interval=2.0
+        ) as w,
+    ):
         for i in range(n):
             d = inbox / f"cam{i % 5}"
             d.mkdir(exist_ok=True)

@@ -32,9 +32,19 @@ def _wait_for(cond, timeout: float = 10.0) -> bool:
 
 def test_scan_filters_names_and_excludes_out(tmp_path: Path) -> None:
     inbox = tmp_path / "in"
-    for rel in ["cam1/a.jpg", "cam1/B.JPEG", "cam2/c.png", "d.tif", "cam1/.hidden.jpg",
-                "cam1/e.jpg.part", "cam1/f.tmp", "cam1/~g.jpg", "cam1/notes.txt",
-                ".thumbs/h.jpg", "out/tagged/x.jpg"]:
+    for rel in [
+        "cam1/a.jpg",
+        "cam1/B.JPEG",
+        "cam2/c.png",
+        "d.tif",
+        "cam1/.hidden.jpg",
+        "cam1/e.jpg.part",
+        "cam1/f.tmp",
+        "cam1/~g.jpg",
+        "cam1/notes.txt",
+        ".thumbs/h.jpg",
+        "out/tagged/x.jpg",
+    ]:
         p = inbox / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x")

@@ -54,8 +54,15 @@ def test_states_decision_fields_and_reopen(tmp_path: Path) -> None:
         a = j.record_seen("cam1/a.jpg", 1, 1.0, "a" * 64)
         b = j.record_seen("cam2/b.jpg", 2, 2.0, "b" * 64)
         c = j.record_seen("top.jpg", 3, 3.0, "c" * 64)
-        d = Decision("tagged", label="deer", class_index=3, softmax=0.9, overmap=0.2,
-                     confidence=0.8, extra={"measure": "overlap", "mask": "lraspp"})
+        d = Decision(
+            "tagged",
+            label="deer",
+            class_index=3,
+            softmax=0.9,
+            overmap=0.2,
+            confidence=0.8,
+            extra={"measure": "overlap", "mask": "lraspp"},
+        )
         j.record_decision(a, d, "tagged/cam1/a.jpg")
         j.quarantine(b, "truncated JPEG", "quarantine/cam2/b.jpg")
         assert j.dest_taken("tagged/cam1/a.jpg")
@@ -79,6 +86,15 @@ def test_states_decision_fields_and_reopen(tmp_path: Path) -> None:
         assert sum(j.counts("day").values()) == 3
         with pytest.raises(ValueError):
             j.counts("colour")
+
+
+def test_exclusive_open_refuses_a_second_watcher(tmp_path: Path) -> None:
+    with Journal.open(tmp_path, exclusive=True):
+        with pytest.raises(JournalError, match="in use"):
+            Journal.open(tmp_path, exclusive=True)
+        with Journal.open(tmp_path) as reader:  # a summary may still read
+            assert reader.counts() == {}
+    Journal.open(tmp_path, exclusive=True).close()  # released on close
 
 
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:

@@ -250,6 +250,29 @@ def test_unreadable_frame_is_quarantined_with_reason(tmp_path: Path) -> None:
         admit(j, inbox, out, bad, quarantine_reason="truncated JPEG")
         process_pending(j, inbox, out, _decide_all("tagged"))
         (f,) = j.frames()
-        assert (f.state, f.reason, f.dest) == ("quarantined", "truncated JPEG",
-                                               "quarantine/cam/bad.jpg")
+        assert (f.state, f.reason, f.dest) == (
+            "quarantined",
+            "truncated JPEG",
+            "quarantine/cam/bad.jpg",
+        )
         assert (out / "quarantine" / "cam" / "bad.jpg").exists() and not bad.exists()
+
+
+def test_source_rewritten_after_seen_becomes_a_new_frame(tmp_path: Path) -> None:
+    """Bytes rewritten under the same name before they were placed: the old row is closed
+    as vanished (its bytes are nowhere), the new bytes are a frame of their own, placed once."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    with Journal.open(out) as j:
+        admit(j, inbox, out, _drop(inbox, "cam/a.jpg", 0))
+        new = inbox / "cam" / "a.jpg"
+        new.write_bytes(_frame(1).read_bytes())
+        os.utime(new, (1e9, 1e9))
+        process_pending(j, inbox, out, _decide_all("tagged"))
+        (old,) = j.frames()
+        assert old.state == "vanished" and "changed" in (old.reason or "")
+        assert new.exists()
+        admit(j, inbox, out, new)
+        process_pending(j, inbox, out, _decide_all("tagged"))
+        assert j.counts() == {"done": 1, "vanished": 1}
+        (done,) = j.frames("done")
+        assert file_sha256(out / done.dest) == file_sha256(_frame(1)) and not new.exists()
