@@ -31,12 +31,6 @@ def _identity_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
 
 def _flatten_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
     # On the pooled [N,K] tensor, Flatten(1) (what heads use after a pool) changes nothing.
-    assert isinstance(m, nn.Flatten)
-    if m.start_dim not in (1, -1) or m.end_dim != -1:
-        raise UnsupportedHead(
-            f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only Flatten(1) after the "
-            "pool is supported"
-        )
     return x, lambda g: g
 
 
@@ -46,12 +40,7 @@ def _linear_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
 
 
 def _batchnorm1d_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
-    assert isinstance(m, nn.BatchNorm1d)
-    if m.running_mean is None or m.running_var is None:
-        raise UnsupportedHead(
-            "BatchNorm1d without running statistics depends on the whole batch; its gradient "
-            "is not per image"
-        )
+    assert isinstance(m, nn.BatchNorm1d) and m.running_var is not None
     scale = torch.rsqrt(m.running_var + m.eps)
     if m.weight is not None:
         scale = scale * m.weight
@@ -124,9 +113,6 @@ def _tanh_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
 
 
 def _gelu_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
-    assert isinstance(m, nn.GELU)
-    if m.approximate != "none":
-        raise UnsupportedHead("GELU(approximate='tanh'): only the exact erf GELU is supported")
     cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
     pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
     return x * cdf, lambda g: g * (cdf + x * pdf)
@@ -161,7 +147,24 @@ WHY_NOT = {
 }
 
 
+def _refusal(m: nn.Module) -> str | None:
+    """Why a module of a supported kind still cannot be handled, from its settings."""
+    if isinstance(m, nn.Flatten) and (m.start_dim not in (1, -1) or m.end_dim != -1):
+        return (f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only Flatten(1) after "
+                "the pool is supported")
+    if isinstance(m, nn.BatchNorm1d) and m.running_var is None:
+        return ("BatchNorm1d without running statistics normalises over the batch, so one "
+                "image's gradient depends on the others")
+    if isinstance(m, nn.GELU) and m.approximate != "none":
+        return f"GELU(approximate={m.approximate!r}): only the exact erf GELU is supported"
+    return None
+
+
 def step_for(m: nn.Module) -> Step:
+    """The step of a head module, or UnsupportedHead naming the module and why."""
+    why = _refusal(m)
+    if why is not None:
+        raise UnsupportedHead(f"head module {type(m).__name__}: {why}")
     for kind, step in STEPS.items():
         if isinstance(m, kind):
             return step
