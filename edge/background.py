@@ -1,0 +1,296 @@
+"""A per-camera background model: a camera trap is fixed, so the animal is what differs.
+
+The model is built from the camera's own earlier frames. Camera-trap frames are not video:
+minutes or days pass between triggers, and day, dusk and night follow one another, so a
+running median of the last N frames mixes scenes that do not look alike. Instead, the model
+keeps up to ``max_frames`` past frames (at a small working size, 128x128 by default) and, for
+each new frame, builds its background from the ``neighbours`` past frames that look most like
+it as a whole (nearest neighbours on a 16x16 thumbnail):
+
+    B(p)     = median_k  g_k * F_k(p)           the background, per pixel and channel
+    sigma(p) = 1.4826 * median_k |g_k F_k(p) - B(p)|   how much that pixel varies by itself
+    z(p)     = max_channel |F(p) - B(p)| / max(sigma(p), noise_floor)
+    fg(p)    = clip((z(p) - z_low) / (z_high - z_low), 0, 1)
+
+with ``g_k`` a per-channel gain, the median over pixels of F / F_k, that brings neighbour k to
+the new frame's light (slow light changes) whatever the animal does to the frame's mean, and a
+3x3 opening to drop isolated pixels. Pixels that move by themselves (leaves, water, shadows)
+have a large ``sigma`` and are not called animal. An animal that stays a few frames (a burst) is
+outvoted by the median as long as it sits on a pixel in fewer than half of the neighbours;
+frames the classifier already calls animal can be kept out of the model altogether
+(``update(image, has_animal=True)`` stores nothing).
+
+Day colour and night infrared frames live in two separate memories, chosen by
+``edge.decode.is_greyscale``. A memory with fewer than ``min_frames`` frames is not ready and
+``foreground()`` returns None: the caller falls back to the segmenter alone.
+
+Call ``foreground(image)`` before ``update(image)``: a frame is not its own background.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from edge.decode import is_greyscale
+
+Mode = Literal["colour", "ir"]
+Combine = Literal["geometric", "mean", "max", "min", "product"]
+
+_DESC = 16  # thumbnail side for choosing neighbours
+
+
+def image_mode(image: np.ndarray) -> Mode:
+    """ "ir" for a greyscale (night infrared) frame, "colour" otherwise."""
+    return "ir" if is_greyscale(image) else "colour"
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"expected an RGB image [H,W,3] (or grey [H,W]), got shape {a.shape}")
+    if a.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels (edge.decode.load_image), got {a.dtype}")
+    return a
+
+
+def _median0(a: np.ndarray) -> np.ndarray:
+    """Median over the first axis; sorting a few frames is 2-3x faster than np.median here."""
+    s = np.sort(a, axis=0)
+    k = len(s)
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+
+
+@dataclass
+class _Entry:
+    frame: np.ndarray  # float32 [S,S,3], lightly blurred
+    desc: np.ndarray  # float32 [16*16*3]
+
+
+class BackgroundModel:
+    """Background of one fixed camera, learnt from its own frames (see the module docstring).
+
+    Args:
+        size: working size (H, W); frames are shrunk to it (INTER_AREA) before anything else.
+        max_frames: past frames kept per mode (memory: size*3*4 bytes each, 200 KB at 128x128).
+        neighbours: how many of the most similar past frames make the background.
+        min_frames: frames a mode needs before ``foreground()`` answers.
+        z_low, z_high: the soft threshold on the robust z-score (0 below, 1 above).
+        noise_floor: smallest sigma in grey levels, so a very still pixel is not hypersensitive.
+
+    Example:
+        >>> bg = BackgroundModel()
+        >>> for frame in earlier_frames:          # doctest: +SKIP
+        ...     bg.update(frame)
+        >>> fg = bg.foreground(new_frame)         # doctest: +SKIP  [128,128] in 0..1, or None
+    """
+
+    def __init__(
+        self,
+        *,
+        size: tuple[int, int] = (128, 128),
+        max_frames: int = 200,
+        neighbours: int = 9,
+        min_frames: int = 10,
+        z_low: float = 3.0,
+        z_high: float = 6.0,
+        noise_floor: float = 6.0,
+    ) -> None:
+        if min(size) < 8:
+            raise ValueError(f"size must be at least 8x8, got {size}")
+        if neighbours < 1 or min_frames < 1 or max_frames < min_frames:
+            raise ValueError(
+                "need neighbours >= 1, min_frames >= 1 and max_frames >= min_frames; got "
+                f"{neighbours=}, {min_frames=}, {max_frames=}"
+            )
+        if not 0 <= z_low < z_high:
+            raise ValueError(f"need 0 <= z_low < z_high, got {z_low=}, {z_high=}")
+        self.size = (int(size[0]), int(size[1]))
+        self.max_frames = max_frames
+        self.neighbours = neighbours
+        self.min_frames = min_frames
+        self.z_low, self.z_high, self.noise_floor = z_low, z_high, noise_floor
+        self._memory: dict[Mode, deque[_Entry]] = {
+            "colour": deque(maxlen=max_frames),
+            "ir": deque(maxlen=max_frames),
+        }
+
+    # -- state
+
+    def state(self) -> dict[str, int]:
+        """Frames held per mode, e.g. ``{"colour": 37, "ir": 4}``."""
+        return {mode: len(mem) for mode, mem in self._memory.items()}
+
+    def ready(self, image_or_mode: np.ndarray | Mode) -> bool:
+        """Whether the mode of this image (or the mode named) has ``min_frames`` frames."""
+        mode = image_or_mode if isinstance(image_or_mode, str) else image_mode(image_or_mode)
+        return len(self._memory[mode]) >= self.min_frames
+
+    # -- learning
+
+    def _entry(self, image: np.ndarray) -> _Entry:
+        small = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+        frame = cv2.GaussianBlur(small.astype(np.float32), (3, 3), 0)
+        desc = cv2.resize(small, (_DESC, _DESC), interpolation=cv2.INTER_AREA)
+        return _Entry(frame, desc.astype(np.float32).ravel())
+
+    def update(self, image: np.ndarray, *, has_animal: bool = False) -> bool:
+        """Add a frame to its mode's memory; returns whether it was added.
+
+        Pass ``has_animal=True`` for a frame the classifier is confident shows an animal: it is
+        then left out, so a lingering animal does not become part of the scene.
+        """
+        image = _check_image(image)
+        if has_animal:
+            return False
+        self._memory[image_mode(image)].append(self._entry(image))
+        return True
+
+    # -- asking
+
+    def foreground(
+        self, image: np.ndarray, *, shape: tuple[int, int] | None = None
+    ) -> np.ndarray | None:
+        """Probability-like foreground [H,W] float32 in 0..1, or None if the mode is not ready.
+
+        Args:
+            image: RGB uint8 frame [H,W,3] from this camera.
+            shape: (H, W) of the result; the working size by default (masks are compared on
+                normalised coordinates, so there is no need to go back to full resolution).
+        """
+        image = _check_image(image)
+        mem = self._memory[image_mode(image)]
+        if len(mem) < self.min_frames:
+            return None
+        e = self._entry(image)
+        descs = np.stack([m.desc for m in mem])
+        dist = ((descs - e.desc) ** 2).sum(axis=1)
+        order = [i for i in np.argsort(dist, kind="stable") if dist[i] > 0]  # not itself
+        idx = order[: self.neighbours] or [int(np.argmin(dist))]
+        stack = np.stack([mem[i].frame for i in idx])  # [K,S,S,3]
+        # per-channel gain, the median pixel ratio: robust to the animal itself (< half the frame)
+        ratio = (e.frame[None, ::4, ::4] + 1.0) / (stack[:, ::4, ::4] + 1.0)
+        gain = np.median(ratio.reshape(len(idx), -1, 3), axis=1)
+        stack *= gain[:, None, None, :]
+        bg = _median0(stack)
+        sigma = 1.4826 * _median0(np.abs(stack - bg)).max(axis=-1)
+        z = np.abs(e.frame - bg).max(axis=-1) / np.maximum(sigma, self.noise_floor)
+        fg = np.clip((z - self.z_low) / (self.z_high - self.z_low), 0.0, 1.0).astype(np.float32)
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        if shape is not None and tuple(shape) != fg.shape:
+            fg = cv2.resize(fg, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
+        return np.clip(fg, 0.0, 1.0)
+
+
+def camera_key(path: str | Path) -> str:
+    """The camera a frame belongs to: its folder (camera traps write one folder per camera)."""
+    return str(Path(path).parent)
+
+
+class CameraBackgrounds:
+    """One ``BackgroundModel`` per camera, created on first sight with the same options.
+
+    Keys are camera folders (``camera_key(path)``) or any string the caller chooses.
+    """
+
+    def __init__(self, **options: object) -> None:
+        BackgroundModel(**options)  # type: ignore[arg-type]  # check the options now
+        self._options = options
+        self._models: dict[str, BackgroundModel] = {}
+
+    def model(self, camera: str) -> BackgroundModel:
+        """The model for ``camera``, created empty if new."""
+        if camera not in self._models:
+            self._models[camera] = BackgroundModel(**self._options)  # type: ignore[arg-type]
+        return self._models[camera]
+
+    def update(self, camera: str, image: np.ndarray, *, has_animal: bool = False) -> bool:
+        return self.model(camera).update(image, has_animal=has_animal)
+
+    def foreground(
+        self, camera: str, image: np.ndarray, *, shape: tuple[int, int] | None = None
+    ) -> np.ndarray | None:
+        return self.model(camera).foreground(image, shape=shape)
+
+    def state(self) -> dict[str, dict[str, int]]:
+        """Frames held per camera and mode."""
+        return {cam: m.state() for cam, m in self._models.items()}
+
+    def __contains__(self, camera: object) -> bool:
+        return camera in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def combine_masks(
+    learned: np.ndarray,
+    background: np.ndarray,
+    *,
+    how: Combine = "geometric",
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Fuse the segmenter's mask and the background mask into one float32 mask in [0, 1].
+
+    Both are resized (bilinear) to ``shape``, or to the learned mask's shape by default.
+
+    - "geometric" (default): ``sqrt(L * B)``. High only where both agree. Each source fails in
+      its own way (the segmenter sees animal-like texture, the background sees shadows, wind
+      and light), and Over-MAP against a too-large mask inflates trust in a label that was not
+      looking at the animal; a too-small mask lowers trust and sends the frame to a person,
+      the safe failure for triage. Keeps the soft scale (sqrt(0.8*0.8) = 0.8).
+    - "mean": ``(L + B) / 2``, a soft vote.
+    - "max": union; "min": strict intersection; "product": ``L * B`` (sharper than geometric).
+    """
+    L = np.asarray(learned, dtype=np.float32)
+    B = np.asarray(background, dtype=np.float32)
+    for name, a in (("learned", L), ("background", B)):
+        if a.ndim != 2 or 0 in a.shape:
+            raise ValueError(f"{name} mask must be [H,W], got shape {a.shape}")
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{name} mask must be finite and in [0, 1]")
+    H, W = (int(shape[0]), int(shape[1])) if shape is not None else L.shape
+    if L.shape != (H, W):
+        L = cv2.resize(L, (W, H), interpolation=cv2.INTER_LINEAR)
+    if B.shape != (H, W):
+        B = cv2.resize(B, (W, H), interpolation=cv2.INTER_LINEAR)
+    if how == "geometric":
+        out = np.sqrt(L * B)
+    elif how == "mean":
+        out = (L + B) / 2
+    elif how == "max":
+        out = np.maximum(L, B)
+    elif how == "min":
+        out = np.minimum(L, B)
+    elif how == "product":
+        out = L * B
+    else:
+        raise ValueError(f"how must be one of geometric, mean, max, min, product; got {how!r}")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def pick_mask(
+    learned: np.ndarray | None,
+    background: np.ndarray | None,
+    *,
+    how: Combine = "geometric",
+) -> tuple[np.ndarray | None, str | None]:
+    """The mask to score against and its source name for ``FrameScore.mask_source``.
+
+    Both present: ``combine_masks`` ("combined"); one present: that one ("segmenter" or
+    "background"); neither: (None, None), and Over-MAP cannot be computed for the frame.
+    """
+    if learned is not None and background is not None:
+        return combine_masks(learned, background, how=how), "combined"
+    if learned is not None:
+        return np.asarray(learned, dtype=np.float32), "segmenter"
+    if background is not None:
+        return np.asarray(background, dtype=np.float32), "background"
+    return None, None
