@@ -89,7 +89,7 @@ class BackgroundModel:
         >>> bg = BackgroundModel()
         >>> for frame in earlier_frames:          # doctest: +SKIP
         ...     bg.update(frame)
-        >>> fg = bg.foreground(new_frame)         # doctest: +SKIP  [128,128] in 0..1, or None
+        >>> fg = bg.foreground(new_frame)  # [128,128] in 0..1, or None   # doctest: +SKIP
     """
 
     def __init__(
