@@ -152,7 +152,8 @@ def build_calibration_set(
 
     `groups` maps a name (the file prefix, e.g. "camtrap-night") to candidate images; we draw
     `per_group[name]` of each at random (seeded, so the set can be rebuilt identically).
-    `sources.csv` in `out` records where each frame came from. Used once to make `export/assets/calib/`; kept so anyone can rebuild or extend it.
+    `sources.csv` in `out` records where each frame came from. Used once to make
+    `export/assets/calib/`; kept so anyone can rebuild or extend it.
     """
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
