@@ -56,5 +56,6 @@ class CamClassifier(nn.Module):
         for i in range(last, -1, -1):
             g = vjps[i](g)
         alpha = g / (a.shape[2] * a.shape[3])  # [N,K]: dy/dA_kij is the same at every (i, j)
-        cam = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, a))
+        # Mul + ReduceSum rather than Einsum: the plainest ops for every runtime (TensorRT too).
+        cam = torch.relu((alpha[:, :, None, None] * a).sum(dim=1))
         return logits, cam

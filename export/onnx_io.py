@@ -41,5 +41,22 @@ def export_classifier_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+        logits, cam = model(dummy)
+    _declare_output_shapes(path, [list(logits.shape[1:]), list(cam.shape[1:])])
     onnx.checker.check_model(str(path), full_check=True)
     return path
+
+
+def _declare_output_shapes(path: Path, shapes: list[list[int]]) -> None:
+    """Write the outputs' true shapes ([batch, C] and [batch, h, w]) into the graph.
+
+    The exporter's shape inference loses track through TF-style padding and can label the map
+    [batch, batch, ?]; a runtime that trusts those names would take h for the batch size."""
+    model = onnx.load(str(path))
+    for output, dims in zip(model.graph.output, shapes, strict=True):
+        shape = output.type.tensor_type.shape
+        del shape.dim[:]
+        shape.dim.add().dim_param = "batch"
+        for size in dims:
+            shape.dim.add().dim_value = int(size)
+    onnx.save(model, str(path))

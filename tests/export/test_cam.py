@@ -126,6 +126,13 @@ def test_lite0_top1_on_imagenet_sample(lite0_source, lite0_onnx: Path,  # type: 
 def test_batch_of_one_and_many_give_each_image_its_own_class(  # type: ignore[no-untyped-def]
     lite0_source, lite0_onnx: Path, imagenet_batch, ref: SimpleNamespace
 ) -> None:
+    import onnx
+
+    graph = onnx.load(str(lite0_onnx)).graph
+    dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+            for o in [*graph.input, *graph.output]}
+    assert dims == {"image": ["batch", 3, 224, 224], "logits": ["batch", 1000],
+                    "cam": ["batch", 7, 7]}
     x = prepare(imagenet_batch(3, 3), lite0_source.input)
     sess = ref.ort_session(lite0_onnx)
     logits3, cam3 = sess.run(None, {"image": x})
