@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -144,6 +145,139 @@ def export_cmd(
 
     show_bundle(load_bundle(path), console)
     console.print(f"[green]bundle written:[/] {path}")
+
+
+def default_bundle() -> Path:
+    """$OVERMAP_BUNDLE, else bundles/default of this checkout (what install.sh builds)."""
+    env = os.environ.get("OVERMAP_BUNDLE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "bundles" / "default"
+
+
+def _load_bundle_or_exit(path: Path):
+    from edge.bundle import load_bundle
+
+    try:
+        return load_bundle(path)
+    except BundleError as e:
+        err.print(f"[red]bundle refused:[/] {e}")
+        raise typer.Exit(1) from None
+
+
+@app.command("watch")
+def watch_cmd(
+    inbox: Annotated[Path, typer.Argument(help="Folder the camera's frames land in.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where frames are sorted into empty/, tagged/, review/, quarantine/"
+                     " (default: INBOX/sorted). The journal and results live here too."),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder (default: $OVERMAP_BUNDLE or the built-in).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (see examples/edge.toml).")
+    ] = None,
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy frames, leave the originals in place.")
+    ] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="Handle what is there now, then exit.")
+    ] = False,
+    polling: Annotated[
+        bool | None,
+        typer.Option("--polling/--no-polling",
+                     help="Force polling (SD cards, FUSE, network mounts) or events."),
+    ] = None,
+    tag: Annotated[float | None, typer.Option(help="Fused confidence to tag a frame.")] = None,
+    empty: Annotated[
+        float | None, typer.Option(help="Empty-class probability to set a frame aside.")
+    ] = None,
+    empty_foreground: Annotated[
+        float | None, typer.Option(help="Largest foreground share an empty frame may have.")
+    ] = None,
+    batch: Annotated[int | None, typer.Option(help="Frames per model run.")] = None,
+    settle: Annotated[
+        float | None, typer.Option(help="Seconds a file's size must hold still.")
+    ] = None,
+    providers: Annotated[
+        str | None, typer.Option(help="Execution providers in order, e.g. trt,cuda,cpu.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    tui: Annotated[bool, typer.Option(help="Live dashboard (off: log lines).")] = True,
+) -> None:
+    """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
+
+    Each frame is classified, its label scored with Over-MAP (does the classifier look where
+    the animal is?) and a fused confidence; a journal in OUT makes every frame handled exactly
+    once, across crashes and restarts. Ctrl-C stops cleanly.
+
+    Example: `edge watch /mnt/camera --out /data/sorted`
+    """
+    from edge.config import Config as _Config
+    from edge.config import ConfigError, load_config, resolve_thresholds
+    from edge.watch import WatchOptions
+
+    try:
+        cfg = load_config(config) if config else _Config()
+    except ConfigError as e:
+        err.print(f"[red]config:[/] {e}")
+        raise typer.Exit(2) from None
+    if not inbox.is_dir():
+        err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
+        raise typer.Exit(2)
+    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
+    try:
+        thresholds = resolve_thresholds(
+            b.manifest.thresholds, cfg,
+            {"tag": tag, "empty": empty, "empty_foreground": empty_foreground},
+        )
+    except ConfigError as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    w = cfg.watch
+    provider_list = None
+    if providers:
+        from edge.providers import ProviderError, parse_providers
+
+        try:
+            provider_list = parse_providers(providers)
+        except ProviderError as e:
+            err.print(f"[red]--providers:[/] {e}")
+            raise typer.Exit(2) from None
+    opts = WatchOptions(
+        inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
+        thresholds=thresholds, copy=copy or w.copy_files,
+        polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
+        poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,
+        settle=settle if settle is not None else w.settle_seconds,
+        give_up=w.give_up_seconds, batch=batch or w.batch_size, max_queue=w.max_queue,
+        burst_gap=cfg.triage.burst_gap_seconds,
+        providers=provider_list or cfg.runtime.providers, threads=threads or cfg.runtime.threads,
+    )  # fmt: skip
+    from edge.watch import watch
+
+    raise typer.Exit(watch(b, opts, once=once, tui=tui, console=console))
+
+
+@app.command("summary")
+def summary_cmd(
+    out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
+) -> None:
+    """What the camera saw: decisions per camera and per day, and the species."""
+    from edge.journal import Journal, JournalError
+    from edge.reports import print_summary
+
+    if not (out / "journal.sqlite").is_file():
+        err.print(f"[red]{out}: no journal.sqlite here[/] (the OUT folder of `edge watch`?)")
+        raise typer.Exit(2)
+    try:
+        with Journal.open(out) as j:
+            print_summary(j, console)
+    except JournalError as e:
+        err.print(f"[red]journal:[/] {e}")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:  # pragma: no cover

@@ -53,3 +53,28 @@ def prepare(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarray:
     if not images:
         raise ValueError("prepare() needs at least one image")
     return normalise(np.stack([resize_frame(im, spec) for im in images]), spec)
+
+
+def view_of(mask: np.ndarray, image_hw: tuple[int, int], spec: InputSpec) -> np.ndarray:
+    """Map a full-frame mask [h,w] (any resolution, normalised coordinates) into the model's
+    view of a frame of `image_hw`, as `resize_frame` does to the frame itself: the same crop,
+    stretch or letterbox, so the mask lines up with the classifier's map."""
+    h, w = spec.size
+    ih, iw = image_hw
+    mh, mw = mask.shape[:2]
+    m = mask.astype(np.float32)
+    if spec.resize == "stretch":
+        return cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
+    if spec.resize == "center_crop":
+        scale = max(h, w) / CROP_RATIO / min(ih, iw)
+        rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+        y, x = (rh - h) // 2, (rw - w) // 2
+        y0, y1 = round(y / rh * mh), max(round((y + h) / rh * mh), round(y / rh * mh) + 1)
+        x0, x1 = round(x / rw * mw), max(round((x + w) / rw * mw), round(x / rw * mw) + 1)
+        return cv2.resize(m[y0:y1, x0:x1], (w, h), interpolation=cv2.INTER_LINEAR)
+    scale = min(h / ih, w / iw)
+    rh, rw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    out = np.zeros((h, w), np.float32)
+    y, x = (h - rh) // 2, (w - rw) // 2
+    out[y : y + rh, x : x + rw] = cv2.resize(m, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    return out

@@ -1,0 +1,95 @@
+"""What a ranger reads after the fact, straight from the journal: summaries per camera, day and
+species, and the files other tools open (MegaDetector results, Camtrap DP)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from edge.bundle import Manifest
+from edge.journal import Frame, Journal
+from edge.results import BundleInfo, FrameRecord, write_md_results
+
+DECISIONS = ("tagged", "review", "empty", "quarantine")
+MD_RESULTS = "results/megadetector.json"
+
+
+def record_of(frame: Frame) -> FrameRecord:
+    """A journal row as the results writers want it."""
+    extra = frame.extra or {}
+    when = extra.get("time")
+    return FrameRecord(
+        relpath=frame.relpath, camera=frame.camera, sha256=frame.sha256,
+        timestamp=datetime.fromisoformat(when) if when else None,
+        width=extra.get("width"), height=extra.get("height"), label=frame.label,
+        class_index=frame.class_index, softmax=frame.softmax, overmap=frame.overmap,
+        confidence=frame.confidence, decision=frame.decision,
+        failure=frame.reason if frame.decision == "quarantine" else None, dest=frame.dest,
+    )  # fmt: skip
+
+
+def records(journal: Journal) -> list[FrameRecord]:
+    """Every decided or finished frame, in the order they were seen."""
+    return [record_of(f) for f in journal.frames() if f.decision is not None]
+
+
+def write_results(journal: Journal, out: Path, manifest: Manifest) -> Path:
+    """OUT/results/megadetector.json, file names relative to OUT (the sorted frames)."""
+    return write_md_results(out / MD_RESULTS, records(journal),
+                            bundle=BundleInfo.from_manifest(manifest),
+                            thresholds=manifest.thresholds, paths="dest")
+
+
+def _day(frame: Frame) -> str:
+    when = (frame.extra or {}).get("time")
+    if when:
+        return when[:10]
+    return datetime.fromtimestamp(frame.seen_at).strftime("%Y-%m-%d")
+
+
+def summary(journal: Journal) -> Group:
+    """Tables: decisions per camera, per day, and the species seen (tagged + review)."""
+    frames = journal.frames()
+    per_cam: dict[str, Counter[str]] = {}
+    per_day: dict[str, Counter[str]] = {}
+    species: Counter[str] = Counter()
+    review: Counter[str] = Counter()
+    for f in frames:
+        d = f.decision or f.state
+        per_cam.setdefault(f.camera or "(top)", Counter())[d] += 1
+        per_day.setdefault(_day(f), Counter())[d] += 1
+        if f.decision in ("tagged", "review") and f.label:
+            species[f.label] += 1
+            review[f.label] += f.decision == "review"
+
+    def crosstab(title: str, key: str, rows: dict[str, Counter[str]]) -> Table:
+        t = Table(title=title)
+        t.add_column(key)
+        for d in DECISIONS:
+            t.add_column(d, justify="right")
+        t.add_column("total", justify="right")
+        for name in sorted(rows):
+            c = rows[name]
+            t.add_row(name, *(str(c[d]) for d in DECISIONS), str(sum(c.values())))
+        return t
+
+    sp = Table(title="species (tagged + review)")
+    sp.add_column("label")
+    sp.add_column("frames", justify="right")
+    sp.add_column("of which review", justify="right")
+    for name, n in species.most_common():
+        sp.add_row(name, str(n), str(review[name]))
+    return Group(
+        f"[bold]{len(frames)}[/] frames in the journal",
+        crosstab("per camera", "camera", per_cam),
+        crosstab("per day", "day", per_day),
+        sp,
+    )
+
+
+def print_summary(journal: Journal, console: Console) -> None:
+    console.print(summary(journal))

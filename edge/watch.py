@@ -1,0 +1,283 @@
+"""`edge watch`: every frame that lands in the inbox is classified, scored and sorted, once.
+
+The journal is the source of truth (see edge/journal.py): a frame is journaled `seen` once it
+is whole, `decided` with its destination before anything moves, `done` after the move. So the
+loop below can be killed at any instant and, started again, finishes what was begun and
+handles every frame exactly once:
+
+    discover (events + polling + rescans) -> stability gate -> admit (journal `seen`)
+    -> decide (decode, bundle, Over-MAP, fused confidence, triage) -> place (move/copy) -> done
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from edge.background import CameraBackgrounds
+from edge.bundle import Bundle
+from edge.decode import DecodeError, load_image
+from edge.discover import Watcher, scan
+from edge.exif import capture_time
+from edge.journal import Decision, Journal, camera_of
+from edge.overlay import render, write_overlay
+from edge.runtime import Runtime
+from edge.scorer import Scorer
+from edge.sink import DiskFullError, SinkPermissionError, admit, clean_temps, process_pending
+from edge.stability import StabilityGate
+from edge.triage import Evidence, decide_all
+from edge.tui import Stats
+
+log = logging.getLogger("edge.watch")
+
+DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
+
+
+@dataclass
+class WatchOptions:
+    inbox: Path
+    out: Path
+    thresholds: dict[str, float]
+    copy: bool = False
+    polling: bool | None = None
+    poll_interval: float = 2.0
+    rescan_interval: float = 300.0
+    settle: float = 2.0
+    give_up: float = 600.0
+    batch: int = 16
+    max_queue: int = 2048
+    burst_gap: float = 10.0
+    overlays: bool = True
+    providers: list[str] | None = None
+    threads: int | None = None
+    measure: str = "energy"
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class Decider:
+    """The `decide` stage for `process_pending`: frames in, one Decision each."""
+
+    def __init__(self, scorer: Scorer, opts: WatchOptions, stats: Stats) -> None:
+        self.scorer = scorer
+        self.opts = opts
+        self.stats = stats
+        self.arrived: dict[Path, float] = {}
+        # the last frames of each camera, so a burst spanning two batches is still one burst
+        self.recent: dict[str, deque[tuple[datetime, str]]] = {}
+
+    def __call__(self, paths: list[Path]) -> list[Decision]:
+        inbox = self.opts.inbox
+        decisions: list[Decision | None] = [None] * len(paths)
+        images, index = [], []
+        for i, p in enumerate(paths):
+            try:
+                images.append(load_image(p))
+                index.append(i)
+            except DecodeError as e:
+                decisions[i] = Decision("quarantine", reason=str(e))
+        if images:
+            rels = [paths[i].relative_to(inbox).as_posix() for i in index]
+            cameras = [camera_of(r) for r in rels]
+            times = [capture_time(paths[i]) for i in index]
+            scored = self.scorer.score(images, cameras)
+            evidence = [
+                Evidence(camera=c, time=t, label=s.score.label, is_empty_class=s.is_empty_class,
+                         is_human=s.is_human, softmax=s.score.softmax, fused=s.fused,
+                         foreground=s.score.foreground_fraction,
+                         background_ready=s.background_ready)
+                for c, t, s in zip(cameras, times, scored, strict=True)
+            ]
+            verdicts = decide_all(evidence, self.opts.thresholds,
+                                  burst_gap_seconds=self.opts.burst_gap)
+            for k, (i, s) in enumerate(zip(index, scored, strict=True)):
+                verdict = self._burst_lookback(evidence[k], verdicts[k])
+                extra = {
+                    "time": times[k].isoformat() if times[k] else None,
+                    "width": int(images[k].shape[1]), "height": int(images[k].shape[0]),
+                    "entropy": s.entropy, "foreground": s.score.foreground_fraction,
+                    "mask_source": s.score.mask_source, "measure": s.score.measure,
+                    "top": [[n, p] for n, p in s.score.top_k],
+                }  # fmt: skip
+                if verdict == "review" and self.opts.overlays:
+                    extra["overlay"] = self._overlay(rels[k], images[k], s)
+                decisions[i] = Decision(
+                    verdict, label=s.score.label, class_index=s.score.class_index,
+                    softmax=s.score.softmax, overmap=s.score.overmap, confidence=s.fused,
+                    extra=extra,
+                )  # fmt: skip
+        now = time.monotonic()
+        for p, d in zip(paths, decisions, strict=True):
+            assert d is not None
+            arrived = self.arrived.pop(p, now)
+            self.stats.record(p.relative_to(inbox).as_posix(), d.label or d.reason or "",
+                              d.decision, d.confidence or 0.0, now - arrived)
+        return [d for d in decisions if d is not None]
+
+    def _burst_lookback(self, e: Evidence, verdict: str) -> str:
+        """An "empty" frame shortly after a non-empty frame of the same camera is its burst."""
+        recent = self.recent.setdefault(e.camera, deque(maxlen=16))
+        if verdict == "empty" and e.time is not None:
+            for t, v in recent:
+                if v != "empty" and abs((e.time - t).total_seconds()) <= self.opts.burst_gap:
+                    verdict = "review"
+                    break
+        if e.time is not None:
+            recent.append((e.time, verdict))
+        return verdict
+
+    def _overlay(self, rel: str, image: np.ndarray, s) -> str:
+        spec = self.scorer.manifest.classifier.input
+        picture = render(image, s.cam, s.score.mask, spec,
+                         label=f"{s.score.label}  ({s.score.mask_source} mask)",
+                         scores={"softmax": s.score.softmax, "overmap": s.score.overmap,
+                                 "fused": s.fused, "fg": s.score.foreground_fraction})
+        rel_overlay = f"overlays/{rel}.overmap.jpg"
+        write_overlay(self.opts.out / rel_overlay, picture)
+        return rel_overlay
+
+
+def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
+    runtime = Runtime.from_bundle(bundle, providers=opts.providers, threads=opts.threads)
+    scorer = Scorer(runtime, bundle.manifest, backgrounds=CameraBackgrounds(),
+                    measure=opts.measure)
+    provider = runtime.providers.get("classifier", "?")
+    return scorer, provider
+
+
+def _admit_verdicts(journal: Journal, gate: StabilityGate, opts: WatchOptions) -> int:
+    n = 0
+    with journal.transaction():
+        for v in gate.poll():
+            if v.status == "whole":
+                n += admit(journal, opts.inbox, opts.out, v.path) is not None
+            elif v.status == "unreadable":
+                admit(journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason)
+                n += 1
+    return n
+
+
+def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stats) -> None:
+    """process_pending, pausing (not failing) while the output disk is full."""
+    while not opts.stop.is_set():
+        try:
+            process_pending(journal, opts.inbox, opts.out, decider, copy=opts.copy,
+                            batch=opts.batch)
+            if stats.status.startswith("paused"):
+                stats.status = "watching"
+            return
+        except (DiskFullError, SinkPermissionError) as e:
+            stats.status = f"paused: {e}"
+            log.error("paused: %s; retrying in %.0f s, nothing is lost", e, DISK_FULL_RETRY)
+            opts.stop.wait(DISK_FULL_RETRY)
+
+
+def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
+             progress: Callable[[int, int], None] | None = None) -> Stats:
+    """Handle what is in the inbox now, then return (a batch run over a card)."""
+    scorer, stats.provider = open_scorer(bundle, opts)
+    decider = Decider(scorer, opts, stats)
+    with Journal.open(opts.out, exclusive=True) as journal:
+        clean_temps(opts.out)
+        _process(journal, decider, opts, stats)  # finish what a crash left
+        # frames already on a card are whole or never will be: no need to wait long for them
+        give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
+        gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
+        for p in scan(opts.inbox, exclude=[opts.out]):
+            gate.add(p)
+            decider.arrived[p] = time.monotonic()
+        total = len(gate)
+        stats.seen = total
+        done = 0
+        while len(gate) and not opts.stop.is_set():
+            _admit_verdicts(journal, gate, opts)
+            before = sum(stats.decisions.values())
+            _process(journal, decider, opts, stats)
+            done += sum(stats.decisions.values()) - before
+            if progress:
+                progress(done, total)
+            if len(gate):
+                time.sleep(min(0.2, opts.settle))
+        _process(journal, decider, opts, stats)
+    return stats
+
+
+def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
+                on_tick: Callable[[], None] | None = None) -> Stats:
+    """Watch until `opts.stop` is set (Ctrl-C, SIGTERM)."""
+    scorer, stats.provider = open_scorer(bundle, opts)
+    decider = Decider(scorer, opts, stats)
+    with Journal.open(opts.out, exclusive=True) as journal:
+        clean_temps(opts.out)
+        _process(journal, decider, opts, stats)
+
+        def known(p: Path, st) -> bool:
+            return journal.is_known(p.relative_to(opts.inbox).as_posix(), st.st_size,
+                                    st.st_mtime)
+
+        gate = StabilityGate(settle=opts.settle, give_up=opts.give_up, decode=False)
+        with Watcher(opts.inbox, exclude=[opts.out], use_polling=opts.polling,
+                     poll_interval=opts.poll_interval, rescan_interval=opts.rescan_interval,
+                     maxsize=opts.max_queue, skip=known) as watcher:
+            while not opts.stop.is_set():
+                for p in watcher.get_batch(64, timeout=0.1):
+                    if p not in decider.arrived:
+                        stats.seen += 1
+                        decider.arrived.setdefault(p, time.monotonic())
+                    gate.add(p)
+                if _admit_verdicts(journal, gate, opts):
+                    _process(journal, decider, opts, stats)
+                if on_tick:
+                    on_tick()
+    return stats
+
+
+def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console) -> int:
+    """Run the watcher with a progress bar (`once`) or a live dashboard; write the results
+    file when it stops. SIGTERM and Ctrl-C stop it between batches; returns an exit code."""
+    import signal
+
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from edge.journal import JournalError
+    from edge.reports import write_results
+    from edge.tui import render
+
+    def stop(signum: int, _frame: object) -> None:
+        opts.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    stats = Stats(out=opts.out)
+    try:
+        if once:
+            with Progress("[progress.description]{task.description}", BarColumn(),
+                          MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                          disable=not tui) as bar:
+                task = bar.add_task("sorting", total=None)
+                run_once(bundle, opts, stats,
+                         progress=lambda done, total: bar.update(task, completed=done,
+                                                                 total=total))
+            console.print(render(stats))
+        elif tui:
+            with Live(render(stats), console=console, refresh_per_second=2) as live:
+                run_forever(bundle, opts, stats, on_tick=lambda: live.update(render(stats)))
+        else:
+            run_forever(bundle, opts, stats)
+    except KeyboardInterrupt:
+        console.print("stopped; every frame handled so far is in the journal")
+    except JournalError as e:
+        console.print(f"[red]journal:[/] {e}")
+        return 1
+    with Journal.open(opts.out) as journal:
+        path = write_results(journal, opts.out, bundle.manifest)
+    console.print(f"results: {path}")
+    return 0
