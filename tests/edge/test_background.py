@@ -42,8 +42,8 @@ def image(row: dict[str, str]) -> np.ndarray:
 def test_empty_frames_have_less_foreground_than_animal_frames() -> None:
     """Online on MLWIC CA-01: warm up on 40 frames, then score each frame before learning it.
 
-    On frames 40..299 we measured a mean foreground fraction of 0.021 on the 98 empty frames
-    and 0.069 on the 162 animal frames; P(animal frame > empty frame) = 0.72. Asserted with
+    On frames 40..299 we measured a mean foreground fraction of 0.015 on the 98 empty frames
+    and 0.051 on the 162 animal frames; P(animal frame > empty frame) = 0.77. Asserted with
     slack.
     """
     rows = frames("mlwic_examples")[:300]
@@ -61,7 +61,7 @@ def test_empty_frames_have_less_foreground_than_animal_frames() -> None:
     assert np.mean(animal) > 2 * np.mean(empty)
     a, e = np.array(animal)[:, None], np.array(empty)[None, :]
     auroc = float((a > e).mean() + 0.5 * (a == e).mean())  # Mann-Whitney
-    assert auroc > 0.65
+    assert auroc > 0.68
 
 
 @needs_data
@@ -69,7 +69,7 @@ def test_foreground_falls_inside_megadetector_boxes() -> None:
     """Peru camera S90_SDZG2 (60 frames, bursts of 3, day and IR): foreground is denser in the
     animal's MegaDetector box than outside it, averaged over the frames where the model is ready.
 
-    Measured: 0.12 inside vs 0.017 outside. (On S90_SDZG1, 0.11 vs 0.07 only: with a few frames
+    Measured: 0.27 inside vs 0.078 outside. (On S90_SDZG1, 0.13 vs 0.07 only: with a few frames
     per mode, sun and shadow changes between triggers are as large as the animal.)
     """
     rows = frames("peru_s90_animl", "S90_SDZG2")
@@ -84,7 +84,7 @@ def test_foreground_falls_inside_megadetector_boxes() -> None:
             outside.append(float((fg * (1 - box)).sum() / (1 - box).sum()))
         bg.update(im)
     assert len(inside) >= 10
-    assert np.mean(inside) > 3 * np.mean(outside)
+    assert np.mean(inside) > 2 * np.mean(outside)
 
 
 @needs_data
