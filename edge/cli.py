@@ -29,7 +29,7 @@ class Target(StrEnum):
     jetson = "jetson"
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never break a path in an error
 
 
 def _need_export_extra(command: str) -> None:
@@ -281,4 +281,8 @@ def summary_cmd(
 
 
 def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # python -m edge.cli
     app()

@@ -12,6 +12,7 @@ handles every frame exactly once:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from edge.discover import Watcher, scan
 from edge.exif import capture_time
 from edge.journal import Decision, Journal, camera_of
 from edge.overlay import render, write_overlay
+from edge.reports import MD_RESULTS, write_results
 from edge.runtime import Runtime
 from edge.scorer import Scorer
 from edge.sink import DiskFullError, SinkPermissionError, admit, clean_temps, process_pending
@@ -39,6 +41,7 @@ from edge.tui import Stats
 log = logging.getLogger("edge.watch")
 
 DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
+RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching
 
 
 @dataclass
@@ -152,15 +155,33 @@ def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
     return scorer, provider
 
 
-def _admit_verdicts(journal: Journal, gate: StabilityGate, opts: WatchOptions) -> int:
-    n = 0
+def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None = None) -> bool:
+    """Already journaled with this size and time (a card rescanned in copy mode)."""
+    try:
+        st = st or path.stat()
+    except OSError:
+        return False
+    return journal.is_known(path.relative_to(inbox).as_posix(), st.st_size, st.st_mtime)
+
+
+def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> int:
+    """Journal the frames the gate calls whole (`seen`) or never readable (quarantine)."""
+    opts, n = decider.opts, 0
     with journal.transaction():
         for v in gate.poll():
             if v.status == "whole":
                 n += admit(journal, opts.inbox, opts.out, v.path) is not None
             elif v.status == "unreadable":
-                admit(journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason)
+                if not _known(journal, opts.inbox, v.path) and admit(
+                    journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
+                ) is not None:
+                    arrived = decider.arrived.pop(v.path, time.monotonic())
+                    decider.stats.record(v.path.relative_to(opts.inbox).as_posix(),
+                                         v.reason or "", "quarantine", 0.0,
+                                         time.monotonic() - arrived)
                 n += 1
+            else:
+                decider.arrived.pop(v.path, None)
     return n
 
 
@@ -191,13 +212,15 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
         gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
         for p in scan(opts.inbox, exclude=[opts.out]):
+            if _known(journal, opts.inbox, p):
+                continue
             gate.add(p)
             decider.arrived[p] = time.monotonic()
         total = len(gate)
         stats.seen = total
         done = 0
         while len(gate) and not opts.stop.is_set():
-            _admit_verdicts(journal, gate, opts)
+            _admit_verdicts(journal, gate, decider)
             before = sum(stats.decisions.values())
             _process(journal, decider, opts, stats)
             done += sum(stats.decisions.values()) - before
@@ -206,6 +229,7 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
             if len(gate):
                 time.sleep(min(0.2, opts.settle))
         _process(journal, decider, opts, stats)
+        write_results(journal, opts.out, bundle.manifest)
     return stats
 
 
@@ -218,11 +242,11 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
         clean_temps(opts.out)
         _process(journal, decider, opts, stats)
 
-        def known(p: Path, st) -> bool:
-            return journal.is_known(p.relative_to(opts.inbox).as_posix(), st.st_size,
-                                    st.st_mtime)
+        def known(p: Path, st: os.stat_result) -> bool:
+            return _known(journal, opts.inbox, p, st)
 
         gate = StabilityGate(settle=opts.settle, give_up=opts.give_up, decode=False)
+        written, last_write = -1, time.monotonic()
         with Watcher(opts.inbox, exclude=[opts.out], use_polling=opts.polling,
                      poll_interval=opts.poll_interval, rescan_interval=opts.rescan_interval,
                      maxsize=opts.max_queue, skip=known) as watcher:
@@ -232,10 +256,15 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                         stats.seen += 1
                         decider.arrived.setdefault(p, time.monotonic())
                     gate.add(p)
-                if _admit_verdicts(journal, gate, opts):
+                if _admit_verdicts(journal, gate, decider):
                     _process(journal, decider, opts, stats)
                 if on_tick:
                     on_tick()
+                handled = sum(stats.decisions.values())
+                if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
+                    write_results(journal, opts.out, bundle.manifest)
+                    written, last_write = handled, time.monotonic()
+        write_results(journal, opts.out, bundle.manifest)
     return stats
 
 
@@ -248,7 +277,6 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from edge.journal import JournalError
-    from edge.reports import write_results
     from edge.tui import render
 
     def stop(signum: int, _frame: object) -> None:
@@ -277,7 +305,5 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     except JournalError as e:
         console.print(f"[red]journal:[/] {e}")
         return 1
-    with Journal.open(opts.out) as journal:
-        path = write_results(journal, opts.out, bundle.manifest)
-    console.print(f"results: {path}")
+    console.print(f"results: {opts.out / MD_RESULTS}")
     return 0

@@ -1,0 +1,231 @@
+"""`edge watch` end to end: a real bundle, real frames, real folders, a real journal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edge.bundle import load_bundle
+from edge.cli import app
+from edge.journal import Journal
+from edge.tui import Stats
+from edge.watch import WatchOptions, run_forever, run_once
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+CA01 = DATA / "camtrap" / "mlwic_examples" / "CA-01"
+PERU = DATA / "camtrap" / "peru_s90_animl" / "S90_SDZG1"
+IMAGE_EXTS = {".jpg", ".jpeg", ".png"}
+runner = CliRunner()
+
+
+def flat(text: str) -> str:
+    """Rich wraps to the terminal's width; compare words, not line breaks."""
+    return " ".join(text.split())
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fill_inbox(inbox: Path, n_ca: int = 6, n_peru: int = 3) -> dict[str, str]:
+    """Real frames from two cameras plus three bad files; returns sha -> kind."""
+    (inbox / "CA 01 ünï").mkdir(parents=True)
+    (inbox / "S90").mkdir()
+    kinds = {}
+    for p in sorted(CA01.iterdir())[:n_ca]:
+        shutil.copy(p, inbox / "CA 01 ünï" / p.name)
+        kinds[sha(p)] = "good"
+    for p in sorted(PERU.iterdir())[:n_peru]:
+        shutil.copy(p, inbox / "S90" / p.name)
+        kinds[sha(p)] = "good"
+    bad = {
+        "text.jpg": b"this is not a picture\n",
+        "zero.jpg": b"",
+        "cut.jpg": (PERU / "EK000001.JPG").read_bytes()[:5000],
+    }
+    for name, data in bad.items():
+        (inbox / "S90" / name).write_bytes(data)
+        kinds[hashlib.sha256(data).hexdigest()] = "bad"
+    return kinds
+
+
+def sorted_frames(out: Path) -> list[Path]:
+    return [
+        p for p in out.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+        and p.relative_to(out).parts[0] in ("empty", "tagged", "review", "quarantine")
+    ]
+
+
+def options(inbox: Path, out: Path, **kw) -> WatchOptions:
+    base = dict(inbox=inbox, out=out, thresholds={"tag": 0.6, "empty": 0.8,
+                                                   "empty_foreground": 0.02},
+                settle=0.1, give_up=2.0, batch=4)
+    return WatchOptions(**{**base, **kw})
+
+
+def test_once_sorts_every_frame_into_exactly_one_place(tiny_bundle: Path, tmp_path: Path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    kinds = fill_inbox(inbox)
+    stats = run_once(load_bundle(tiny_bundle), options(inbox, out), Stats(out=out))
+
+    placed = sorted_frames(out)
+    by_sha = {sha(p): p for p in placed}
+    assert len(placed) == len(kinds) == len(by_sha)  # all there, none twice
+    assert set(by_sha) == set(kinds)
+    assert not [p for p in inbox.rglob("*") if p.is_file()]  # the inbox is emptied
+    for h, kind in kinds.items():
+        top = by_sha[h].relative_to(out).parts[0]
+        assert (top == "quarantine") == (kind == "bad")
+    # camera subfolders are kept below the decision folders
+    assert {p.relative_to(out).parts[1] for p in placed} == {"CA 01 ünï", "S90"}
+    assert sum(stats.decisions.values()) == len(kinds)
+
+    with Journal.open(out) as j:
+        rows = j.frames()
+        assert len(rows) == len(kinds)
+        assert {r.state for r in rows if r.decision != "quarantine"} == {"done"}
+        assert {r.state for r in rows if r.decision == "quarantine"} == {"quarantined"}
+        reasons = {r.relpath: r.reason for r in rows if r.decision == "quarantine"}
+        assert "empty file" in reasons["S90/zero.jpg"]
+        assert reasons["S90/text.jpg"] and reasons["S90/cut.jpg"]
+        for r in rows:
+            if r.decision == "review":
+                assert (out / r.extra["overlay"]).is_file()
+
+    results = json.loads((out / "results" / "megadetector.json").read_text())
+    files = {im["file"]: im for im in results["images"]}
+    assert len(files) == len(kinds)
+    failures = [im for im in files.values() if im.get("failure")]
+    assert len(failures) == 3
+    assert all((out / f).is_file() for f in files)
+
+
+def test_copy_mode_leaves_the_card_untouched_and_a_rerun_adds_nothing(
+    tiny_bundle: Path, tmp_path: Path
+):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    fill_inbox(inbox)
+    before = {p: (sha(p), p.stat().st_mtime_ns) for p in inbox.rglob("*") if p.is_file()}
+    bundle = load_bundle(tiny_bundle)
+    run_once(bundle, options(inbox, out, copy=True), Stats(out=out))
+    after = {p: (sha(p), p.stat().st_mtime_ns) for p in inbox.rglob("*") if p.is_file()}
+    assert before == after
+    n = len(sorted_frames(out))
+    assert n == len(before)
+
+    stats = run_once(bundle, options(inbox, out, copy=True), Stats(out=out))
+    assert sum(stats.decisions.values()) == 0  # nothing handled twice
+    assert len(sorted_frames(out)) == n
+    with Journal.open(out) as j:
+        assert len(j.frames()) == n
+
+
+def test_live_watcher_takes_frames_written_while_it_runs(tiny_bundle: Path, tmp_path: Path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    opts = options(inbox, out, rescan_interval=1.0)
+    stats = Stats(out=out)
+    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats))
+    t.start()
+    try:
+        frames = sorted(CA01.iterdir())[:5]
+        for p in frames[:4]:
+            shutil.copy(p, inbox / "cam" / p.name)
+        # one frame written slowly, in chunks, as a card reader or a camera would
+        data = frames[4].read_bytes()
+        with open(inbox / "cam" / frames[4].name, "wb") as f:
+            for i in range(0, len(data), len(data) // 4 + 1):
+                f.write(data[i : i + len(data) // 4 + 1])
+                f.flush()
+                time.sleep(0.15)
+        deadline = time.monotonic() + 60
+        while sum(stats.decisions.values()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        opts.stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    assert sum(stats.decisions.values()) == 5
+    assert stats.decisions["quarantine"] == 0  # the slow frame waited until it was whole
+    assert {sha(p) for p in sorted_frames(out)} == {sha(p) for p in frames}
+    assert len(stats.latencies) == 5
+
+
+def test_cli_refuses_a_missing_inbox_and_a_bad_bundle(tiny_bundle: Path, tmp_path: Path):
+    r = runner.invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle)])
+    assert r.exit_code == 2 and "no such folder" in flat(r.output)
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    with open(broken / "classifier.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01")
+    (tmp_path / "in").mkdir()
+    r = runner.invoke(app, ["watch", str(tmp_path / "in"), "--bundle", str(broken), "--once"])
+    assert r.exit_code == 1 and "classifier.onnx" in flat(r.output)
+
+
+def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    fill_inbox(inbox, n_ca=3, n_peru=2)
+    r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle),
+                            "--once", "--settle", "0.1", "--no-tui"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["summary", str(out)])
+    assert r.exit_code == 0
+    assert "8 frames in the journal" in flat(r.output)
+    assert "S90" in r.output and "CA 01" in r.output
+
+
+def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
+           "--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("kills", [pytest.param(4, id="4-kills"),
+                                   pytest.param(20, id="20-kills", marks=pytest.mark.slow)])
+def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
+    tiny_bundle: Path, tmp_path: Path, kills: int
+):
+    """The real `edge watch` process, SIGKILLed at random moments while frames keep landing."""
+    rng = random.Random(kills)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    sources = sorted(CA01.iterdir())[: 10 * kills]
+    pending = list(sources)
+    for _ in range(kills):
+        proc = _spawn(tiny_bundle, inbox, out)
+        deadline = time.monotonic() + rng.uniform(1.5, 4.0)
+        while time.monotonic() < deadline and pending:
+            p = pending.pop()
+            tmp = inbox / "cam" / f".{p.name}.part"
+            shutil.copy(p, tmp)
+            os.replace(tmp, inbox / "cam" / p.name)
+            time.sleep(rng.uniform(0.0, 0.15))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    for p in pending:
+        shutil.copy(p, inbox / "cam" / p.name)
+    done = _spawn(tiny_bundle, inbox, out, "--once")
+    assert done.wait(120) == 0
+
+    placed = sorted_frames(out)
+    assert sorted(sha(p) for p in placed) == sorted(sha(p) for p in sources)
+    assert not [p for p in inbox.rglob("*.jpg")]
+    with Journal.open(out) as j:
+        rows = j.frames()
+    assert len(rows) == len(sources) and {r.state for r in rows} == {"done"}
+    assert not [p for p in out.rglob("*edge-tmp")]
