@@ -209,12 +209,13 @@ def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
     for _ in range(kills):
         proc = _spawn(tiny_bundle, inbox, out)
         deadline = time.monotonic() + rng.uniform(1.5, 4.0)
-        while time.monotonic() < deadline and pending:
-            p = pending.pop()
-            tmp = inbox / "cam" / f".{p.name}.part"
-            shutil.copy(p, tmp)
-            os.replace(tmp, inbox / "cam" / p.name)
-            time.sleep(rng.uniform(0.0, 0.15))
+        while time.monotonic() < deadline:
+            if pending:
+                p = pending.pop()
+                tmp = inbox / "cam" / f".{p.name}.part"
+                shutil.copy(p, tmp)
+                os.replace(tmp, inbox / "cam" / p.name)
+            time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     for p in pending:

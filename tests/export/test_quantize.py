@@ -50,10 +50,15 @@ def test_graph_cleaning_keeps_outputs_and_removes_pads(fp32_onnx: Path, tmp_path
 
 
 def test_int8_conv_weights_are_int8_per_channel(int8_onnx: tuple[Path, dict]) -> None:
-    graph, inits, producer = _graph_parts(int8_onnx[0])
+    path, recipe = int8_onnx
+    graph, inits, producer = _graph_parts(path)
     convs = [n for n in graph.node if n.op_type == "Conv"]
     assert len(convs) == 49
-    for conv in convs:
+    first = {c.name for c in convs[:3]}
+    assert set(recipe["kept_float"]) == first  # stem and first block stay float, by design
+    for conv in convs[:3]:
+        assert conv.input[1] in inits and inits[conv.input[1]].dtype == np.float32
+    for conv in convs[3:]:
         dq = producer[conv.input[1]]
         assert dq.op_type == "DequantizeLinear", conv.name
         weight, scale = inits[dq.input[0]], inits[dq.input[1]]
