@@ -280,6 +280,165 @@ def summary_cmd(
         raise typer.Exit(1) from None
 
 
+def _rows(spec: str | None) -> tuple[int, int | None]:
+    """'900:1300' -> (900, 1300); '900:' -> (900, None); None -> (0, None)."""
+    if not spec:
+        return 0, None
+    try:
+        a, _, b = spec.partition(":")
+        return int(a or 0), int(b) if b else None
+    except ValueError:
+        err.print(f"[red]--rows must look like START:END (e.g. 900:1300), not {spec!r}[/]")
+        raise typer.Exit(2) from None
+
+
+LabelsArg = Annotated[Path, typer.Argument(help="CSV with at least `file,label` columns.")]
+ImagesRoot = Annotated[
+    Path | None, typer.Option(help="Folder the `file` paths are relative to (default: CSV's).")
+]
+SourceOpt = Annotated[str | None, typer.Option(help="Only rows whose `source` column is this.")]
+
+
+@app.command("train")
+def train_cmd(
+    labels: LabelsArg,
+    out: Annotated[Path, typer.Option(help="Checkpoint to write, for `edge export --classifier`.")],
+    images_root: ImagesRoot = None,
+    source: SourceOpt = None,
+    rows: Annotated[
+        str | None, typer.Option(help="Row range START:END after filtering (e.g. 0:900).")
+    ] = None,
+    min_count: Annotated[int, typer.Option(help="Rarer classes are merged into 'other'.")] = 3,
+) -> None:
+    """Fit a camera-specific species head (with an "empty" class) on the frozen Lite0 backbone.
+
+    Example: `edge train labels.csv --source mlwic_examples --rows 0:600 --out cam.pt`, then
+    `edge export --classifier cam.pt --val DIR`.
+    """
+    _need_export_extra("train")
+    from export.train_head import train_command
+
+    first, last = _rows(rows)
+    try:
+        train_command(labels, out, images_root=images_root, first=first, last=last,
+                      source=source, min_count=min_count)
+    except (FileNotFoundError, ValueError) as e:
+        err.print(f"[red]train failed:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, background):
+    from rich.progress import Progress
+
+    from edge.evaluate import read_rows, run_frames
+
+    b = _load_bundle_or_exit(bundle or default_bundle())
+    try:
+        table = read_rows(labels, images_root=images_root, source=source, masks_column=masks,
+                          boxes_column=boxes)
+    except (OSError, ValueError) as e:
+        err.print(f"[red]{e}[/]")
+        raise typer.Exit(2) from None
+    start, end = _rows(rows)
+    table = table[:end] if end is not None else table
+    with Progress(console=err) as bar:
+        task = bar.add_task("scoring", total=len(table) - start)
+        report = run_frames(table, b, start=start, background=background,
+                            progress=lambda done, total: bar.update(task, completed=done))
+    if report["labels_not_in_bundle"]:
+        err.print(f"[yellow]labels the bundle cannot predict:[/] {report['labels_not_in_bundle']}")
+    return b, report
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    labels: LabelsArg,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder.")] = None,
+    images_root: ImagesRoot = None,
+    source: SourceOpt = None,
+    rows: Annotated[
+        str | None,
+        typer.Option(help="Score rows START:END (in order); earlier rows warm the background."),
+    ] = None,
+    masks: Annotated[
+        str | None, typer.Option(help="Column with a mask file per frame (1 = animal).")
+    ] = None,
+    boxes: Annotated[
+        str | None, typer.Option(help="Column with boxes x,y,w,h (normalised; ';' between).")
+    ] = None,
+    background: Annotated[
+        bool, typer.Option(help="Use the per-camera background model.")
+    ] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure here.")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for risk-coverage and reliability PNGs.")
+    ] = None,
+) -> None:
+    """How well does each confidence tell right labels from wrong ones, on labelled frames?
+
+    Side by side: max softmax, entropy, MC dropout on the head, Over-MAP and the fused
+    confidence: AUROC, AURC, E-AURC, FPR at 95 % TPR, ECE, and the share of the classifier's
+    errors caught at review budgets of 10 % and 20 % of frames.
+    """
+    from rich.table import Table
+
+    from edge.evaluate import figures, write_json
+    from edge.evaluate import plots as make_plots
+
+    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes,
+                                 background)
+    fig = figures(report["frames"])
+    report.update(figures=fig, bundle=str(b.root), labels=str(labels), rows=rows,
+                  source=source, masks=masks or boxes or "model")
+    t = Table(title=f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors")
+    cols = ["auroc", "aurc", "eaurc", "fpr_at_0.95", "ece", "review_capture_0.1",
+            "review_capture_0.2"]
+    t.add_column("confidence")
+    for c in cols:
+        t.add_column(c.replace("review_capture_", "caught@"), justify="right")
+    for name, row in fig["confidences"].items():
+        t.add_row(name, *(f"{row[c]:.3f}" for c in cols))
+    console.print(t)
+    cost = report["cost"]
+    console.print(f"forward pass {cost['forward_ms_per_frame']:.1f} ms/frame; MC dropout adds "
+                  f"{cost['mc_dropout_extra_ms_per_frame'] or float('nan'):.2f} ms/frame "
+                  f"({cost['mc_dropout']})")
+    if plots and fig["n"]:
+        for p in make_plots(report["frames"], plots):
+            console.print(f"plot: {p}")
+    if json_out:
+        console.print(f"json: {write_json(json_out, report)}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    labels: LabelsArg,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (its manifest is updated).")]
+    = None,
+    images_root: ImagesRoot = None,
+    source: SourceOpt = None,
+    rows: Annotated[str | None, typer.Option(help="Fit on rows START:END.")] = None,
+    masks: Annotated[str | None, typer.Option(help="Column with mask files.")] = None,
+    method: Annotated[str, typer.Option(help="logistic or isotonic.")] = "logistic",
+) -> None:
+    """Fit the fused confidence (softmax + Over-MAP + foreground) on labelled frames and store
+    it in the bundle. Use frames the classifier was not trained on."""
+    from edge.evaluate import calibrate
+
+    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, None, True)
+    try:
+        params = calibrate(report["frames"], b, method=method)
+    except ValueError as e:
+        err.print(f"[red]calibrate failed:[/] {e}")
+        raise typer.Exit(2) from None
+    cv = params.get("cv") or {}
+    console.print(f"fusion stored in {b.root / 'manifest.json'}: chosen {params['chosen']}, "
+                  f"cross-validated AUROC fusion {cv.get('fusion_auroc', float('nan')):.3f} vs "
+                  f"softmax {cv.get('softmax_auroc', float('nan')):.3f}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -1,0 +1,229 @@
+"""`edge evaluate` and `edge calibrate`: run a bundle on labelled frames, in order, and measure
+how well each confidence separates right labels from wrong ones.
+
+Frames are taken in the order the CSV lists them (filtered by `source`), because the camera's
+background model learns from what came before. Frames before the scored range only warm the
+background model. Confidences compared side by side on the same frames: max softmax, entropy,
+MC dropout on the head (a sampling baseline), Over-MAP, and the fused confidence.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.background import CameraBackgrounds
+from edge.bundle import Bundle, write_manifest
+from edge.decode import load_image
+from edge.fusion import features, fit_fusion
+from edge.masks import boxes_from_labels_bbox, mask_from_boxes, mask_from_file
+from edge.runtime import Runtime
+from edge.scorer import Scorer
+
+CONFIDENCES = ("softmax", "entropy", "mc_dropout", "overmap", "fused")
+
+
+@dataclass
+class Row:
+    file: Path
+    label: str
+    camera: str
+    mask: Path | None = None
+    boxes: list[list[float]] | None = None
+
+
+def read_rows(
+    labels: Path,
+    *,
+    images_root: Path | None = None,
+    source: str | None = None,
+    masks_column: str | None = None,
+    boxes_column: str | None = None,
+) -> list[Row]:
+    """The CSV's rows (at least `file,label`), in order, optionally of one `source` only."""
+    root = images_root or labels.parent
+    with open(labels, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"file", "label"} - set(reader.fieldnames or ())
+        for col in (masks_column, boxes_column):
+            if col and col not in (reader.fieldnames or ()):
+                missing.add(col)
+        if missing:
+            raise ValueError(f"{labels}: missing columns {sorted(missing)}")
+        rows = []
+        for r in reader:
+            if source and r.get("source") != source:
+                continue
+            file = root / r["file"]
+            rows.append(Row(
+                file=file, label=r["label"],
+                camera=r.get("camera_or_sequence") or str(Path(r["file"]).parent),
+                mask=root / r[masks_column] if masks_column and r[masks_column] else None,
+                boxes=boxes_from_labels_bbox(r[boxes_column]) if boxes_column else None,
+            ))  # fmt: skip
+    if not rows:
+        raise ValueError(f"{labels}: no rows" + (f" with source {source!r}" if source else ""))
+    return rows
+
+
+def _given_mask(row: Row, shape: tuple[int, int]) -> np.ndarray | None:
+    if row.mask is not None:
+        mask, valid = mask_from_file(row.mask, shape=shape)
+        return mask * valid  # boundary pixels count as background
+    if row.boxes is not None:
+        return mask_from_boxes(row.boxes, shape)
+    return None
+
+
+def run_frames(
+    rows: Sequence[Row],
+    bundle: Bundle,
+    *,
+    start: int = 0,
+    background: bool = True,
+    use_given_masks: bool = True,
+    mc_samples: int = 30,
+    mc_p: float = 0.2,
+    batch: int = 16,
+    threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score rows[start:] (rows[:start] only warm the background model); per-frame records."""
+    from edge.mcdropout import NoHeadTap, head_tap, mc_dropout_probs
+
+    runtime = Runtime.from_bundle(bundle, threads=threads)
+    backgrounds = CameraBackgrounds() if background else None
+    scorer = Scorer(runtime, bundle.manifest, backgrounds=backgrounds)
+    classes = bundle.manifest.classifier.classes
+    unknown = sorted({r.label for r in rows[start:]} - set(classes))
+    try:
+        import onnxruntime as ort
+
+        tap = head_tap(bundle.classifier_path)
+        tap_session = ort.InferenceSession(tap.model, providers=["CPUExecutionProvider"])
+        feature_name = tap_session.get_outputs()[-1].name
+    except (NoHeadTap, ImportError) as e:
+        tap, tap_session, mc_note = None, None, str(e)
+    else:
+        mc_note = f"T={mc_samples} dropout masks, p={mc_p}, on the head input"
+    if backgrounds is not None:
+        for r in rows[:start]:
+            backgrounds.update(r.camera, load_image(r.file))
+    frames: list[dict[str, Any]] = []
+    forward_s = mc_s = 0.0
+    todo = rows[start:]
+    for i in range(0, len(todo), batch):
+        chunk = todo[i : i + batch]
+        images = [load_image(r.file) for r in chunk]
+        masks = ([_given_mask(r, im.shape[:2]) for r, im in zip(chunk, images, strict=True)]
+                 if use_given_masks else None)
+        t0 = time.perf_counter()
+        scored = scorer.score(images, [r.camera for r in chunk], masks=masks)
+        forward_s += time.perf_counter() - t0
+        mc = None
+        if tap_session is not None:
+            x = runtime.prepare(images)[0]
+            feats = tap_session.run([feature_name], {"image": x})[0].reshape(len(chunk), -1)
+            t0 = time.perf_counter()
+            mc = mc_dropout_probs(feats, tap, p=mc_p, samples=mc_samples, seed=i)
+            mc_s += time.perf_counter() - t0
+        for k, (r, s) in enumerate(zip(chunk, scored, strict=True)):
+            frames.append({
+                "file": str(r.file), "camera": r.camera, "label": r.label,
+                "prediction": s.score.label, "correct": s.score.label == r.label,
+                "mask_source": s.score.mask_source,
+                "foreground": s.score.foreground_fraction,
+                "probs": s.probs,
+                "confidences": {
+                    "softmax": s.score.softmax,
+                    "entropy": 1.0 - s.entropy,
+                    "mc_dropout": float(mc[k].max()) if mc is not None else None,
+                    "overmap": s.score.overmap,
+                    "fused": s.fused,
+                },
+            })  # fmt: skip
+        if progress:
+            progress(len(frames), len(todo))
+    n = max(len(frames), 1)
+    return {
+        "frames": frames,
+        "labels_not_in_bundle": unknown,
+        "cost": {
+            "forward_ms_per_frame": 1000 * forward_s / n,
+            "mc_dropout_extra_ms_per_frame": 1000 * mc_s / n if tap_session else None,
+            "mc_dropout": mc_note,
+        },
+    }
+
+
+def figures(frames: Sequence[dict[str, Any]], *, budgets: Sequence[float] = (0.1, 0.2)) -> dict:
+    """Every figure for every confidence, on the same frames."""
+    from edge.metrics import review_capture, summarise
+
+    correct = np.array([f["correct"] for f in frames], bool)
+    table: dict[str, dict[str, float]] = {}
+    for name in CONFIDENCES:
+        values = [f["confidences"][name] for f in frames]
+        if any(v is None for v in values):
+            continue
+        s = np.asarray(values, np.float64)
+        row = summarise({name: s}, correct)[name]
+        for b in budgets:
+            row[f"review_capture_{b:g}"] = review_capture(s, correct, b)
+        table[name] = row
+    return {"n": len(frames), "accuracy": float(correct.mean()) if len(frames) else 0.0,
+            "errors": int((~correct).sum()), "confidences": table}
+
+
+def plots(frames: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+    """A risk-coverage plot of every confidence and a reliability diagram of the fused one."""
+    from edge.metrics import plot_reliability, plot_risk_coverage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    correct = np.array([f["correct"] for f in frames], bool)
+    conf = {n: np.array([f["confidences"][n] for f in frames], float) for n in CONFIDENCES
+            if all(f["confidences"][n] is not None for f in frames)}
+    out = [plot_risk_coverage(conf, correct, folder / "risk_coverage.png")]
+    for name in ("fused", "softmax"):
+        out.append(plot_reliability(conf[name], correct, folder / f"reliability_{name}.png",
+                                    title=f"reliability: {name}"))
+    return out
+
+
+def write_json(path: Path, report: dict[str, Any]) -> Path:
+    """The figures plus, per frame, file, label, prediction and every confidence."""
+    def clean(f: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in f.items() if k != "probs"}
+
+    data = {**report, "frames": [clean(f) for f in report["frames"]]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def calibrate(
+    frames: Sequence[dict[str, Any]], bundle: Bundle, *, method: str = "logistic"
+) -> dict[str, Any]:
+    """Fit the fused confidence on labelled frames and store it in the bundle's manifest."""
+    m = bundle.manifest
+    empties = [i for i, c in enumerate(m.classifier.classes) if c in m.classifier.empty_classes]
+    X = features(
+        np.stack([f["probs"] for f in frames]),
+        [f["confidences"]["overmap"] for f in frames],
+        [f["foreground"] for f in frames],
+        empty_index=empties or None,
+    )
+    params = fit_fusion(X, [f["correct"] for f in frames], method=method)
+    updated = m.model_copy(update={"fusion": params})
+    write_manifest(bundle.root, updated)
+    bundle.manifest = updated
+    return params
