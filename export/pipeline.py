@@ -115,6 +115,23 @@ def _quantize(fp32: Path, out: Path, spec: InputSpec, calib: list[Path], opts: E
     return quantize_int8(fp32, out, reader, for_tensorrt=opts.target != "cpu")
 
 
+def _mask_fn(segmenter: Path, spec: InputSpec, size: tuple[int, int]):
+    """Masks from the FP32 segmenter, so Over-MAP drift is measured as the device scores it."""
+    import cv2
+    import onnxruntime as ort
+
+    from edge.preprocess import prepare
+
+    sess = ort.InferenceSession(str(segmenter), providers=["CPUExecutionProvider"])
+
+    def masks(frames: list[np.ndarray]) -> np.ndarray:
+        fg = sess.run(None, {"image": prepare(frames, spec)})[0][:, 0]
+        return np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                         for m in fg])
+
+    return masks
+
+
 def _segmenter_agreement(fp32: Path, quant: Path, spec: InputSpec, images: list[Path]) -> dict:
     """IoU between the FP32 and the quantized segmenter's masks (p > 0.5) on real frames."""
     import onnxruntime as ort
@@ -186,7 +203,9 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
         console.print(f"[bold]validating[/] against FP32 PyTorch on {len(paths)} images "
                       f"from {val_dir}")
         figures = validate_classifier(clf.model, work / "classifier.onnx", paths, labels,
-                                      clf.input, progress=True)
+                                      clf.input, masks_fn=_mask_fn(fp32_s, seg.input, size),
+                                      progress=True)
+        figures["overmap_mask"] = "FP32 segmenter"
         figures["segmenter"] = _segmenter_agreement(fp32_s, work / "segmenter.onnx", seg.input,
                                                     paths[:64])
         figures["val_dir"] = str(val_dir)
@@ -226,7 +245,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
             thresholds={**DEFAULT_THRESHOLDS, **opts.extra_thresholds},
             validation=figures,
             calibration={"dir": str(calib_dir), "frames": len(calib),
-                         "classifier": q_c, "segmenter": q_s},
+                         "classifier": _public(q_c), "segmenter": _public(q_s)},
             versions=_versions(),
         )
         write_manifest(work, manifest)
@@ -235,6 +254,11 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _public(report: dict) -> dict:
+    """The quantizer's report without the temporary paths it worked in."""
+    return {k: v for k, v in report.items() if k != "file"}
 
 
 def _cam_size(onnx_path: Path, spec: InputSpec) -> tuple[int, int]:
