@@ -167,7 +167,11 @@ def _load_bundle_or_exit(path: Path):
 
 @app.command("watch")
 def watch_cmd(
-    inbox: Annotated[Path, typer.Argument(help="Folder the camera's frames land in.")],
+    inbox: Annotated[
+        Path | None,
+        typer.Argument(help="Folder the camera's frames land in (default: the config's).",
+                       show_default=False),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Where frames are sorted into empty/, tagged/, review/, quarantine/"
@@ -206,6 +210,10 @@ def watch_cmd(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
     tui: Annotated[bool, typer.Option(help="Live dashboard (off: log lines).")] = True,
+    delete_empty_after: Annotated[
+        float | None,
+        typer.Option(help="Delete frames sorted as empty after this many days (off by default)."),
+    ] = None,
 ) -> None:
     """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
 
@@ -224,6 +232,10 @@ def watch_cmd(
     except ConfigError as e:
         err.print(f"[red]config:[/] {e}")
         raise typer.Exit(2) from None
+    inbox = inbox or cfg.watch.inbox
+    if inbox is None:
+        err.print("[red]which folder?[/] give INBOX, or [watch] inbox in --config")
+        raise typer.Exit(2)
     if not inbox.is_dir():
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
         raise typer.Exit(2)
@@ -255,6 +267,8 @@ def watch_cmd(
         give_up=w.give_up_seconds, batch=batch or w.batch_size, max_queue=w.max_queue,
         burst_gap=cfg.triage.burst_gap_seconds,
         providers=provider_list or cfg.runtime.providers, threads=threads or cfg.runtime.threads,
+        delete_empty_after_days=delete_empty_after or (
+            cfg.triage.empty_retention_days if cfg.triage.delete_empty else None),
     )  # fmt: skip
     from edge.watch import watch
 
@@ -437,6 +451,93 @@ def calibrate_cmd(
     console.print(f"fusion stored in {b.root / 'manifest.json'}: chosen {params['chosen']}, "
                   f"cross-validated AUROC fusion {cv.get('fusion_auroc', float('nan')):.3f} vs "
                   f"softmax {cv.get('softmax_auroc', float('nan')):.3f}")
+
+
+service_app = typer.Typer(help="Run the watcher as a systemd service (start at boot, restart).",
+                          no_args_is_help=True)
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install_cmd(
+    config: Annotated[Path, typer.Option(help="The watcher's TOML config (inbox, out, bundle).")],
+    user: Annotated[str, typer.Option(help="Run the watcher as this user.")] = "root",
+    unit_path: Annotated[Path, typer.Option(help="Where to write the unit.")] = Path(
+        "/etc/systemd/system/overmap-edge.service"
+    ),
+    network: Annotated[bool, typer.Option(help="Wait for the network (inbox on a share).")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a different unit.")] = False,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the unit instead of writing it.")
+    ] = False,
+) -> None:
+    """Write a systemd unit that runs `edge watch --config CONFIG --no-tui` at boot."""
+    import shutil
+    import sys
+
+    from edge.config import ConfigError, load_config
+    from edge.service import ServiceError, install_unit, next_steps, systemd_unit
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        err.print(f"[red]config:[/] {e}")
+        raise typer.Exit(2) from None
+    if cfg.watch.inbox is None:
+        err.print(f"[red]{config}: [watch] inbox is needed for a service[/]")
+        raise typer.Exit(2)
+    exe = shutil.which("edge") or str(Path(sys.argv[0]).resolve())
+    cfg_path = config.resolve()
+    try:
+        text = systemd_unit(exe, ["watch", "--config", str(cfg_path), "--no-tui"],
+                            user=user, workdir=cfg_path.parent,
+                            providers=cfg.runtime.providers, network=network)
+        if print_only:
+            typer.echo(text, nl=False)
+            return
+        path = install_unit(unit_path, text, force=force)
+    except ServiceError as e:
+        err.print(f"[red]service:[/] {e}")
+        raise typer.Exit(1) from None
+    console.print(f"unit written: {path}\nthen run:")
+    for step in next_steps(path):
+        console.print(f"  {step}")
+
+
+@app.command("export-dp")
+def export_dp_cmd(
+    out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
+    config: Annotated[Path, typer.Option(help="TOML config with [deployment] and [project].")],
+    bundle: Annotated[Path | None, typer.Option(help="The bundle the frames were sorted with.")]
+    = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Where to write the package (default: OUT/camtrap-dp).")
+    ] = None,
+) -> None:
+    """Write a Camtrap DP 1.0 data package (deployments, media, observations) from the journal."""
+    from edge.camtrapdp import CamtrapDPError, write_camtrap_dp
+    from edge.config import ConfigError, load_config
+    from edge.journal import Journal
+    from edge.reports import records
+    from edge.results import BundleInfo
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        err.print(f"[red]config:[/] {e}")
+        raise typer.Exit(2) from None
+    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
+    with Journal.open(out) as j:
+        frames = records(j)
+    try:
+        report = write_camtrap_dp(folder or out / "camtrap-dp", frames, cfg,
+                                  bundle_info=BundleInfo.from_manifest(b.manifest), paths="dest")
+    except CamtrapDPError as e:
+        err.print(f"[red]Camtrap DP:[/] {e}")
+        raise typer.Exit(1) from None
+    console.print(f"package: {report.folder} ({report.deployments} deployments, {report.media} "
+                  f"media, {report.observations} observations; {len(report.skipped)} skipped)")
 
 
 def main() -> None:  # pragma: no cover

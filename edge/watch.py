@@ -42,6 +42,7 @@ log = logging.getLogger("edge.watch")
 
 DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
 RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching
+PURGE_EVERY = 3600.0  # seconds between sweeps for empties past their retention
 
 
 @dataclass
@@ -62,6 +63,7 @@ class WatchOptions:
     providers: list[str] | None = None
     threads: int | None = None
     measure: str = "energy"
+    delete_empty_after_days: float | None = None  # None: empties are kept, never deleted
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -145,6 +147,26 @@ class Decider:
         rel_overlay = f"overlays/{rel}.overmap.jpg"
         write_overlay(self.opts.out / rel_overlay, picture)
         return rel_overlay
+
+
+def purge_empties(journal: Journal, out: Path, days: float, *, now: float | None = None) -> int:
+    """Delete frames sorted as empty more than `days` ago (and their sidecars); the journal
+    keeps their rows. Only ever called when the user asked for it with a retention period."""
+    if days <= 0:
+        raise ValueError("the retention period must be positive")
+    cutoff = (time.time() if now is None else now) - days * 86400
+    n = 0
+    for f in journal.frames(state="done"):
+        if f.decision != "empty" or f.dest is None or (f.done_at or cutoff) >= cutoff:
+            continue
+        path = out / f.dest
+        if path.exists():
+            path.unlink()
+            path.with_name(path.name + ".json").unlink(missing_ok=True)
+            n += 1
+    if n:
+        log.info("deleted %d empty frames older than %g days", n, days)
+    return n
 
 
 def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
@@ -247,6 +269,7 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
 
         gate = StabilityGate(settle=opts.settle, give_up=opts.give_up, decode=False)
         written, last_write = -1, time.monotonic()
+        last_purge = -PURGE_EVERY
         with Watcher(opts.inbox, exclude=[opts.out], use_polling=opts.polling,
                      poll_interval=opts.poll_interval, rescan_interval=opts.rescan_interval,
                      maxsize=opts.max_queue, skip=known) as watcher:
@@ -260,6 +283,10 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     _process(journal, decider, opts, stats)
                 if on_tick:
                     on_tick()
+                days = opts.delete_empty_after_days
+                if days and time.monotonic() - last_purge > PURGE_EVERY:
+                    purge_empties(journal, opts.out, days)
+                    last_purge = time.monotonic()
                 handled = sum(stats.decisions.values())
                 if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
                     write_results(journal, opts.out, bundle.manifest)

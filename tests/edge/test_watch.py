@@ -230,3 +230,28 @@ def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
         rows = j.frames()
     assert len(rows) == len(sources) and {r.state for r in rows} == {"done"}
     assert not [p for p in out.rglob("*edge-tmp")]
+
+
+def test_empties_are_deleted_only_past_their_retention(tmp_path: Path):
+    from edge.journal import Decision
+    from edge.watch import purge_empties
+
+    out = tmp_path / "out"
+    decisions = ["empty", "empty", "review", "tagged"]
+    with Journal.open(out) as j:
+        for i, d in enumerate(decisions):
+            src = sorted(CA01.iterdir())[i]
+            fid = j.record_seen(f"cam/{src.name}", src.stat().st_size, 0.0, sha(src))
+            dest = f"{d}/cam/{src.name}"
+            j.record_decision(fid, Decision(d, label="x"), dest)
+            (out / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, out / dest)
+            j.mark_done(fid, dest)
+        rows = j.frames()
+        assert purge_empties(j, out, days=30) == 0  # all were sorted moments ago
+        assert all((out / f.dest).exists() for f in rows)
+        later = time.time() + 31 * 86400
+        assert purge_empties(j, out, days=30, now=later) == 2
+        for f in j.frames():
+            assert (out / f.dest).exists() == (f.decision != "empty")
+        assert len(j.frames()) == 4  # the journal keeps every row
