@@ -305,11 +305,14 @@ def _jsonable(value: Any) -> bool:
 def convert_fp16(fp32: Path, out: Path) -> Path:
     """FP16 weights and compute for CUDA/Jetson; inputs and outputs stay float32.
 
-    keep_io_types means the device feeds the same float32 batch whatever the precision.
+    keep_io_types means the device feeds the same float32 batch whatever the precision. Cast
+    nodes stay as they are: the converter turns their output type to float16 without changing
+    their `to` attribute (the map's 1/(h*w) is a Cast of shape arithmetic), an invalid graph.
     """
     from onnxconverter_common import float16
 
     model = onnx.load(str(fp32))
-    half = float16.convert_float_to_float16(model, keep_io_types=True)
+    casts = [n.name for n in model.graph.node if n.op_type == "Cast"]
+    half = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=casts)
     onnx.save(half, str(out))
     return Path(out)

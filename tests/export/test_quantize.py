@@ -95,6 +95,7 @@ def test_int8_agrees_with_fp32_on_real_images(
     assert abs(fig["top1_accuracy_onnx"] - fig["top1_accuracy_fp32"]) <= 0.05, fig
 
 
+@pytest.mark.slow
 def test_tensorrt_variant_is_symmetric_int8(fp32_onnx: Path, tmp_path: Path) -> None:
     reader = CalibrationFrames(builtin_calibration_dir(), SPEC, limit=8, progress=False)
     recipe = quantize_int8(fp32_onnx, tmp_path / "trt.onnx", reader, for_tensorrt=True)
@@ -108,7 +109,7 @@ def test_tensorrt_variant_is_symmetric_int8(fp32_onnx: Path, tmp_path: Path) -> 
         assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
     n_features = len(feature_nodes(onnx.load(str(prepare_for_quantization(
         fp32_onnx, tmp_path / "clean.onnx"))))[0])
-    assert recipe["nodes_quantized"] == n_features
+    assert recipe["nodes_quantized"] == n_features - 3  # the first three convs stay float
 
 
 @pytest.mark.slow
