@@ -1,0 +1,497 @@
+"""The field watcher's speed and memory, side by side in one run on real camera-trap frames.
+
+    .venv/bin/python bench/bench_watch.py [--bundle bundles/default] [--frames 96]
+        [--eager-frames 32] [--rounds 3] [--seconds 60] [--settles 0.5 2.0] [--profile]
+
+Four figures, each against its target, for small (MLWIC CA-01, 256x256) and large
+(Peru S90, 768x576) frames:
+
+1. throughput: `run_once` over a temp inbox of N frames (move mode, OUT on the same
+   filesystem, settle 0 because a card's frames are already whole), timed from the moment its
+   sessions are open to its return (scan, admission with sha256, decode, bundle, background
+   model, Over-MAP, triage, overlays, journal, moves, sidecars, results file), against the
+   bundle's raw `Runtime.run` (resize + normalise + both models) on the same frames decoded
+   beforehand, at the same batch size. Target: watcher/raw >= 0.70.
+2. latency: `run_forever` in a thread while a feeder drops frames in (temp + rename) at 2
+   frames/s; p50/p95 of `Stats.latencies` (watcher saw the file -> decided) and of rename ->
+   decided, per settle time. Target: p95 < 2 s at a realistic settle (0.5 s); the default
+   settle (2 s) is a deliberate wait that the latency includes by design.
+3. memory: peak RSS (ru_maxrss) of a fresh process running `run_once` over N frames.
+   Target < 600 MB. The eager pipeline's peak is shown beside it.
+4. versus eager PyTorch: what a user would assemble today, OpenCV decode + EfficientNet-Lite0
+   with pytorch-grad-cam's GradCAM at `model.features` + the lite0_seg segmenter in PyTorch,
+   at the same batch size. Target: watcher/eager >= 6.
+
+Throughput rounds run watcher, raw and eager in turn (the order rotates every round) so a
+noisy shared machine slows them alike; we report medians and the spread. `--profile` adds a
+cProfile of one `run_once` on each frame set, grouped by stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import itertools
+import os
+import platform
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMTRAP = Path("/work/shared/data/camtrap")
+SOURCES = {
+    "small": CAMTRAP / "mlwic_examples",  # CA-01, 256x256, consecutive frames of one camera
+    "large": CAMTRAP / "peru_s90_animl",  # two cameras, 768x576, day colour and night IR
+}
+TARGETS = {"raw": 0.70, "p95": 2.0, "rss": 600.0, "eager": 6.0}
+
+
+# --------------------------------------------------------------------------- machine, data
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def load_avg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def source_frames(source: Path, n: int) -> list[tuple[str, Path]]:
+    """n (camera, file) pairs in camera and frame order, cycling when the source has fewer."""
+    files = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"{source}: no frames (is /work/shared/data there?)")
+    return [(p.parent.name, p) for p in itertools.islice(itertools.cycle(files), n)]
+
+
+def fill_inbox(frames: list[tuple[str, Path]], inbox: Path) -> None:
+    """Copy frames into inbox/<camera>/, numbered so repeats of a cycled source stay distinct."""
+    for i, (camera, src) in enumerate(frames):
+        (inbox / camera).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, inbox / camera / f"{i:05d}_{src.name}")
+
+
+def frame_size(path: Path) -> str:
+    import cv2
+
+    h, w = cv2.imread(str(path)).shape[:2]
+    return f"{w}x{h}"
+
+
+# --------------------------------------------------------------------------- the watcher
+
+
+def options(bundle, inbox: Path, out: Path, *, settle: float, batch: int,  # noqa: ANN001, ANN201
+            threads: int | None) -> object:
+    """WatchOptions as `edge watch` builds them with no config file, no flags but these."""
+    from edge.config import Config, resolve_thresholds
+    from edge.watch import WatchOptions
+
+    thresholds = resolve_thresholds(bundle.manifest.thresholds, Config(), {})
+    return WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=settle, batch=batch,
+                        threads=threads)
+
+
+def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batch: int,  # noqa: ANN001
+                     threads: int | None,
+                     profile: cProfile.Profile | None = None) -> dict[str, float]:
+    """One `run_once` over a fresh inbox; frames/s from "sessions open" to return."""
+    from edge import watch
+    from edge.tui import Stats
+
+    inbox, out = work / "inbox", work / "out"
+    fill_inbox(frames, inbox)
+    opts = options(bundle, inbox, out, settle=0.0, batch=batch, threads=threads)
+    stats = Stats(out=out)
+    opened: list[float] = []
+    original = watch.open_scorer
+
+    def timed_open(b, o):  # noqa: ANN001, ANN202
+        result = original(b, o)
+        opened.append(time.perf_counter())
+        return result
+
+    watch.open_scorer = timed_open
+    try:
+        t0 = time.perf_counter()
+        if profile:
+            profile.enable()
+        watch.run_once(bundle, opts, stats)
+        if profile:
+            profile.disable()
+        t1 = time.perf_counter()
+    finally:
+        watch.open_scorer = original
+    handled = sum(stats.decisions.values())
+    left = [p for p in inbox.rglob("*") if p.is_file()]
+    if handled != len(frames) or left:
+        raise RuntimeError(f"watcher handled {handled} of {len(frames)}; {len(left)} left")
+    shutil.rmtree(inbox)
+    shutil.rmtree(out)
+    return {"fps": len(frames) / (t1 - opened[0]), "open_s": opened[0] - t0,
+            **{f"n_{k}": v for k, v in stats.decisions.items()}}
+
+
+# --------------------------------------------------------------------------- the baselines
+
+
+def raw_runner(bundle, frames: list[tuple[str, Path]], batch: int,  # noqa: ANN001
+               threads: int | None) -> Callable[[], float]:
+    """Runtime.run over the frames decoded once beforehand, in batches; returns frames/s."""
+    from edge.decode import load_image
+    from edge.runtime import Runtime
+
+    runtime = Runtime.from_bundle(bundle, threads=threads)
+    images = [load_image(p) for _, p in frames]
+    runtime.run(images[:batch])  # warm-up
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(images), batch):
+            runtime.run(images[i : i + batch])
+        return len(images) / (time.perf_counter() - t0)
+
+    return run
+
+
+class EagerPipeline:
+    """Decode (OpenCV) + Lite0 with pytorch-grad-cam GradCAM + lite0_seg, all eager PyTorch.
+
+    The pipeline a user would assemble today; the preprocessing (resize, normalise) is the
+    bundle's own numpy code, so only the model side differs from the watcher.
+    """
+
+    def __init__(self, spec, threads: int) -> None:  # noqa: ANN001
+        import torch
+        from pytorch_grad_cam import GradCAM
+
+        from export.lite0 import load_imagenet_lite0
+        from export.segmenter import build_segmenter
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.spec = spec
+        self.model = load_imagenet_lite0().eval()
+        self.gradcam = GradCAM(model=self.model, target_layers=[self.model.features])
+        self.segmenter = build_segmenter("lite0_seg").model.eval()
+
+    def __call__(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import cv2
+
+        from edge.preprocess import prepare
+
+        images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+        x = self.torch.from_numpy(prepare(images, self.spec))
+        cams = self.gradcam(input_tensor=x, targets=None)  # top class, [N,224,224]
+        logits = self.gradcam.outputs.detach().numpy()
+        with self.torch.inference_mode():
+            foreground = self.segmenter(x).numpy()
+        return logits, cams, foreground
+
+
+def eager_runner(spec, frames: list[tuple[str, Path]], batch: int,  # noqa: ANN001
+                 threads: int) -> Callable[[], float]:
+    pipeline = EagerPipeline(spec, threads)
+    paths = [p for _, p in frames]
+    pipeline(paths[:2])  # warm-up
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(paths), batch):
+            pipeline(paths[i : i + batch])
+        return len(paths) / (time.perf_counter() - t0)
+
+    return run
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@dataclass
+class TimedStats:
+    """Stats that also keep when each file was decided, to time rename -> decision."""
+
+    out: Path
+    decided: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from edge.tui import Stats
+
+        class _Stats(Stats):
+            def record(inner, file: str, *args: object) -> None:  # noqa: N805
+                super().record(file, *args)
+                self.decided[file] = time.monotonic()
+
+        self.stats = _Stats(out=self.out)
+
+
+def latency_run(bundle, frames: list[tuple[str, Path]], work: Path, *, settle: float,  # noqa: ANN001
+                seconds: float, fps: float, batch: int, threads: int | None) -> dict[str, float]:
+    """run_forever in a thread, frames renamed into the inbox at `fps`; latencies in s."""
+    from edge.watch import run_forever
+
+    inbox, out, staging = work / "inbox", work / "out", work / "staging"
+    for d in (inbox, staging):
+        d.mkdir(parents=True)
+    opts = options(bundle, inbox, out, settle=settle, batch=batch, threads=threads)
+    timed = TimedStats(out=out)
+    thread = threading.Thread(target=run_forever, args=(bundle, opts, timed.stats), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while timed.stats.provider == "?" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the file watcher starts after the sessions
+    arrived: dict[str, float] = {}
+    n = int(seconds * fps)
+    start = time.monotonic()
+    for i, (camera, src) in enumerate(itertools.islice(itertools.cycle(frames), n)):
+        time.sleep(max(0.0, start + i / fps - time.monotonic()))
+        rel = f"{camera}/{i:05d}_{src.name}"
+        (inbox / camera).mkdir(exist_ok=True)
+        tmp = inbox / f"{rel}.part"  # a temp name the watcher ignores, then an atomic rename
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, inbox / rel)
+        arrived[rel] = time.monotonic()
+    deadline = time.monotonic() + settle + 60
+    while len(timed.decided) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    opts.stop.set()
+    thread.join(timeout=60)
+    watcher = np.asarray(timed.stats.latencies)
+    e2e = np.asarray([timed.decided[r] - t for r, t in arrived.items() if r in timed.decided])
+    shutil.rmtree(work)
+    return {
+        "n": n, "decided": len(e2e),
+        "p50": float(np.percentile(watcher, 50)), "p95": float(np.percentile(watcher, 95)),
+        "e2e_p50": float(np.percentile(e2e, 50)), "e2e_p95": float(np.percentile(e2e, 95)),
+        "e2e_max": float(e2e.max()),
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb(kind: str, size: str, n: int, batch: int, bundle: Path, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process running the watcher (or the eager pipeline) on n frames."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-size", size,
+           "--frames", str(n), "--batch", str(batch), "--bundle", str(bundle),
+           "--threads", str(threads)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one workload and print this process's peak RSS in KiB (Linux ru_maxrss)."""
+    from edge.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    frames = source_frames(SOURCES[args.child_size], args.frames)
+    if args.child == "watcher":
+        with tempfile.TemporaryDirectory(prefix="bench_watch_rss_") as tmp:
+            run_watcher_once(bundle, frames, Path(tmp), batch=args.batch, threads=args.threads)
+        assert "torch" not in sys.modules, "the watcher must not import torch"
+    else:
+        run = eager_runner(bundle.manifest.classifier.input, frames, args.batch, args.threads)
+        run()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+# --------------------------------------------------------------------------- profile
+
+
+STAGES = {  # stage -> (module file, function) whose cumulative time is that stage's
+    "decode (load_image)": ("decode.py", "load_image"),
+    "exif capture time": ("exif.py", "capture_time"),
+    "bundle: resize+normalise": ("runtime.py", "prepare"),
+    "bundle: classifier+segmenter": ("runtime.py", "_run_chunk"),
+    "background model: foreground": ("background.py", "foreground"),
+    "background model: update": ("background.py", "update"),
+    "Over-MAP (score_frame)": ("overmap.py", "score_frame"),
+    "overlays (render+write)": ("watch.py", "_overlay"),
+    "admission (sha256+journal)": ("sink.py", "admit"),
+    "place (move, sha256 check)": ("sink.py", "place"),
+    "sidecars": ("sink.py", "sidecar"),
+    "folder fsyncs": ("sink.py", "fsync_dirs"),
+    "journal transactions": ("journal.py", "transaction"),
+    "results file": ("reports.py", "write_results"),
+    "scan + stability gate": ("stability.py", "poll"),
+}
+
+
+def print_profile(prof: cProfile.Profile, label: str, n: int) -> None:
+    """Cumulative time per stage (stages overlap where one calls another) and the top calls.
+
+    A name defined twice (CameraBackgrounds.update wraps BackgroundModel.update) counts once,
+    by its outermost, largest cumulative time.
+    """
+    st = pstats.Stats(prof)
+    total = max(v[3] for v in st.stats.values())  # type: ignore[attr-defined]
+    by_stage: dict[str, float] = {}
+    for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in st.stats.items():  # type: ignore[attr-defined]
+        for stage, (mod, name) in STAGES.items():
+            if func == name and file.endswith(mod):
+                by_stage[stage] = max(by_stage.get(stage, 0.0), ct)  # outermost
+    print(f"\nprofile of run_once, {label}: {n} frames, {total:.2f} s in all (cProfile on)")
+    for stage, t in sorted(by_stage.items(), key=lambda kv: -kv[1]):
+        print(f"  {stage:<32}{t:>7.2f} s {100 * t / total:>5.1f} %  {1000 * t / n:>6.2f} ms/frame")
+    st.sort_stats("tottime").print_stats(12)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
+    ap.add_argument("--frames", type=int, default=96, help="frames per watcher/raw round")
+    ap.add_argument("--eager-frames", type=int, default=32, help="frames per eager round")
+    ap.add_argument("--batch", type=int, default=16, help="watcher, raw and eager batch")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2, help="ORT and torch threads")
+    ap.add_argument("--seconds", type=float, default=60.0, help="latency run length")
+    ap.add_argument("--fps", type=float, default=2.0, help="latency arrival rate")
+    ap.add_argument("--settles", type=float, nargs="*", default=[0.5, 2.0])
+    ap.add_argument("--latency-sizes", nargs="*", default=["small"], choices=list(SOURCES))
+    ap.add_argument("--sizes", nargs="*", default=["small", "large"], choices=list(SOURCES))
+    ap.add_argument("--profile", action="store_true", help="cProfile one run_once per size")
+    ap.add_argument("--child", choices=["watcher", "eager"], help=argparse.SUPPRESS)
+    ap.add_argument("--child-size", choices=list(SOURCES), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    import cv2
+    import onnxruntime
+
+    from edge.bundle import load_bundle
+
+    bundle = load_bundle(args.bundle)
+    m = bundle.manifest
+    work = Path(tempfile.mkdtemp(prefix="bench_watch_"))
+    results: dict[str, dict] = {}
+    try:
+        for size in args.sizes:
+            frames = source_frames(SOURCES[size], args.frames)
+            eager_frames = frames[: args.eager_frames]
+            runners: dict[str, Callable[[], dict[str, float]]] = {
+                "watcher": lambda f=frames: run_watcher_once(bundle, f, work / "w",
+                                                             batch=args.batch,
+                                                             threads=args.threads),
+            }
+            raw = raw_runner(bundle, frames, args.batch, args.threads)
+            eager = eager_runner(m.classifier.input, eager_frames, args.batch, args.threads)
+            runners["raw"] = lambda r=raw: {"fps": r()}
+            runners["eager"] = lambda e=eager: {"fps": e()}
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in runners}
+            names = list(runners)
+            for r in range(args.rounds):
+                for name in names[r % 3:] + names[: r % 3]:  # rotate the order each round
+                    runs[name].append(runners[name]())
+            results[size] = {"runs": runs, "frame": frame_size(frames[0][1]), "n": len(frames),
+                             "n_eager": len(eager_frames)}
+            del raw, eager, runners
+        rss = {size: {kind: peak_rss_mb(kind, size, args.frames, args.batch, args.bundle,
+                                        args.threads) for kind in ("watcher", "eager")}
+               for size in args.sizes}  # fmt: skip
+        latency = {(size, s): latency_run(bundle, source_frames(SOURCES[size], 400),
+                                          work / f"lat_{size}_{s}", settle=s,
+                                          seconds=args.seconds, fps=args.fps, batch=args.batch,
+                                          threads=args.threads)
+                   for size in args.latency_sizes for s in args.settles}  # fmt: skip
+        profiles = {}
+        if args.profile:
+            for size in args.sizes:
+                prof = cProfile.Profile()
+                run_watcher_once(bundle, source_frames(SOURCES[size], args.frames), work / "p",
+                                 batch=args.batch, threads=args.threads, profile=prof)
+                profiles[size] = prof
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    import pytorch_grad_cam
+    import torch
+
+    print(f"machine: {cpu_model()}, {cores()} cores, load avg {load_avg()} (at the end)")
+    print(f"python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}, opencv {cv2.__version__}, torch {torch.__version__}, "
+          f"grad-cam {getattr(pytorch_grad_cam, '__version__', '1.5.x')}")
+    print(f"bundle: {args.bundle} (target {m.target}, classifier {m.classifier.precision} "
+          f"{len(m.classifier.classes)} classes, segmenter {m.segmenter.precision}), "
+          f"threads {args.threads} (ONNX Runtime intra-op per session, torch), batch {args.batch}")
+    print(f"throughput: median of {args.rounds} interleaved rounds (min..max); watcher = "
+          "run_once, move mode, settle 0, from sessions open to return\n")
+    head = (f"{'frames':<16}{'watcher f/s':>14}{'raw f/s':>14}{'eager f/s':>14}"
+            f"{'watcher/raw':>13}{'watcher/eager':>15}")
+    print(head)
+    for size, res in results.items():
+        med = {k: statistics.median(r["fps"] for r in v) for k, v in res["runs"].items()}
+        cell = {k: f"{med[k]:.1f} ({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f})"
+                for k, v in res["runs"].items()}  # fmt: skip
+        res["med"] = med
+        print(f"{size + ' ' + res['frame']:<16}{cell['watcher']:>14}{cell['raw']:>14}"
+              f"{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
+              f"{med['watcher'] / med['eager']:>15.2f}")
+    for size, res in results.items():
+        last = res["runs"]["watcher"][-1]
+        decisions = {k[2:]: int(v) for k, v in last.items() if k.startswith("n_")}
+        print(f"  {size}: {res['n']} frames watcher/raw, {res['n_eager']} eager; opening the "
+              f"sessions {statistics.median(r['open_s'] for r in res['runs']['watcher']):.2f} s "
+              f"(not counted); decisions {decisions}")
+    print(f"\npeak RSS, fresh process, {args.frames} frames (MB): " + "; ".join(
+        f"{size}: watcher {v['watcher']:.0f}, eager {v['eager']:.0f}" for size, v in rss.items()))
+    if latency:
+        print(f"\nlatency at {args.fps:g} frames/s for {args.seconds:g} s (run_forever, file "
+              "events or polling as `edge watch` picks), seconds:")
+        print(f"{'frames':<8}{'settle':>8}{'decided':>10}{'p50':>8}{'p95':>8}"
+              f"{'rename->decided p50':>21}{'p95':>8}{'max':>8}")
+        for (size, s), v in latency.items():
+            print(f"{size:<8}{s:>8.1f}{str(v['decided']) + '/' + str(v['n']):>10}"
+                  f"{v['p50']:>8.2f}{v['p95']:>8.2f}{v['e2e_p50']:>21.2f}{v['e2e_p95']:>8.2f}"
+                  f"{v['e2e_max']:>8.2f}")
+    print("\ntargets:")
+    for size, res in results.items():
+        ratio = res["med"]["watcher"] / res["med"]["raw"]
+        speedup = res["med"]["watcher"] / res["med"]["eager"]
+        print(f"  {size}: watcher/raw {ratio:.2f} (>= {TARGETS['raw']}) "
+              f"{'met' if ratio >= TARGETS['raw'] else 'MISSED'}; watcher/eager {speedup:.2f} "
+              f"(>= {TARGETS['eager']}) {'met' if speedup >= TARGETS['eager'] else 'MISSED'}; "
+              f"RSS {rss[size]['watcher']:.0f} MB (< {TARGETS['rss']:.0f}) "
+              f"{'met' if rss[size]['watcher'] < TARGETS['rss'] else 'MISSED'}")
+    for (size, s), v in latency.items():
+        ok = v["p95"] < TARGETS["p95"]
+        print(f"  {size}, settle {s:g}: p95 {v['p95']:.2f} s (< {TARGETS['p95']:g}) "
+              f"{'met' if ok else 'MISSED'}" + ("" if s <= 0.5 else " (settle included by design)"))
+    for size, prof in profiles.items():
+        print_profile(prof, size, args.frames)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
