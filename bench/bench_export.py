@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def build_models(work: Path, calib_limit: int | None) -> dict[str, Path]:
     cam = CamClassifier(m.features, m.classifier, "features").eval()
     fp32 = export_classifier_onnx(cam, work / "fp32.onnx", (224, 224))
     logits_only = work / "fp32_logits.onnx"
+    warnings.simplefilter("ignore")  # the tracer's notes on the SAME-padding arithmetic
     torch.onnx.export(m, (torch.zeros(2, 3, 224, 224),), str(logits_only), input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
                       opset_version=17, dynamo=False)
@@ -110,12 +112,16 @@ def build_models(work: Path, calib_limit: int | None) -> dict[str, Path]:
 
 
 def peak_rss_mb(kind: str, path: str, threads: int, batch: int) -> float:
-    """Peak RSS (MB) of a fresh process that loads one model and runs one batch three times."""
+    """Peak RSS (MB) of a fresh process that loads one model and runs one batch three times.
+
+    Read from VmHWM: getrusage's ru_maxrss survives exec and would report the parent's peak.
+    """
     code = (
-        "import resource,sys,numpy as np;sys.path.insert(0,'bench');import bench_export as b;"
+        "import sys,numpy as np;sys.path.insert(0,'bench');import bench_export as b;"
         f"x=np.random.default_rng(0).standard_normal(({batch},3,224,224)).astype(np.float32);"
         f"r=b.torch_runner({threads}) if {kind!r}=='torch' else b.ort_runner({path!r},{threads});"
-        "[r(x) for _ in range(3)];print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "[r(x) for _ in range(3)];"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024

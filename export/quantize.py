@@ -204,6 +204,9 @@ def feature_nodes(model: onnx.ModelProto) -> tuple[list[str], str | None]:
 def _reader(calib: CalibrationDataReader | np.ndarray, input_name: str) -> CalibrationDataReader:
     if isinstance(calib, np.ndarray):
         return ArrayFrames(calib, input_name=input_name)
+    rewind = getattr(calib, "rewind", None)
+    if callable(rewind):  # a reader used before would otherwise feed nothing
+        rewind()
     return calib
 
 
