@@ -41,7 +41,7 @@ fi
 
 extras=()
 [ -n "$runtime" ] && extras+=("$runtime")
-[ "$device" = 1 ] || extras+=("export")
+[ "$device" = 1 ] || extras+=("export" "eval")
 [ "$dev" = 1 ] && extras+=("dev")
 spec="."
 [ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"

