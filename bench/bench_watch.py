@@ -1,7 +1,8 @@
 """The field watcher's speed and memory, side by side in one run on real camera-trap frames.
 
     .venv/bin/python bench/bench_watch.py [--bundle bundles/default] [--frames 96]
-        [--eager-frames 32] [--rounds 3] [--seconds 60] [--settles 0.5 2.0] [--profile]
+        [--eager-frames 16] [--rounds 3] [--seconds 60] [--settles 0.5 [2.0]]
+        [--no-overlays] [--profile]
 
 Four figures, each against its target, for small (MLWIC CA-01, 256x256) and large
 (Peru S90, 768x576) frames:
@@ -16,7 +17,7 @@ Four figures, each against its target, for small (MLWIC CA-01, 256x256) and larg
    frames/s; p50/p95 of `Stats.latencies` (watcher saw the file -> decided) and of rename ->
    decided, per settle time. Target: p95 < 2 s at a realistic settle (0.5 s); the default
    settle (2 s) is a deliberate wait that the latency includes by design.
-3. memory: peak RSS (ru_maxrss) of a fresh process running `run_once` over N frames.
+3. memory: peak RSS (VmHWM) of a fresh process running `run_once` over N frames.
    Target < 600 MB. The eager pipeline's peak is shown beside it.
 4. versus eager PyTorch: what a user would assemble today, OpenCV decode + EfficientNet-Lite0
    with pytorch-grad-cam's GradCAM at `model.features` + the lite0_seg segmenter in PyTorch,
@@ -108,18 +109,18 @@ def frame_size(path: Path) -> str:
 
 
 def options(bundle, inbox: Path, out: Path, *, settle: float, batch: int,  # noqa: ANN001, ANN201
-            threads: int | None) -> object:
+            threads: int | None, overlays: bool = True) -> object:
     """WatchOptions as `edge watch` builds them with no config file, no flags but these."""
     from edge.config import Config, resolve_thresholds
     from edge.watch import WatchOptions
 
     thresholds = resolve_thresholds(bundle.manifest.thresholds, Config(), {})
     return WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=settle, batch=batch,
-                        threads=threads)
+                        threads=threads, overlays=overlays)
 
 
 def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batch: int,  # noqa: ANN001
-                     threads: int | None,
+                     threads: int | None, overlays: bool = True,
                      profile: cProfile.Profile | None = None) -> dict[str, float]:
     """One `run_once` over a fresh inbox; frames/s from "sessions open" to return."""
     from edge import watch
@@ -127,7 +128,8 @@ def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batc
 
     inbox, out = work / "inbox", work / "out"
     fill_inbox(frames, inbox)
-    opts = options(bundle, inbox, out, settle=0.0, batch=batch, threads=threads)
+    opts = options(bundle, inbox, out, settle=0.0, batch=batch, threads=threads,
+                   overlays=overlays)
     stats = Stats(out=out)
     opened: list[float] = []
     original = watch.open_scorer
@@ -307,7 +309,7 @@ def peak_rss_mb(kind: str, size: str, n: int, batch: int, bundle: Path, threads:
 
 
 def child(args: argparse.Namespace) -> None:
-    """Run one workload and print this process's peak RSS in KiB (Linux ru_maxrss)."""
+    """Run one workload and print this process's peak RSS in KiB."""
     from edge.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -319,7 +321,23 @@ def child(args: argparse.Namespace) -> None:
     else:
         run = eager_runner(bundle.manifest.classifier.input, frames, args.batch, args.threads)
         run()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(peak_rss_kib())
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident set, KiB: VmHWM, else ru_maxrss.
+
+    Not ru_maxrss first: Linux carries the parent's peak into a child across fork/vfork + exec
+    (the old mm's high-water mark is folded into the child's maxrss at exec), so a child
+    started from a 1 GB benchmark reports at least 1 GB. VmHWM belongs to the new mm alone.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 # --------------------------------------------------------------------------- profile
@@ -370,13 +388,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
     ap.add_argument("--frames", type=int, default=96, help="frames per watcher/raw round")
-    ap.add_argument("--eager-frames", type=int, default=32, help="frames per eager round")
+    ap.add_argument("--eager-frames", type=int, default=16, help="frames per eager round")
     ap.add_argument("--batch", type=int, default=16, help="watcher, raw and eager batch")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="ORT and torch threads")
     ap.add_argument("--seconds", type=float, default=60.0, help="latency run length")
     ap.add_argument("--fps", type=float, default=2.0, help="latency arrival rate")
-    ap.add_argument("--settles", type=float, nargs="*", default=[0.5, 2.0])
+    ap.add_argument("--settles", type=float, nargs="*", default=[0.5], help="e.g. 0.5 2.0")
+    ap.add_argument("--no-overlays", dest="overlays", action="store_false",
+                    help="watcher throughput without review overlays (to see their cost)")
     ap.add_argument("--latency-sizes", nargs="*", default=["small"], choices=list(SOURCES))
     ap.add_argument("--sizes", nargs="*", default=["small", "large"], choices=list(SOURCES))
     ap.add_argument("--profile", action="store_true", help="cProfile one run_once per size")
@@ -403,7 +423,8 @@ def main() -> None:
             runners: dict[str, Callable[[], dict[str, float]]] = {
                 "watcher": lambda f=frames: run_watcher_once(bundle, f, work / "w",
                                                              batch=args.batch,
-                                                             threads=args.threads),
+                                                             threads=args.threads,
+                                                             overlays=args.overlays),
             }
             raw = raw_runner(bundle, frames, args.batch, args.threads)
             eager = eager_runner(m.classifier.input, eager_frames, args.batch, args.threads)
@@ -417,8 +438,9 @@ def main() -> None:
             results[size] = {"runs": runs, "frame": frame_size(frames[0][1]), "n": len(frames),
                              "n_eager": len(eager_frames)}
             del raw, eager, runners
-        rss = {size: {kind: peak_rss_mb(kind, size, args.frames, args.batch, args.bundle,
-                                        args.threads) for kind in ("watcher", "eager")}
+        counts = {"watcher": args.frames, "eager": args.eager_frames}
+        rss = {size: {kind: peak_rss_mb(kind, size, n, args.batch, args.bundle, args.threads)
+                      for kind, n in counts.items()}
                for size in args.sizes}  # fmt: skip
         latency = {(size, s): latency_run(bundle, source_frames(SOURCES[size], 400),
                                           work / f"lat_{size}_{s}", settle=s,
@@ -446,7 +468,8 @@ def main() -> None:
           f"{len(m.classifier.classes)} classes, segmenter {m.segmenter.precision}), "
           f"threads {args.threads} (ONNX Runtime intra-op per session, torch), batch {args.batch}")
     print(f"throughput: median of {args.rounds} interleaved rounds (min..max); watcher = "
-          "run_once, move mode, settle 0, from sessions open to return\n")
+          f"run_once, move mode, settle 0, overlays {'on' if args.overlays else 'off'}, "
+          "from sessions open to return\n")
     head = (f"{'frames':<16}{'watcher f/s':>14}{'raw f/s':>14}{'eager f/s':>14}"
             f"{'watcher/raw':>13}{'watcher/eager':>15}")
     print(head)
@@ -464,7 +487,8 @@ def main() -> None:
         print(f"  {size}: {res['n']} frames watcher/raw, {res['n_eager']} eager; opening the "
               f"sessions {statistics.median(r['open_s'] for r in res['runs']['watcher']):.2f} s "
               f"(not counted); decisions {decisions}")
-    print(f"\npeak RSS, fresh process, {args.frames} frames (MB): " + "; ".join(
+    print(f"\npeak RSS (MB), fresh process, watcher {args.frames} frames, eager "
+          f"{args.eager_frames}: " + "; ".join(
         f"{size}: watcher {v['watcher']:.0f}, eager {v['eager']:.0f}" for size, v in rss.items()))
     if latency:
         print(f"\nlatency at {args.fps:g} frames/s for {args.seconds:g} s (run_forever, file "
