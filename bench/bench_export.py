@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("/work/shared/data/imagenet-sample")
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+DATA = (SHARED / "imagenet-sample")
 
 
 def _spec():  # noqa: ANN202 - InputSpec, imported lazily with the project

@@ -26,7 +26,9 @@ from edge.bundle import (
     write_manifest,
 )
 
-DATA = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+DATA = SHARED
 CAMTRAP = DATA / "camtrap"
 IR_FRAME = CAMTRAP / "peru_s90_animl/S90_SDZG1/EK000004.JPG"  # night infrared, greyscale
 COLOUR_FRAME = CAMTRAP / "peru_s90_animl/S90_SDZG1/EK000001.JPG"  # day, colour

@@ -19,7 +19,9 @@ from edge.background import (
 from edge.decode import load_image
 from edge.masks import boxes_from_labels_bbox, mask_from_boxes
 
-CAMTRAP = Path("/work/shared/data/camtrap")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+CAMTRAP = (SHARED / "camtrap")
 needs_data = pytest.mark.skipif(not CAMTRAP.is_dir(), reason="reference data not present")
 
 

@@ -25,7 +25,9 @@ from edge.camtrapdp import CamtrapDPError, local_schema_descriptor, write_camtra
 from edge.config import Config, parse_config
 from edge.results import BundleInfo, FrameRecord
 
-DATA = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+DATA = SHARED
 CAMTRAP = DATA / "camtrap"
 SCHEMAS = DATA / "camtrap-dp"
 pytestmark = pytest.mark.skipif(not SCHEMAS.is_dir(), reason="Camtrap DP schemas not present")

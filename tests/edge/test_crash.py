@@ -26,7 +26,9 @@ from edge.journal import Decision, Journal
 from edge.sink import admit, process_pending
 from edge.stability import StabilityGate
 
-FRAMES = sorted(Path("/work/shared/data/camtrap/mlwic_examples/CA-01").glob("*.jpg"))
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+FRAMES = sorted((SHARED / "camtrap/mlwic_examples/CA-01").glob("*.jpg"))
 DRIVER = Path(__file__).with_name("crash_driver.py")
 CAMERAS = ("cam1", "Cámara 2", "cam 3/sub")
 

@@ -14,7 +14,9 @@ from edge import discover
 from edge.discover import CandidateQueue, Watcher, mount_fstype, needs_polling, scan
 from edge.stability import StabilityGate, is_complete_jpeg
 
-FRAMES = Path("/work/shared/data/camtrap/mlwic_examples/CA-01")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+FRAMES = (SHARED / "camtrap/mlwic_examples/CA-01")
 
 
 def _frame(i: int = 0) -> Path:

@@ -12,7 +12,9 @@ import pytest
 from edge.masks import boxes_from_labels_bbox, mask_from_boxes, mask_from_file, read_megadetector
 from edge.overmap import energy
 
-DATA = Path("/work/shared/data")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+DATA = SHARED
 
 
 def test_box_orientation_non_square() -> None:

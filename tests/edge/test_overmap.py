@@ -26,7 +26,9 @@ from edge.overmap import (
     upsample,
 )
 
-PETS = Path("/work/shared/data/pets-masks")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+PETS = (SHARED / "pets-masks")
 
 
 def corner_map(shape: tuple[int, int], corner: str) -> np.ndarray:

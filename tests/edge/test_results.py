@@ -23,7 +23,9 @@ from edge.results import (
     write_md_results,
 )
 
-CAMTRAP = Path("/work/shared/data/camtrap")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+CAMTRAP = (SHARED / "camtrap")
 BUNDLE = BundleInfo(
     name="lite0-peru",
     version="2026-05-01T00:00:00+00:00",

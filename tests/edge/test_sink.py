@@ -23,7 +23,9 @@ from edge.sink import (
     sidecar,
 )
 
-FRAMES = Path("/work/shared/data/camtrap/mlwic_examples/CA-01")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+FRAMES = (SHARED / "camtrap/mlwic_examples/CA-01")
 
 
 def _frame(i: int = 0) -> Path:

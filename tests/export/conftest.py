@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-IMAGENET = Path("/work/shared/data/imagenet-sample")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+IMAGENET = (SHARED / "imagenet-sample")
 
 
 def imagenet_rows() -> list[dict[str, str]]:

@@ -20,7 +20,9 @@ from export.lite0 import MEAN, STD, load_imagenet_lite0
 from export.onnx_io import export_classifier_onnx
 from export.quantize import quantize_int8
 
-IMAGENET = Path("/work/shared/data/imagenet-sample")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+IMAGENET = (SHARED / "imagenet-sample")
 SPEC = InputSpec(size=(224, 224), mean=MEAN, std=STD, resize="center_crop")
 
 

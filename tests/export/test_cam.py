@@ -19,6 +19,8 @@ from export.cam import CamClassifier, UnsupportedHead
 from export.models import build_classifier
 from export.onnx_io import export_classifier_onnx
 
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 CAM_TOL = 1e-4  # max abs difference of min-max normalised maps, ONNX vs the references
 FIGURES: dict[str, dict[str, float]] = {}
 
@@ -113,7 +115,7 @@ def test_lite0_top1_on_imagenet_sample(lite0_source, lite0_onnx: Path,  # type: 
     hits = 0
     for i in range(0, len(rows), 50):
         chunk = rows[i : i + 50]
-        x = prepare([load_image(Path("/work/shared/data/imagenet-sample") / r["file"])
+        x = prepare([load_image((SHARED / "imagenet-sample") / r["file"])
                      for r in chunk], lite0_source.input)
         logits, cam = sess.run(None, {"image": x})
         hits += int((logits.argmax(1) == [int(r["class_id"]) for r in chunk]).sum())

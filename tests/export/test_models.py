@@ -24,11 +24,13 @@ from export.models import (
     torchvision_input,
 )
 
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
 CLASSES = ["cat", "dog", "empty"]
 
 
 def test_default_is_the_imagenet_lite0(lite0_source) -> None:  # type: ignore[no-untyped-def]
-    with open("/work/shared/data/imagenet-sample/labels.csv", newline="") as f:
+    with open(str(SHARED / "imagenet-sample/labels.csv"), newline="") as f:
         names = {int(r["class_id"]): r["class_name"] for r in csv.DictReader(f)}
     src = lite0_source
     assert src.name == "efficientnet_lite0" and src.cam_layer == "features"

@@ -20,7 +20,9 @@ from export.validate import (
     validate_classifier,
 )
 
-PETS_MASKS = Path("/work/shared/data/pets-masks")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+PETS_MASKS = (SHARED / "pets-masks")
 
 
 def test_overmap_by_hand() -> None:
@@ -42,7 +44,7 @@ def test_map_correlation_and_top_region_by_hand() -> None:
 
 
 def test_read_labelled_folder_understands_imagenet_sample() -> None:
-    paths, labels, names = read_labelled_folder("/work/shared/data/imagenet-sample")
+    paths, labels, names = read_labelled_folder(str(SHARED / "imagenet-sample"))
     assert len(paths) == 1000 and all(p.exists() for p in paths[:20])
     assert labels is not None and sorted(labels) == list(range(1000))
     assert names is not None and names[0] == "tench" and names[1] == "goldfish"
