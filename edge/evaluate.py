@@ -227,3 +227,34 @@ def calibrate(
     write_manifest(bundle.root, updated)
     bundle.manifest = updated
     return params
+
+
+TABLE_COLUMNS = ("auroc", "aurc", "eaurc", "fpr_at_0.95", "ece", "review_capture_0.1",
+                 "review_capture_0.2")
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The figures of one `edge evaluate --json` report as a Markdown table (docs/evidence.md)."""
+    fig = report.get("figures") or figures(report["frames"])
+    head = ["confidence", *(c.replace("review_capture_", "caught@") for c in TABLE_COLUMNS)]
+    lines = [f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in fig["confidences"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in TABLE_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m edge.evaluate tables A.json [B.json ...]`: Markdown tables of saved reports."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] != "tables" or len(args) < 2:
+        raise SystemExit("usage: python -m edge.evaluate tables REPORT.json [REPORT.json ...]")
+    for p in args[1:]:
+        report = json.loads(Path(p).read_text(encoding="utf-8"))
+        print(f"### {p}\n\n{markdown_table(report)}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`edge evaluate` / `edge calibrate` internals on a real (tiny) bundle and real frames.
+
+The JSON is the evidence: every figure must be recomputable from its per-frame records, and a
+fusion written by calibrate must leave a bundle that still loads and verifies.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import evaluate as ev
+from edge.bundle import load_bundle
+from edge.fusion import FEATURES
+from edge.metrics import summarise
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+CAMTRAP = DATA / "camtrap"
+PETS = DATA / "pets-masks"
+CLASSES = ["empty", "deer", "fox", "human"]  # the tiny bundle's (tests/edge/conftest.py)
+
+
+def _mlwic_csv(tmp_path: Path, n: int = 20) -> Path:
+    """The first n MLWIC frames, in order; labels cycle over the tiny bundle's classes so that
+    a random classifier is right on some frames and wrong on others."""
+    src = CAMTRAP / "labels.csv"
+    if not src.is_file():
+        pytest.skip(f"reference data missing: {src}")
+    with open(src, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["source"] == "mlwic_examples"][:n]
+    out = tmp_path / "labels.csv"
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "camera_or_sequence"])
+        for i, r in enumerate(rows):
+            w.writerow([r["file"], CLASSES[i % len(CLASSES)], r["camera_or_sequence"]])
+    return out
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy: calibrate rewrites the manifest, the session bundle must stay as is."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+@pytest.fixture()
+def report(bundle_copy: Path, tmp_path: Path) -> dict:
+    rows = ev.read_rows(_mlwic_csv(tmp_path), images_root=CAMTRAP)
+    return ev.run_frames(rows, load_bundle(bundle_copy), start=12, mc_samples=5, batch=4)
+
+
+def test_json_frames_and_figures_recomputed(report: dict, tmp_path: Path) -> None:
+    fig = ev.figures(report["frames"])
+    report["figures"] = fig
+    path = ev.write_json(tmp_path / "out" / "r.json", report)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    frames = data["frames"]
+    assert len(frames) == 8 == fig["n"]
+    for f in frames:
+        assert {"file", "label", "prediction", "correct", "confidences"} <= set(f)
+        assert f["prediction"] in CLASSES and f["correct"] == (f["prediction"] == f["label"])
+        assert {"softmax", "overmap", "fused", "entropy", "mc_dropout"} <= set(f["confidences"])
+        assert 0.0 <= f["confidences"]["overmap"] <= 1.0
+        assert 0.0 < f["confidences"]["softmax"] <= 1.0
+        assert "probs" not in f  # arrays stay out of the JSON
+    # the background model had 12 frames to learn from: the later frames use it
+    assert {f["mask_source"] for f in frames} == {"combined"}
+    correct = np.array([f["correct"] for f in frames])
+    assert 0 < correct.sum() < len(frames), "the test needs right and wrong frames"
+    for name, row in data["figures"]["confidences"].items():
+        s = np.array([f["confidences"][name] for f in frames])
+        again = summarise({name: s}, correct)[name]
+        for key, value in again.items():
+            assert row[key] == pytest.approx(value, nan_ok=True), (name, key)
+    table = ev.markdown_table(data)
+    assert "| softmax |" in table and "| fused |" in table
+
+
+def test_calibrate_writes_a_fusion_the_bundle_still_verifies(
+    report: dict, bundle_copy: Path
+) -> None:
+    b = load_bundle(bundle_copy)
+    params = ev.calibrate(report["frames"], b)
+    assert params["chosen"] in ("fusion", "softmax")
+    assert params["input_features"] == list(FEATURES)
+    again = load_bundle(bundle_copy)  # checksums of the model files still match
+    assert again.manifest.fusion == json.loads(json.dumps(params))
+    # the stored fusion is what the scorer now applies
+    rows = ev.read_rows(_mlwic_csv(bundle_copy.parent), images_root=CAMTRAP)
+    after = ev.run_frames(rows, again, start=12, mc_samples=2, batch=4)
+    before = {f["file"]: f for f in report["frames"]}
+    for f in after["frames"]:
+        assert f["confidences"]["softmax"] == pytest.approx(before[f["file"]]["confidences"]
+                                                            ["softmax"], abs=1e-6)
+    fused = np.array([f["confidences"]["fused"] for f in after["frames"]])
+    assert np.all((fused >= 0) & (fused <= 1))
+
+
+def test_true_masks_are_used_as_given(bundle_copy: Path, tmp_path: Path) -> None:
+    src = PETS / "labels.csv"
+    if not src.is_file():
+        pytest.skip(f"reference data missing: {src}")
+    with open(src, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"][:4]
+    csv_path = tmp_path / "pets.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "mask", "camera_or_sequence"])
+        w.writerows([r["file"], "deer", r["mask"], Path(r["file"]).stem] for r in rows)
+    table = ev.read_rows(csv_path, images_root=PETS, masks_column="mask")
+    out = ev.run_frames(table, load_bundle(bundle_copy), mc_samples=2)
+    assert [f["mask_source"] for f in out["frames"]] == ["file"] * 4
+    # the stretched trimap keeps the pet's share of the frame (fg_frac counts pet pixels)
+    for f, r in zip(out["frames"], rows, strict=True):
+        assert f["foreground"] == pytest.approx(float(r["fg_frac"]), abs=0.03)
+        assert 0.0 <= f["confidences"]["overmap"] <= 1.0
