@@ -22,19 +22,20 @@ def render(
     *,
     label: str,
     scores: dict[str, float],
-    width: int = 512,
+    width: int = 448,
 ) -> np.ndarray:
     """An RGB uint8 overlay: the classifier's view of `image`, the map as a heatmap (alpha by
     strength), the mask's outline in white, and a banner with the label and the scores."""
-    view = resize_frame(image, spec)
-    h = round(view.shape[0] * width / view.shape[1])
-    view = cv2.resize(view, (width, h), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.resize(np.nan_to_num(cam.astype(np.float32)), (width, h), cv2.INTER_LINEAR)
+    view = resize_frame(image, spec)  # what the model saw; blend there, upscale once
+    vh, vw = view.shape[:2]
+    heat = cv2.resize(np.nan_to_num(cam.astype(np.float32)), (vw, vh), cv2.INTER_LINEAR)
     peak = float(heat.max())
     heat = heat / peak if peak > 0 else heat
     colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = (0.6 * heat)[..., None]
-    out = (view * (1 - alpha) + colour * alpha).astype(np.uint8)
+    alpha = (heat * np.float32(0.6))[..., None]
+    blended = (view + alpha * (colour.astype(np.float32) - view)).astype(np.uint8)
+    h = round(vh * width / vw)
+    out = cv2.resize(blended, (width, h), interpolation=cv2.INTER_LINEAR)
     if mask is not None:
         m = cv2.resize(mask.astype(np.float32), (width, h), interpolation=cv2.INTER_LINEAR) > 0.5
         contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL,
@@ -53,7 +54,7 @@ def write_overlay(path: Path, overlay: np.ndarray) -> Path:
     """Write the overlay JPEG atomically next to the review frame."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    ok, data = cv2.imencode(".jpg", overlay[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+    ok, data = cv2.imencode(".jpg", overlay[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise OSError(f"could not encode the overlay for {path}")
     tmp.write_bytes(data.tobytes())
