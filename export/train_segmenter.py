@@ -5,8 +5,7 @@ augmented view and cached (float16); only the small decoder trains, over those c
 Views: the whole image squashed to 224x224 ("stretch", as the bundle feeds frames), plus random
 resized crops, flips, colour jitter, greyscale (night infrared), blur, noise, 2x2 mosaics and
 pets shrunk into another photo's background (small animals, as in camera-trap frames), and
-pure-background crops (empty frames). Trimap boundary
-pixels (value 3) are ignored in the loss.
+pure-background crops (empty frames). Trimap boundary pixels (value 3) are ignored in the loss.
 
     python -m export.train_segmenter --out export/weights/lite0_seg_head.pt
 
@@ -269,7 +268,10 @@ def cache_features(
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, dice_weight: float) -> torch.Tensor:
-    """BCE + soft Dice on non-boundary pixels, logits upsampled to the target's size."""
+    """BCE + soft Dice on non-boundary pixels, logits upsampled to the target's size.
+
+    Boundary pixels are ignored: a soft 0.5 target there gained 0.005-0.006 Pet IoU but lost
+    3 points of box hits on camera-trap frames (docs/segmenter.md)."""
     logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     logits = logits[:, 0]
     valid = (target != IGNORE).float()
