@@ -12,6 +12,7 @@ handles every frame exactly once:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -30,6 +31,7 @@ from edge.discover import Watcher, scan
 from edge.exif import capture_time
 from edge.journal import Decision, Journal, camera_of
 from edge.overlay import render, write_overlay
+from edge.preprocess import CROP_RATIO
 from edge.reports import MD_RESULTS, write_results
 from edge.runtime import Runtime
 from edge.scorer import Scorer
@@ -75,6 +77,10 @@ class Decider:
         self.opts = opts
         self.stats = stats
         self.arrived: dict[Path, float] = {}
+        m = scorer.manifest
+        # decode big JPEGs at a reduced scale, never below what the models' views need
+        self.min_side = math.ceil(max(*m.classifier.input.size, *m.segmenter.input.size)
+                                  / CROP_RATIO)
         # the last frames of each camera, so a burst spanning two batches is still one burst
         self.recent: dict[str, deque[tuple[datetime, str]]] = {}
 
@@ -84,7 +90,7 @@ class Decider:
         images, index = [], []
         for i, p in enumerate(paths):
             try:
-                images.append(load_image(p))
+                images.append(load_image(p, min_side=self.min_side))
                 index.append(i)
             except DecodeError as e:
                 decisions[i] = Decision("quarantine", reason=str(e))

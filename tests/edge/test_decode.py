@@ -61,6 +61,26 @@ def test_exif_orientation_6_is_applied(tmp_path: Path) -> None:
     assert np.abs(out.astype(int) - expected.astype(int)).mean() < 6
 
 
+def test_large_jpeg_is_decoded_reduced_but_oriented_and_never_below_min_side(
+    tmp_path: Path,
+) -> None:
+    rgb = _gradient(1200, 1600)
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Orientation: 6}})
+    path = tmp_path / "big.jpg"
+    PIL.Image.fromarray(rgb).save(path, quality=90, exif=exif)
+    full = load_image(path)
+    small = load_image(path, min_side=256)
+    assert full.shape == (1600, 1200, 3)
+    assert small.shape == (400, 300, 3)  # 1/4 scale: the largest keeping 300 >= 256
+    assert load_image(path, min_side=500).shape == (800, 600, 3)
+    assert load_image(path, min_side=700).shape == (1600, 1200, 3)
+    shrunk = cv2.resize(full, (300, 400), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - shrunk.astype(int)).mean() < 6  # same picture, rotated
+    png = tmp_path / "big.png"
+    PIL.Image.fromarray(rgb).save(png)
+    assert load_image(png, min_side=256).shape == (1200, 1600, 3)  # only JPEGs are reduced
+
+
 def test_zero_byte_file(tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
