@@ -80,13 +80,19 @@ class ClassifierSpec(_Strict):
 
 
 class SegmenterSpec(_Strict):
-    """`segmenter.onnx`: input `image` [N,3,H,W] -> `foreground` [N,1,h,w], probability 0..1."""
+    """`segmenter.onnx`: input `image` [N,3,H,W] -> `foreground` [N,1,h,w], probability 0..1.
+
+    `in_classifier`: the segmenter shares the classifier's backbone (same weights, same input)
+    and `classifier.onnx` also returns `foreground`, so one backbone pass serves both; the
+    device then runs the classifier alone. `segmenter.onnx` is still there, standalone.
+    """
 
     file: FileEntry
     name: str
     input: InputSpec
     output_size: tuple[int, int]
     precision: Precision
+    in_classifier: bool = False
 
 
 class Manifest(_Strict):

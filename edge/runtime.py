@@ -112,7 +112,7 @@ class Runtime:
         self,
         bundle: Bundle,
         classifier: OpenedSession,
-        segmenter: OpenedSession,
+        segmenter: OpenedSession | None,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
@@ -125,7 +125,8 @@ class Runtime:
         self._seg_spec = m.segmenter.input
         self._shared = _shared_geometry(self._cls_spec, self._seg_spec)
         self._cls_dtype = _input_dtype(classifier.session)
-        self._seg_dtype = _input_dtype(segmenter.session)
+        # None: the classifier's graph returns `foreground` too (one backbone pass)
+        self._seg_dtype = _input_dtype(segmenter.session) if segmenter else self._cls_dtype
 
     @classmethod
     def from_bundle(
@@ -150,17 +151,19 @@ class Runtime:
 
         def check_classifier(session: ort.InferenceSession) -> None:
             outputs = {"logits": (n_classes,), "cam": tuple(c.cam_size)}
+            if s.in_classifier:
+                outputs["foreground"] = (1, *s.output_size)
             _check_io(session, str(bundle.classifier_path), c.input, outputs)
 
         def check_segmenter(session: ort.InferenceSession) -> None:
             outputs = {"foreground": (1, *s.output_size)}
             _check_io(session, str(bundle.segmenter_path), s.input, outputs)
 
-        opened = []
-        for path, spec, check, precision in (
-            (bundle.classifier_path, c.input, check_classifier, c.precision),
-            (bundle.segmenter_path, s.input, check_segmenter, s.precision),
-        ):
+        models = [(bundle.classifier_path, c.input, check_classifier, c.precision)]
+        if not s.in_classifier:
+            models.append((bundle.segmenter_path, s.input, check_segmenter, s.precision))
+        opened: list[OpenedSession | None] = []
+        for path, spec, check, precision in models:
             probe = np.zeros((1, 3, *spec.size), np.float32)
             opened.append(
                 open_session(
@@ -173,12 +176,14 @@ class Runtime:
                     check=check,
                 )
             )
-        return cls(bundle, opened[0], opened[1], max_batch=max_batch)
+        segmenter = opened[1] if len(opened) > 1 else None
+        return cls(bundle, opened[0], segmenter, max_batch=max_batch)
 
     @property
     def providers(self) -> dict[str, str]:
         """Which provider runs which model, e.g. {"classifier": "CUDAExecutionProvider", ...}."""
-        return {"classifier": self.classifier.provider, "segmenter": self.segmenter.provider}
+        seg = self.segmenter.provider if self.segmenter else self.classifier.provider
+        return {"classifier": self.classifier.provider, "segmenter": seg}
 
     def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 frames -> (classifier batch, segmenter batch), float32 NCHW.
@@ -188,6 +193,9 @@ class Runtime:
         if not images:
             raise ValueError("run() needs at least one image")
         cls_frames = np.stack([resize_frame(im, self._cls_spec) for im in images])
+        if self.segmenter is None:
+            x = normalise(cls_frames, self._cls_spec)
+            return x, x
         if self._shared:
             seg_frames = cls_frames
         else:
@@ -215,12 +223,15 @@ class Runtime:
 
     def _run_chunk(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         x_cls, x_seg = self.prepare(images)
-        logits, cam = self.classifier.session.run(
-            ["logits", "cam"], {"image": x_cls.astype(self._cls_dtype, copy=False)}
-        )
-        (foreground,) = self.segmenter.session.run(
-            ["foreground"], {"image": x_seg.astype(self._seg_dtype, copy=False)}
-        )
+        feed = {"image": x_cls.astype(self._cls_dtype, copy=False)}
+        if self.segmenter is None:
+            logits, cam, foreground = self.classifier.session.run(
+                ["logits", "cam", "foreground"], feed)
+        else:
+            logits, cam = self.classifier.session.run(["logits", "cam"], feed)
+            (foreground,) = self.segmenter.session.run(
+                ["foreground"], {"image": x_seg.astype(self._seg_dtype, copy=False)}
+            )
         return (
             np.asarray(logits, np.float32),
             np.asarray(cam, np.float32),

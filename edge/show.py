@@ -111,6 +111,8 @@ def show_bundle(bundle: Bundle, console: Console) -> None:
     seg.add_row("name", s.name)
     seg.add_row("input", _input(s.input))
     seg.add_row("output", f"foreground {s.output_size[0]}x{s.output_size[1]}")
+    if s.in_classifier:
+        seg.add_row("runs", "inside classifier.onnx: one backbone pass for both")
     seg.add_row("file", _file(s.file))
 
     parts: list[Any] = [head, cls, seg]

@@ -38,7 +38,10 @@ class CamClassifier(nn.Module):
         self.cam_layer = cam_layer
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.features(x)
+        return self.from_features(self.features(x))
+
+    def from_features(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, cam) from the map's layer A [N,K,h,w] (for graphs that share A)."""
         v = a.mean(dim=(2, 3))
         vjps: list[Vjp] = []
         for m, step in zip(self.chain, self._steps, strict=True):

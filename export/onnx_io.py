@@ -7,6 +7,7 @@ into plain ONNX ops with a dynamic batch axis, and writes one self-contained fil
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -19,15 +20,21 @@ OUTPUTS = ("logits", "cam")
 
 
 def export_classifier_onnx(
-    model: CamClassifier, path: Path, size: tuple[int, int], opset: int = 17
+    model: CamClassifier,
+    path: Path,
+    size: tuple[int, int],
+    opset: int = 17,
+    *,
+    outputs: Sequence[str] = OUTPUTS,
 ) -> Path:
     """Write `model` (in eval mode) to `path` for images of `size` (H, W); checked with
-    onnx.checker. The batch axis is dynamic; H and W are fixed (the map's size follows them)."""
+    onnx.checker. The batch axis is dynamic; H and W are fixed (the map's size follows them).
+    `outputs` names the model's outputs in order (a joint model adds `foreground`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     dummy = torch.zeros(2, 3, *size)
-    axes = {name: {0: "batch"} for name in (INPUT, *OUTPUTS)}
+    axes = {name: {0: "batch"} for name in (INPUT, *outputs)}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the classic exporter's deprecation and tracer notes
         torch.onnx.export(
@@ -35,14 +42,14 @@ def export_classifier_onnx(
             (dummy,),
             str(path),
             input_names=[INPUT],
-            output_names=list(OUTPUTS),
+            output_names=list(outputs),
             dynamic_axes=axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
-        logits, cam = model(dummy)
-    _declare_output_shapes(path, [list(logits.shape[1:]), list(cam.shape[1:])])
+        results = model(dummy)
+    _declare_output_shapes(path, [list(r.shape[1:]) for r in results])
     onnx.checker.check_model(str(path), full_check=True)
     return path
 

@@ -147,8 +147,8 @@ def _segmenter_agreement(fp32: Path, quant: Path, spec: InputSpec, images: list[
     ious, diffs = [], []
     for i in range(0, len(images), 16):
         x = prepare([load_image(p) for p in images[i : i + 16]], spec)
-        fa = a.run(None, {"image": x})[0] > 0.5
-        fb = b.run(None, {"image": x})[0] > 0.5
+        fa = a.run(["foreground"], {"image": x})[0] > 0.5
+        fb = b.run(["foreground"], {"image": x})[0] > 0.5
         inter = (fa & fb).sum(axis=(1, 2, 3))
         union = (fa | fb).sum(axis=(1, 2, 3))
         ious.extend(np.where(union > 0, inter / np.maximum(union, 1), 1.0).tolist())
@@ -167,6 +167,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
     than `opts.min_agreement` of the validation images (unless `opts.force`).
     """
     from export.calibration import builtin_calibration_dir
+    from export.joint import JointLite0, export_joint_onnx, shares_backbone
     from export.models import build_classifier
     from export.onnx_io import export_classifier_onnx
     from export.segmenter import build_segmenter, export_segmenter_onnx
@@ -184,7 +185,13 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
         console.print(f"[bold]segmenter[/] {seg.name}")
 
         fp32_c, fp32_s = work / "classifier.fp32.onnx", work / "segmenter.fp32.onnx"
-        export_classifier_onnx(clf.model, fp32_c, size)
+        joint = shares_backbone(clf, seg)
+        if joint:
+            console.print("segmenter shares the classifier's backbone: one graph returns "
+                          "logits, cam and foreground")
+            export_joint_onnx(JointLite0(clf.model, seg.model), fp32_c, size)
+        else:
+            export_classifier_onnx(clf.model, fp32_c, size)
         export_segmenter_onnx(seg, fp32_s, seg.input.size)
 
         calib_dir = opts.calib or builtin_calibration_dir()
@@ -209,8 +216,8 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
                                       clf.input, masks_fn=_mask_fn(fp32_s, seg.input, size),
                                       progress=True)
         figures["overmap_mask"] = "FP32 segmenter"
-        figures["segmenter"] = _segmenter_agreement(fp32_s, work / "segmenter.onnx", seg.input,
-                                                    paths[:64])
+        device_seg = work / ("classifier.onnx" if joint else "segmenter.onnx")
+        figures["segmenter"] = _segmenter_agreement(fp32_s, device_seg, seg.input, paths[:64])
         figures["val_dir"] = str(val_dir)
         agreement = figures["top1_agreement"]
         if agreement < opts.min_agreement and not opts.force:
@@ -244,6 +251,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
                 input=seg.input,
                 output_size=seg.output_size(h, w),
                 precision=opts.precision,
+                in_classifier=joint,
             ),
             thresholds={**DEFAULT_THRESHOLDS, **opts.extra_thresholds},
             validation=figures,

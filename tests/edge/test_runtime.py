@@ -156,3 +156,46 @@ def test_fixed_batch_is_refused_at_load(bundle_factory: Callable[..., Path]) -> 
     root = bundle_factory(dynamic=False)
     with pytest.raises(RuntimeError, match=r"classifier\.onnx: batch dimension fixed at 2"):
         Runtime.from_bundle(load_bundle(root), threads=1)
+
+
+def test_a_bundle_whose_classifier_also_segments_runs_one_session(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    """segmenter.in_classifier: the classifier's graph returns `foreground` too."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    from edge.bundle import file_entry, read_manifest, write_manifest
+    from export.cam import CamClassifier
+
+    class Joint(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.ReLU())
+            self.clf = CamClassifier(self.features, nn.Linear(8, 4), "features")
+            self.seg = nn.Conv2d(8, 1, 1)
+
+        def forward(self, x):
+            a = self.features(x)
+            logits, cam = self.clf.from_features(a)
+            return logits, cam, torch.sigmoid(self.seg(a))
+
+    from export.onnx_io import export_classifier_onnx
+
+    root = tmp_path / "joint"
+    shutil.copytree(tiny_bundle, root)  # 64x64 input
+    export_classifier_onnx(Joint().eval(), root / "classifier.onnx", (64, 64),
+                           outputs=("logits", "cam", "foreground"))
+    m = read_manifest(root)
+    seg = m.segmenter.model_copy(update={"in_classifier": True, "output_size": (16, 16)})
+    clf = m.classifier.model_copy(update={"file": file_entry(root, "classifier.onnx"),
+                                          "cam_size": (16, 16)})
+    write_manifest(root, m.model_copy(update={"classifier": clf, "segmenter": seg}))
+    rt = Runtime.from_bundle(load_bundle(root))
+    assert rt.segmenter is None  # one session
+    frames = [np.full((40, 50, 3), 90, np.uint8), np.zeros((64, 64, 3), np.uint8)]
+    out = rt.run(frames)
+    assert out.foreground.shape == (2, 1, 16, 16)
+    assert ((out.foreground >= 0) & (out.foreground <= 1)).all()
+    assert out.cam.shape == (2, 16, 16) and out.logits.shape == (2, 4)
+    assert rt.providers["segmenter"] == rt.providers["classifier"]

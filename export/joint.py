@@ -1,0 +1,52 @@
+"""One backbone pass for both models when the segmenter sits on the classifier's backbone.
+
+The default segmenter is a small head on the frozen ImageNet Lite0 backbone, and the default
+classifier (or one from `edge train`, whose backbone is frozen too) runs that same backbone on
+the same input. Running it twice on the device is pure waste: this module computes the
+backbone once and returns `logits`, `cam` and `foreground` from one graph, which the device
+then runs alone (manifest: segmenter.in_classifier).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from export.cam import CamClassifier
+from export.lite0 import Lite0Features
+from export.models import ClassifierSource
+from export.onnx_io import export_classifier_onnx
+from export.segmenter import Lite0Seg, SegmenterSource, lite0_taps
+
+
+class JointLite0(nn.Module):
+    """image -> (logits, cam, foreground), the Lite0 backbone computed once."""
+
+    def __init__(self, classifier: CamClassifier, segmenter: Lite0Seg) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.seg_head = segmenter.head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f8, f16, deep = lite0_taps(self.classifier.features, x)
+        logits, cam = self.classifier.from_features(deep)
+        return logits, cam, torch.sigmoid(self.seg_head(f8, f16, deep))
+
+
+def shares_backbone(clf: ClassifierSource, seg: SegmenterSource) -> bool:
+    """True when the segmenter's backbone is the classifier's, weight for weight, same input."""
+    a, b = clf.model.features, getattr(seg.model, "features", None)
+    if not (isinstance(a, Lite0Features) and isinstance(seg.model, Lite0Seg)):
+        return False
+    if clf.input != seg.input:
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def export_joint_onnx(model: JointLite0, path: Path, size: tuple[int, int]) -> Path:
+    """The classifier's ONNX export with the third output `foreground` [N,1,h,w]."""
+    return export_classifier_onnx(model, path, size,  # type: ignore[arg-type]
+                                  outputs=("logits", "cam", "foreground"))
