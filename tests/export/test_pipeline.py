@@ -37,6 +37,7 @@ def test_export_writes_a_verified_int8_bundle(small_bundle: Path) -> None:
     assert m.target == "cpu" and m.classifier.precision == "int8"
     assert len(m.classifier.classes) == 1000
     assert m.classifier.cam_size == (7, 7)
+    assert m.segmenter.in_classifier  # lite0_seg shares Lite0's backbone: one graph
     v = m.validation
     assert v["n_images"] == 48
     assert v["top1_agreement"] >= 0.9
