@@ -194,3 +194,11 @@ def test_pick_mask_names_its_source() -> None:
     assert pick_mask(a, None)[1] == "segmenter"
     assert pick_mask(None, a)[1] == "background"
     assert pick_mask(None, None) == (None, None)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 9, 15, 16])
+def test_the_median_network_is_the_median(k: int) -> None:
+    from edge.background import _median0
+
+    a = np.random.default_rng(k).random((k, 9, 7, 3)).astype(np.float32)
+    np.testing.assert_allclose(_median0(a), np.median(a, axis=0), rtol=1e-6)
