@@ -32,12 +32,18 @@ FEATURES = (
     "conflict_empty",  # predicted empty while the foreground is large (0..1)
     "conflict_animal",  # predicted a non-empty class while almost nothing is foreground (0..1)
     "overmap_x_softmax",  # Over-MAP times max softmax
+    # added later; params stored before carry their own (shorter) list in input_features
+    "pred_empty",  # 1 if the top class is an "empty" class, else 0 (a per-class prior)
+    "overmap_lift",  # Over-MAP minus the foreground share: its lift over a map spread evenly
+    "overmap_animal",  # Over-MAP where an animal is predicted, 0 where "empty" is
+    "foreground_empty",  # foreground share where "empty" is predicted, 0 elsewhere
 )
+LEGACY_FEATURES = FEATURES[:8]  # the cue table before pred_empty..foreground_empty
 FG_HIGH = 0.05  # foreground share from which "empty" is fully in conflict
 FG_LOW = 0.005  # foreground share under which an animal label is fully in conflict
 DEFAULT_PENALTY = 0.5  # uncalibrated: full conflict halves the max softmax
 DEFAULT: dict[str, Any] = {"kind": "default", "penalty": DEFAULT_PENALTY,
-                           "input_features": list(FEATURES)}
+                           "input_features": list(LEGACY_FEATURES)}  # reads either table
 
 
 def features(
@@ -75,7 +81,7 @@ def features(
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) / math.log(c)
     if empty_index is None:
-        c_empty = c_animal = np.zeros(n)
+        c_empty = c_animal = pred_empty = np.zeros(n)
     else:
         empties = np.atleast_1d(np.asarray(empty_index, int))
         if np.any((empties < 0) | (empties >= c)):
@@ -83,7 +89,9 @@ def features(
         pred_empty = np.isin(p.argmax(1), empties)
         c_empty = pred_empty * np.clip(fg / fg_high, 0, 1)
         c_animal = ~pred_empty * np.clip(1 - fg / fg_low, 0, 1)
-    return np.column_stack([top1, top1 - top2[:, 0], ent, om, fg, c_empty, c_animal, om * top1])
+        pred_empty = pred_empty.astype(np.float64)
+    return np.column_stack([top1, top1 - top2[:, 0], ent, om, fg, c_empty, c_animal, om * top1,
+                            pred_empty, om - fg, om * (1 - pred_empty), fg * pred_empty])
 
 
 # ---- applying (device side, numpy only) ------------------------------------------------------
@@ -95,6 +103,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 def _columns(params: dict[str, Any], X: np.ndarray, names: Sequence[str]) -> np.ndarray:
     given = list(params.get("input_features", FEATURES))
+    if X.ndim == 2 and X.shape[1] == len(FEATURES) and X.shape[1] != len(given):
+        given = list(FEATURES)  # today's full cue table, read by name with older params
     if X.ndim != 2 or X.shape[1] != len(given):
         raise ValueError(f"X must be [N, {len(given)}] ({', '.join(given)}), got {X.shape}")
     missing = [f for f in names if f not in given]
@@ -170,6 +180,7 @@ def fit_fusion(
     folds: int = 5,
     min_gain: float = 0.005,
     seed: int = 0,
+    shuffle: bool = False,
 ) -> dict[str, Any]:
     """Learn P(label right | cues) from labelled frames; JSON-ready params for apply_fusion.
 
@@ -181,6 +192,10 @@ def fit_fusion(
         min_gain, else fall back to Platt scaling of max softmax (a monotone map, so it ranks
         frames exactly as softmax does). params["chosen"] is "fusion" or "softmax"; params["cv"]
         holds both AUROCs (mean over folds) and the fold count.
+    shuffle: shuffle before cutting the folds (with `seed`). Off by default: frames of a camera
+        come in bursts, and shuffled folds put near-twins on both sides, which flatters a fusion
+        that memorises a burst (MLWIC 600:900, dominated by one unseen species, showed it).
+        Unshuffled stratified folds are contiguous stretches of time, a harder, fairer test.
     """
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -208,14 +223,15 @@ def fit_fusion(
     if guard and n_splits >= 2:
         soft = X[:, names.index("max_softmax")]
         fused_scores, soft_scores = [], []
-        for tr, te in StratifiedKFold(n_splits, shuffle=True, random_state=seed).split(X, yi):
+        for tr, te in StratifiedKFold(n_splits, shuffle=shuffle,
+                                            random_state=seed if shuffle else None).split(X, yi):
             if yi[te].min() == yi[te].max():
                 continue
             p = apply_fusion({**_fit(method, sub[tr], yi[tr], cols, score, C),
                               "input_features": cols}, sub[te])
             fused_scores.append(roc_auc_score(yi[te], p))
             soft_scores.append(roc_auc_score(yi[te], soft[te]))
-        cv = {"folds": n_splits, "fusion_auroc": float(np.mean(fused_scores)),
+        cv = {"folds": n_splits, "shuffled": shuffle, "fusion_auroc": float(np.mean(fused_scores)),
               "softmax_auroc": float(np.mean(soft_scores)), "min_gain": min_gain}
         if not cv["fusion_auroc"] > cv["softmax_auroc"] + min_gain:
             chosen = "softmax"
