@@ -39,8 +39,8 @@ def _need_export_extra(command: str) -> None:
         err.print(
             f"[red]`edge {command}` needs the export extra"
             f" ({', '.join(missing)} not installed).[/]\n"
-            "Install it on a workstation with:  [bold]pip install 'overmap-edge[export]'[/]"
-            "  (or ./install.sh --export)"
+            "Install it on a workstation with:  [bold]pip install 'overmap-edge\\[export]'[/]"
+            "  (or ./install.sh, which installs it by default)"
         )
         raise typer.Exit(2)
 
