@@ -22,7 +22,7 @@ import numpy as np
 from edge.background import CameraBackgrounds
 from edge.bundle import Bundle, write_manifest
 from edge.decode import load_image
-from edge.fusion import features, fit_fusion
+from edge.fusion import FEATURES, apply_fusion, features, fit_fusion
 from edge.masks import boxes_from_labels_bbox, mask_from_boxes, mask_from_file
 from edge.runtime import Runtime
 from edge.scorer import Scorer
@@ -141,6 +141,8 @@ def run_frames(
                 "mask_source": s.score.mask_source,
                 "foreground": s.score.foreground_fraction,
                 "probs": s.probs,
+                "cues": dict(zip(FEATURES, map(float, s.cues), strict=True))
+                if s.cues is not None else None,
                 "confidences": {
                     "softmax": s.score.softmax,
                     "entropy": 1.0 - s.entropy,
@@ -244,13 +246,63 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ABLATIONS: dict[str, tuple[str, ...]] = {
+    # what the classifier alone knows, incl. the per-class prior "it said empty"
+    "softmax cues": ("max_softmax", "margin", "entropy", "pred_empty"),
+    # plus how much of the frame is animal, and the empty/animal conflicts (no map)
+    "+ foreground": ("max_softmax", "margin", "entropy", "pred_empty", "foreground",
+                     "conflict_empty", "conflict_animal", "foreground_empty"),
+    # plus the map's overlap with the mask: what Over-MAP adds on top of all the rest
+    "+ Over-MAP (all cues)": FEATURES,
+    "Over-MAP cues + softmax": ("max_softmax", "overmap", "overmap_lift", "overmap_animal",
+                                "overmap_x_softmax"),
+}
+
+
+def _cue_table(report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    frames = report["frames"]
+    if any(f.get("cues") is None for f in frames):
+        raise ValueError("the report has no per-frame cues (written by an older edge evaluate)")
+    X = np.array([[f["cues"][n] for n in FEATURES] for f in frames], np.float64)
+    return X, np.array([f["correct"] for f in frames], bool)
+
+
+def ablation(calibration: dict[str, Any], test: dict[str, Any],
+             sets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Which cues earn their keep: fit the fusion on `calibration`'s frames with each cue set
+    (no guard, so every set is really used), apply it to `test`'s frames, and report the test
+    figures beside max softmax. Both are `edge evaluate --json` reports of the same bundle."""
+    from edge.metrics import review_capture, summarise
+
+    Xc, yc = _cue_table(calibration)
+    Xt, yt = _cue_table(test)
+    scores = {"softmax": Xt[:, FEATURES.index("max_softmax")]}
+    for name, use in (sets or ABLATIONS).items():
+        params = fit_fusion(Xc, yc, use=list(use), guard=False)
+        scores[name] = apply_fusion(params, Xt)
+    table = summarise(scores, yt)
+    for name, s in scores.items():
+        for b in (0.1, 0.2):
+            table[name][f"review_capture_{b:g}"] = review_capture(s, yt, b)
+    return {"n": int(yt.size), "accuracy": float(yt.mean()), "errors": int((~yt).sum()),
+            "confidences": table}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m edge.evaluate tables A.json [B.json ...]`: Markdown tables of saved reports."""
+    """`python -m edge.evaluate tables A.json [B.json ...]`: Markdown tables of saved reports;
+    `python -m edge.evaluate ablate CAL.json TEST.json`: the cue-set ablation, as Markdown."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
+    usage = ("usage: python -m edge.evaluate tables REPORT.json [...] | "
+             "python -m edge.evaluate ablate CALIBRATION.json TEST.json")
+    if len(args) == 3 and args[0] == "ablate":
+        cal, test = (json.loads(Path(p).read_text(encoding="utf-8")) for p in args[1:])
+        print(f"### cue ablation: fitted on {args[1]}, tested on {args[2]}\n\n"
+              + markdown_table({"figures": ablation(cal, test)}) + "\n")
+        return
     if not args or args[0] != "tables" or len(args) < 2:
-        raise SystemExit("usage: python -m edge.evaluate tables REPORT.json [REPORT.json ...]")
+        raise SystemExit(usage)
     for p in args[1:]:
         report = json.loads(Path(p).read_text(encoding="utf-8"))
         print(f"### {p}\n\n{markdown_table(report)}\n")

@@ -33,6 +33,7 @@ class Scored:
     background_ready: bool
     probs: np.ndarray
     cam: np.ndarray
+    cues: np.ndarray | None = None  # the frame's row of edge.fusion.features, FEATURES order
 
 
 class Scorer:
@@ -97,7 +98,7 @@ class Scorer:
             result.append(Scored(
                 score=s, fused=float(fused[i]), entropy=float(np.atleast_1d(ent)[i]),
                 is_empty_class=is_empty, is_human=s.class_index in self.human,
-                background_ready=ready[i], probs=out.probs[i], cam=out.cam[i],
+                background_ready=ready[i], probs=out.probs[i], cam=out.cam[i], cues=X[i],
             ))  # fmt: skip
             if self.backgrounds is not None:
                 # a frame confidently showing an animal stays out of the scene's memory
