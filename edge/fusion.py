@@ -187,11 +187,13 @@ def fit_fusion(
     X: [N, F] cues (columns named by feature_names, FEATURES by default). correct: [N] bool.
     method: "logistic" (standardised logistic regression on the `use` columns, all by default)
         or "isotonic" (a monotone map of the single column `score`).
-    guard: compare, on the same shuffled stratified folds, the held-out AUROC of this fusion
-        with that of max softmax alone; keep the fusion only if it is higher by more than
-        min_gain, else fall back to Platt scaling of max softmax (a monotone map, so it ranks
-        frames exactly as softmax does). params["chosen"] is "fusion" or "softmax"; params["cv"]
-        holds both AUROCs (mean over folds) and the fold count.
+    guard: compare, on the same stratified folds, the held-out AUROC of this fusion with that of
+        max softmax alone; keep the fusion only if its mean gain, less one standard error of
+        the per-fold gains, exceeds min_gain (a gain smaller than the folds' scatter is noise:
+        on 210 Pet frames with 30 errors a +0.012 mean gain, se 0.014, turned into a 0.02 loss
+        on the test split), else fall back to Platt scaling of max softmax (a monotone map, so
+        it ranks frames exactly as softmax does). params["chosen"] is "fusion" or "softmax";
+        params["cv"] holds both AUROCs (mean over folds), the per-fold gains and the fold count.
     shuffle: shuffle before cutting the folds (with `seed`). Off by default: frames of a camera
         come in bursts, and shuffled folds put near-twins on both sides, which flatters a fusion
         that memorises a burst (MLWIC 600:900, dominated by one unseen species, showed it).
@@ -231,9 +233,13 @@ def fit_fusion(
                               "input_features": cols}, sub[te])
             fused_scores.append(roc_auc_score(yi[te], p))
             soft_scores.append(roc_auc_score(yi[te], soft[te]))
+        gains = np.subtract(fused_scores, soft_scores)
+        se = float(gains.std(ddof=1) / math.sqrt(gains.size)) if gains.size > 1 else math.inf
         cv = {"folds": n_splits, "shuffled": shuffle, "fusion_auroc": float(np.mean(fused_scores)),
-              "softmax_auroc": float(np.mean(soft_scores)), "min_gain": min_gain}
-        if not cv["fusion_auroc"] > cv["softmax_auroc"] + min_gain:
+              "softmax_auroc": float(np.mean(soft_scores)), "min_gain": min_gain,
+              "fold_gains": gains.round(6).tolist(), "gain_se": se}
+        # one-standard-error rule: the gain must stand clear of the folds' own scatter
+        if not float(gains.mean()) - se > min_gain:
             chosen = "softmax"
             params = _fit_logistic(X[:, [names.index("max_softmax")]], yi, ["max_softmax"], C)
     return {**params, "input_features": names, "method": method, "chosen": chosen, "cv": cv,

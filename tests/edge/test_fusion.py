@@ -113,6 +113,9 @@ def test_guard_keeps_fusion_when_overmap_carries_signal() -> None:
     params = fu.fit_fusion(X, c, feature_names=LEGACY)
     assert params["chosen"] == "fusion"
     assert params["cv"]["fusion_auroc"] > params["cv"]["softmax_auroc"] + 0.05
+    gains = np.array(params["cv"]["fold_gains"])
+    assert gains.size == params["cv"]["folds"]
+    assert gains.mean() - params["cv"]["gain_se"] > params["cv"]["min_gain"]
     Xn, cn = _synthetic(600, rng, overmap_signal=True)
     assert auroc(fu.apply_fusion(params, Xn), cn) > auroc(Xn[:, 0], cn) + 0.05
 
