@@ -436,12 +436,16 @@ def calibrate_cmd(
     rows: Annotated[str | None, typer.Option(help="Fit on rows START:END.")] = None,
     masks: Annotated[str | None, typer.Option(help="Column with mask files.")] = None,
     method: Annotated[str, typer.Option(help="logistic or isotonic.")] = "logistic",
+    background: Annotated[
+        bool, typer.Option(help="Use the per-camera background model.")
+    ] = True,
 ) -> None:
     """Fit the fused confidence (softmax + Over-MAP + foreground) on labelled frames and store
     it in the bundle. Use frames the classifier was not trained on."""
     from edge.evaluate import calibrate
 
-    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, None, True)
+    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, None,
+                                 background)
     try:
         params = calibrate(report["frames"], b, method=method)
     except ValueError as e:
