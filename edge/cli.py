@@ -155,6 +155,17 @@ def default_bundle() -> Path:
     return Path(__file__).resolve().parent.parent / "bundles" / "default"
 
 
+def _load_config_or_exit(path: Path | None):
+    """The validated config (defaults when no file is given), or a clear message and exit 2."""
+    from edge.config import Config, ConfigError, load_config
+
+    try:
+        return load_config(path) if path else Config()
+    except ConfigError as e:
+        err.print(f"[red]config:[/] {e}")
+        raise typer.Exit(2) from None
+
+
 def _load_bundle_or_exit(path: Path):
     from edge.bundle import load_bundle
 
@@ -223,15 +234,10 @@ def watch_cmd(
 
     Example: `edge watch /mnt/camera --out /data/sorted`
     """
-    from edge.config import Config as _Config
-    from edge.config import ConfigError, load_config, resolve_thresholds
+    from edge.config import ConfigError, resolve_thresholds
     from edge.watch import WatchOptions
 
-    try:
-        cfg = load_config(config) if config else _Config()
-    except ConfigError as e:
-        err.print(f"[red]config:[/] {e}")
-        raise typer.Exit(2) from None
+    cfg = _load_config_or_exit(config)
     inbox = inbox or cfg.watch.inbox
     if inbox is None:
         err.print("[red]which folder?[/] give INBOX, or [watch] inbox in --config")
@@ -480,14 +486,9 @@ def service_install_cmd(
     import shutil
     import sys
 
-    from edge.config import ConfigError, load_config
     from edge.service import ServiceError, install_unit, next_steps, systemd_unit
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        err.print(f"[red]config:[/] {e}")
-        raise typer.Exit(2) from None
+    cfg = _load_config_or_exit(config)
     if cfg.watch.inbox is None:
         err.print(f"[red]{config}: [watch] inbox is needed for a service[/]")
         raise typer.Exit(2)
@@ -521,16 +522,11 @@ def export_dp_cmd(
 ) -> None:
     """Write a Camtrap DP 1.0 data package (deployments, media, observations) from the journal."""
     from edge.camtrapdp import CamtrapDPError, write_camtrap_dp
-    from edge.config import ConfigError, load_config
     from edge.journal import Journal
     from edge.reports import records
     from edge.results import BundleInfo
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as e:
-        err.print(f"[red]config:[/] {e}")
-        raise typer.Exit(2) from None
+    cfg = _load_config_or_exit(config)
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
     with Journal.open(out) as j:
         frames = records(j)
