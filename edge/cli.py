@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edge.bundle import BundleError
 
@@ -56,7 +57,7 @@ def bundle_cmd(
     try:
         b = load_bundle(path)
     except BundleError as e:
-        err.print(f"[red]bundle refused:[/] {e}")
+        err.print(f"[red]bundle refused:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     show_bundle(b, console)
     console.print("[green]verified:[/] format version and sha256 of every file match")
@@ -135,10 +136,10 @@ def export_cmd(
     try:
         path = run_export(opts, err)
     except ExportRefused as e:
-        err.print(f"[red]export refused:[/] {e}")
+        err.print(f"[red]export refused:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     except (FileNotFoundError, ValueError, BundleError) as e:
-        err.print(f"[red]export failed:[/] {e}")
+        err.print(f"[red]export failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     from edge.bundle import load_bundle
     from edge.show import show_bundle
@@ -162,7 +163,7 @@ def _load_config_or_exit(path: Path | None):
     try:
         return load_config(path) if path else Config()
     except ConfigError as e:
-        err.print(f"[red]config:[/] {e}")
+        err.print(f"[red]config:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
@@ -172,7 +173,7 @@ def _load_bundle_or_exit(path: Path):
     try:
         return load_bundle(path)
     except BundleError as e:
-        err.print(f"[red]bundle refused:[/] {e}")
+        err.print(f"[red]bundle refused:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
 
 
@@ -252,7 +253,7 @@ def watch_cmd(
             {"tag": tag, "empty": empty, "empty_foreground": empty_foreground},
         )
     except ConfigError as e:
-        err.print(f"[red]{e}[/]")
+        err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     w = cfg.watch
     provider_list = None
@@ -262,7 +263,7 @@ def watch_cmd(
         try:
             provider_list = parse_providers(providers)
         except ProviderError as e:
-            err.print(f"[red]--providers:[/] {e}")
+            err.print(f"[red]--providers:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
     opts = WatchOptions(
         inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
@@ -296,7 +297,7 @@ def summary_cmd(
         with Journal.open(out) as j:
             print_summary(j, console)
     except JournalError as e:
-        err.print(f"[red]journal:[/] {e}")
+        err.print(f"[red]journal:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
 
 
@@ -343,7 +344,7 @@ def train_cmd(
         train_command(labels, out, images_root=images_root, first=first, last=last,
                       source=source, min_count=min_count)
     except (FileNotFoundError, ValueError) as e:
-        err.print(f"[red]train failed:[/] {e}")
+        err.print(f"[red]train failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
@@ -357,7 +358,7 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
         table = read_rows(labels, images_root=images_root, source=source, masks_column=masks,
                           boxes_column=boxes)
     except (OSError, ValueError) as e:
-        err.print(f"[red]{e}[/]")
+        err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     start, end = _rows(rows)
     table = table[:end] if end is not None else table
@@ -455,7 +456,7 @@ def calibrate_cmd(
     try:
         params = calibrate(report["frames"], b, method=method)
     except ValueError as e:
-        err.print(f"[red]calibrate failed:[/] {e}")
+        err.print(f"[red]calibrate failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     cv = params.get("cv") or {}
     console.print(f"fusion stored in {b.root / 'manifest.json'}: chosen {params['chosen']}, "
@@ -503,7 +504,7 @@ def service_install_cmd(
             return
         path = install_unit(unit_path, text, force=force)
     except ServiceError as e:
-        err.print(f"[red]service:[/] {e}")
+        err.print(f"[red]service:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     console.print(f"unit written: {path}\nthen run:")
     for step in next_steps(path):
@@ -534,7 +535,7 @@ def export_dp_cmd(
         report = write_camtrap_dp(folder or out / "camtrap-dp", frames, cfg,
                                   bundle_info=BundleInfo.from_manifest(b.manifest), paths="dest")
     except CamtrapDPError as e:
-        err.print(f"[red]Camtrap DP:[/] {e}")
+        err.print(f"[red]Camtrap DP:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     console.print(f"package: {report.folder} ({report.deployments} deployments, {report.media} "
                   f"media, {report.observations} observations; {len(report.skipped)} skipped)")
