@@ -241,7 +241,7 @@ def watch_cmd(
     cfg = _load_config_or_exit(config)
     inbox = inbox or cfg.watch.inbox
     if inbox is None:
-        err.print("[red]which folder?[/] give INBOX, or [watch] inbox in --config")
+        err.print("[red]which folder?[/] give INBOX, or \\[watch] inbox in --config")
         raise typer.Exit(2)
     if not inbox.is_dir():
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
@@ -367,7 +367,7 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
         report = run_frames(table, b, start=start, background=background,
                             progress=lambda done, total: bar.update(task, completed=done))
     if report["labels_not_in_bundle"]:
-        err.print(f"[yellow]labels the bundle cannot predict:[/] {report['labels_not_in_bundle']}")
+        err.print(f"[yellow]labels the bundle cannot predict:[/] {escape(str(report['labels_not_in_bundle']))}")
     return b, report
 
 
@@ -491,7 +491,7 @@ def service_install_cmd(
 
     cfg = _load_config_or_exit(config)
     if cfg.watch.inbox is None:
-        err.print(f"[red]{config}: [watch] inbox is needed for a service[/]")
+        err.print(f"[red]{config}: \\[watch] inbox is needed for a service[/]")
         raise typer.Exit(2)
     exe = shutil.which("edge") or str(Path(sys.argv[0]).resolve())
     cfg_path = config.resolve()
