@@ -367,7 +367,8 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
         report = run_frames(table, b, start=start, background=background,
                             progress=lambda done, total: bar.update(task, completed=done))
     if report["labels_not_in_bundle"]:
-        err.print(f"[yellow]labels the bundle cannot predict:[/] {escape(str(report['labels_not_in_bundle']))}")
+        unknown = escape(str(report["labels_not_in_bundle"]))
+        err.print(f"[yellow]labels the bundle cannot predict:[/] {unknown}")
     return b, report
 
 
