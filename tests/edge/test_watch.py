@@ -255,3 +255,48 @@ def test_empties_are_deleted_only_past_their_retention(tmp_path: Path):
         for f in j.frames():
             assert (out / f.dest).exists() == (f.decision != "empty")
         assert len(j.frames()) == 4  # the journal keeps every row
+
+
+def test_a_full_output_disk_pauses_the_watcher_and_loses_nothing(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import edge.sink
+    import edge.watch
+    from edge.sink import DiskFullError
+
+    real_place = edge.sink.place
+    failures = {"left": 3}
+    statuses: list[str] = []
+
+    def full_then_fine(*args, **kwargs):
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise DiskFullError("no space left on device (simulated)")
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(edge.sink, "place", full_then_fine)
+    monkeypatch.setattr(edge.watch, "DISK_FULL_RETRY", 0.2)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frames = sorted(CA01.iterdir())[:4]
+    for p in frames:
+        shutil.copy(p, inbox / "cam" / p.name)
+    opts = options(inbox, out)
+    stats = Stats(out=out)
+    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats),
+                         kwargs={"on_tick": lambda: statuses.append(stats.status)})
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(sorted_frames(out)) < 4 and time.monotonic() < deadline:
+            statuses.append(stats.status)
+            time.sleep(0.05)
+    finally:
+        opts.stop.set()
+        t.join(30)
+    assert any(s.startswith("paused") and "no space" in s for s in statuses)  # it said so
+    assert failures["left"] == 0
+    assert {sha(p) for p in sorted_frames(out)} == {sha(p) for p in frames}  # nothing lost
+    assert stats.status == "watching"
+    with Journal.open(out) as j:
+        assert [r.state for r in j.frames()] == ["done"] * 4  # once each
