@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from machine import cores, cpu_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -36,14 +37,6 @@ def _spec():  # noqa: ANN202 - InputSpec, imported lazily with the project
     return InputSpec(size=(224, 224), mean=MEAN, std=STD, resize="center_crop")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_batches(n: int, batch: int) -> list[np.ndarray]:
@@ -162,7 +155,7 @@ def main() -> None:
 
     med = {k: statistics.median(v) for k, v in speeds.items()}
     eager = med["torch eager fp32"]
-    print(f"machine: {cpu_model()}, {resource_cores()} cores, load avg {' '.join(load)}")
+    print(f"machine: {cpu_model()}, {cores()} cores, load avg {' '.join(load)}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"onnxruntime {onnxruntime.__version__}, threads {args.threads}")
     print(f"{n} imagenet-sample images, batch {args.batch}, 224 px, "
@@ -180,10 +173,6 @@ def main() -> None:
           f"vs fp32 clean graph: {med['onnx int8'] / med['onnx fp32 clean']:.2f}x")
 
 
-def resource_cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from machine import cores, cpu_model, load_avg
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMTRAP = Path("/work/shared/data/camtrap")
@@ -62,25 +63,10 @@ TARGETS = {"raw": 0.70, "p95": 2.0, "rss": 600.0, "eager": 6.0}
 # --------------------------------------------------------------------------- machine, data
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
 
 
-def load_avg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
 
 
 def source_frames(source: Path, n: int) -> list[tuple[str, Path]]:
