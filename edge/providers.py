@@ -233,26 +233,3 @@ def open_session(
         return OpenedSession(session, name, skipped)
     reasons = "; ".join(f"{p}: {r}" for p, r in skipped.items())
     raise RuntimeError(f"{path}: no execution provider could run this model ({reasons})")
-
-
-def create_session(
-    path: str | Path,
-    providers: Sequence[str],
-    *,
-    probe: np.ndarray | None = None,
-    threads: int | None = None,
-    precision: str = "fp32",
-    max_batch: int = 32,
-    check: Callable[[ort.InferenceSession], None] | None = None,
-) -> tuple[ort.InferenceSession, str]:
-    """:func:`open_session` as a pair (session, provider in use)."""
-    opened = open_session(
-        path,
-        providers,
-        probe=probe,
-        threads=threads,
-        precision=precision,
-        max_batch=max_batch,
-        check=check,
-    )
-    return opened.session, opened.provider

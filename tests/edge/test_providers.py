@@ -137,7 +137,8 @@ def test_bundle_list_used_when_nothing_else(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_cpu_session_runs(model: Path, probe: np.ndarray) -> None:
-    session, used = P.create_session(model, [P.CPU], probe=probe, threads=1)
+    opened = P.open_session(model, [P.CPU], probe=probe, threads=1)
+    session, used = opened.session, opened.provider
     assert used == P.CPU
     logits, cam = session.run(["logits", "cam"], {"image": probe})
     assert logits.shape == (1, 4) and cam.shape == (1, 16, 16)
@@ -181,7 +182,8 @@ def test_first_run_failure_falls_back_to_cpu(
     monkeypatch: pytest.MonkeyPatch, model: Path, probe: np.ndarray
 ) -> None:
     _patch(monkeypatch, fail_create={P.TENSORRT}, fail_run={P.CUDA})
-    session, used = P.create_session(model, ALL_THREE, probe=probe)
+    opened = P.open_session(model, ALL_THREE, probe=probe)
+    session, used = opened.session, opened.provider
     assert used == P.CPU
     assert session.get_providers()[0] == P.CPU
     opened = P.open_session(model, [P.CUDA], probe=probe)  # CPU appended by itself
