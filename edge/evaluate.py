@@ -129,7 +129,7 @@ def run_frames(
         forward_s += time.perf_counter() - t0
         mc = None
         if tap_session is not None:
-            x = runtime.prepare(images)[0]
+            x = runtime.prepare(images).x_cls
             feats = tap_session.run([feature_name], {"image": x})[0].reshape(len(chunk), -1)
             t0 = time.perf_counter()
             mc = mc_dropout_probs(feats, tap, p=mc_p, samples=mc_samples, seed=i)

@@ -43,6 +43,29 @@ class Outputs:
     def __len__(self) -> int:
         return len(self.logits)
 
+    @classmethod
+    def join(cls, parts: Sequence[Outputs]) -> Outputs:
+        """The results of consecutive batches as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            logits=np.concatenate([p.logits for p in parts]),
+            probs=np.concatenate([p.probs for p in parts]),
+            cam=np.concatenate([p.cam for p in parts]),
+            foreground=np.concatenate([p.foreground for p in parts]),
+            providers=parts[0].providers,
+        )
+
+
+@dataclass
+class Prepared:
+    """One batch made ready for the models: views uint8 [N,H,W,3] (the classifier's resized
+    frames, what the review overlay shows) and the normalised inputs of both models."""
+
+    views: np.ndarray
+    x_cls: np.ndarray
+    x_seg: np.ndarray
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32, shifted by the row maximum so large logits do not overflow."""
@@ -185,22 +208,23 @@ class Runtime:
         seg = self.segmenter.provider if self.segmenter else self.classifier.provider
         return {"classifier": self.classifier.provider, "segmenter": seg}
 
-    def prepare(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 frames -> (classifier batch, segmenter batch), float32 NCHW.
+    def prepare(self, images: Sequence[np.ndarray]) -> Prepared:
+        """RGB uint8 frames -> what the models take (float32 NCHW) and the classifier's view.
 
-        When both models want the same geometry the frames are resized once.
+        When both models want the same geometry the frames are resized once. Pure numpy and
+        OpenCV, no session: the watcher runs it in a loader thread while the models run.
         """
         if not images:
             raise ValueError("run() needs at least one image")
-        cls_frames = np.stack([resize_frame(im, self._cls_spec) for im in images])
+        views = np.stack([resize_frame(im, self._cls_spec) for im in images])
+        x_cls = normalise(views, self._cls_spec)
         if self.segmenter is None:
-            x = normalise(cls_frames, self._cls_spec)
-            return x, x
+            return Prepared(views, x_cls, x_cls)
         if self._shared:
-            seg_frames = cls_frames
+            seg_frames = views
         else:
             seg_frames = np.stack([resize_frame(im, self._seg_spec) for im in images])
-        return normalise(cls_frames, self._cls_spec), normalise(seg_frames, self._seg_spec)
+        return Prepared(views, x_cls, normalise(seg_frames, self._seg_spec))
 
     def run(self, images: Sequence[np.ndarray]) -> Outputs:
         """Classify and segment decoded RGB uint8 frames (any sizes, any count >= 1).
@@ -208,34 +232,30 @@ class Runtime:
         Batches above `max_batch` are run in chunks, so memory stays bounded and a TensorRT
         engine built for 1..max_batch is never rebuilt.
         """
-        parts = [
-            self._run_chunk(images[i : i + self.max_batch])
-            for i in range(0, max(len(images), 1), self.max_batch)
-        ]
-        logits = np.concatenate([p[0] for p in parts])
-        return Outputs(
-            logits=logits,
-            probs=softmax(logits),
-            cam=np.concatenate([p[1] for p in parts]),
-            foreground=np.concatenate([p[2] for p in parts]),
-            providers=self.providers,
-        )
+        step = self.max_batch
+        return Outputs.join([self.infer(self.prepare(images[i : i + step]))
+                             for i in range(0, max(len(images), 1), step)])
 
-    def _run_chunk(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
-        x_cls, x_seg = self.prepare(images)
-        feed = {"image": x_cls.astype(self._cls_dtype, copy=False)}
+    def infer(self, batch: Prepared) -> Outputs:
+        """Run the models on one prepared batch (at most `max_batch` frames)."""
+        if len(batch.views) > self.max_batch:
+            raise ValueError(f"{len(batch.views)} frames in one batch, at most {self.max_batch}")
+        feed = {"image": batch.x_cls.astype(self._cls_dtype, copy=False)}
         if self.segmenter is None:
             logits, cam, foreground = self.classifier.session.run(
                 ["logits", "cam", "foreground"], feed)
         else:
             logits, cam = self.classifier.session.run(["logits", "cam"], feed)
             (foreground,) = self.segmenter.session.run(
-                ["foreground"], {"image": x_seg.astype(self._seg_dtype, copy=False)}
+                ["foreground"], {"image": batch.x_seg.astype(self._seg_dtype, copy=False)}
             )
-        return (
-            np.asarray(logits, np.float32),
-            np.asarray(cam, np.float32),
-            np.asarray(foreground, np.float32),
+        logits = np.asarray(logits, np.float32)
+        return Outputs(
+            logits=logits,
+            probs=softmax(logits),
+            cam=np.asarray(cam, np.float32),
+            foreground=np.asarray(foreground, np.float32),
+            providers=self.providers,
         )
 
     def __repr__(self) -> str:

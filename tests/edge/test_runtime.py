@@ -14,7 +14,7 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.decode import load_image
-from edge.preprocess import prepare
+from edge.preprocess import prepare, resize_frame
 from edge.providers import CPU, ENV, ProviderError
 from edge.runtime import Runtime, softmax
 
@@ -69,14 +69,28 @@ def test_empty_batch_is_refused(runtime: Runtime) -> None:
         runtime.run([])
 
 
+def test_prepare_then_infer_is_run(tiny_bundle: Path, frames: list[np.ndarray]) -> None:
+    """The watcher prepares a batch in one thread and infers in another: same results."""
+    rt = Runtime.from_bundle(load_bundle(tiny_bundle), threads=1, max_batch=2)
+    split = rt.infer(rt.prepare(frames[:2]))
+    whole = rt.run(frames[:2])
+    np.testing.assert_array_equal(split.logits, whole.logits)
+    np.testing.assert_array_equal(split.foreground, whole.foreground)
+    np.testing.assert_allclose(split.probs.sum(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="at most 2"):
+        rt.infer(rt.prepare([*frames, frames[0]]))
+
+
 def test_shared_resize_matches_separate_preprocessing(
     runtime: Runtime, frames: list[np.ndarray]
 ) -> None:
     m = runtime.bundle.manifest
-    x_cls, x_seg = runtime.prepare(frames)
-    np.testing.assert_array_equal(x_cls, prepare(frames, m.classifier.input))
-    np.testing.assert_array_equal(x_seg, prepare(frames, m.segmenter.input))
-    assert not np.array_equal(x_cls, x_seg)  # same pixels, two normalisations
+    batch = runtime.prepare(frames)
+    np.testing.assert_array_equal(batch.x_cls, prepare(frames, m.classifier.input))
+    np.testing.assert_array_equal(batch.x_seg, prepare(frames, m.segmenter.input))
+    views = np.stack([resize_frame(f, m.classifier.input) for f in frames])
+    np.testing.assert_array_equal(batch.views, views)
+    assert not np.array_equal(batch.x_cls, batch.x_seg)  # same pixels, two normalisations
 
 
 def test_segmenter_with_its_own_geometry(
@@ -87,7 +101,7 @@ def test_segmenter_with_its_own_geometry(
     out = rt.run(frames)
     assert out.cam.shape == (2, 16, 16)
     assert out.foreground.shape == (2, 1, 12, 10)
-    _, x_seg = rt.prepare(frames)
+    x_seg = rt.prepare(frames).x_seg
     np.testing.assert_array_equal(x_seg, prepare(frames, rt.bundle.manifest.segmenter.input))
 
 
