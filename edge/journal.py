@@ -292,12 +292,13 @@ class Journal:
         rows = self._frames("SELECT * FROM frames WHERE id=?", (frame_id,))
         return rows[0] if rows else None
 
-    def pending(self, limit: int | None = None) -> list[Frame]:
-        """Frames not yet in a terminal state, oldest first (what a restart must resume)."""
-        sql = "SELECT * FROM frames WHERE state IN ('seen', 'decided') ORDER BY id"
+    def pending(self, limit: int | None = None, *, after_id: int = 0) -> list[Frame]:
+        """Frames not yet in a terminal state, oldest first (what a restart must resume);
+        `after_id`: only those journaled after that row (a loop's cursor)."""
+        sql = "SELECT * FROM frames WHERE state IN ('seen', 'decided') AND id > ? ORDER BY id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return self._frames(sql)
+        return self._frames(sql, (int(after_id),))
 
     def frames(self, state: str | None = None) -> list[Frame]:
         if state is None:

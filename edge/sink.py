@@ -322,6 +322,18 @@ def _sidecar_data(frame: Frame) -> dict[str, Any]:
     return data
 
 
+def _upcoming(
+    journal: Journal, inbox: Path, cursor: int, batch: int, lookahead: int
+) -> list[list[Path]]:
+    """The inbox paths of the next `lookahead` batches after `cursor`, as process_pending
+    will hand them to `decide` (seen frames still in the inbox, in journal order)."""
+    rows = journal.pending(limit=batch * lookahead, after_id=cursor)
+    chunks = (rows[i : i + batch] for i in range(0, len(rows), batch))
+    batches = ([p for r in c if r.state == "seen" and (p := inbox / r.relpath).exists()]
+               for c in chunks)  # fmt: skip
+    return [b for b in batches if b]
+
+
 def process_pending(
     journal: Journal,
     inbox: str | Path,
@@ -331,6 +343,8 @@ def process_pending(
     copy: bool = False,
     batch: int = 32,
     sidecars: bool = True,
+    prefetch: Callable[[list[Path]], None] | None = None,
+    lookahead: int = 2,
 ) -> int:
     """Bring every pending journal row to a terminal state; returns how many were finished.
 
@@ -339,17 +353,28 @@ def process_pending(
     decisions and destinations are committed in one transaction, then frames are placed, then
     marked done in one transaction. DiskFullError and SinkPermissionError propagate after the
     frames already placed are marked done; the others stay pending for the next call.
+
+    `prefetch`, when given, is told the batches `decide` will get next (this one and up to
+    `lookahead` more, the same lists of paths), so their decoding and inference can run in
+    other threads while this thread records and moves the frames before them. It is a hint:
+    nothing is recorded until `decide` returns, so a crash loses no work it was not given.
     """
     inbox, out = Path(inbox), Path(out)
-    finished = 0
-    while rows := journal.pending(limit=batch):
+    finished, cursor = 0, 0
+    while rows := journal.pending(limit=batch, after_id=cursor):
+        cursor = rows[-1].id
         seen = [r for r in rows if r.state == "seen"]
         gone = [r for r in seen if not (inbox / r.relpath).exists()]
         for r in gone:
             journal.mark_vanished(r.id)
         seen = [r for r in seen if r not in gone]
         if seen:
-            decisions = decide([inbox / r.relpath for r in seen])
+            paths = [inbox / r.relpath for r in seen]
+            if prefetch is not None:
+                prefetch(paths)
+                for ahead in _upcoming(journal, inbox, cursor, batch, lookahead):
+                    prefetch(ahead)
+            decisions = decide(paths)
             if len(decisions) != len(seen):
                 raise ValueError(f"decide returned {len(decisions)} decisions for {len(seen)}")
             with journal.transaction():

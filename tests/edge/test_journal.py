@@ -45,6 +45,9 @@ def test_record_seen_is_idempotent_and_new_content_is_a_new_frame(tmp_path: Path
         assert b != a
         assert [f.state for f in j.frames()] == ["done", "seen"]
         assert [f.id for f in j.pending()] == [b]
+        c = j.record_seen("cam1/IMG_0002.JPG", 90, 3.0, "cc" * 32)
+        assert [f.id for f in j.pending(after_id=b)] == [c]
+        assert [f.id for f in j.pending(limit=1)] == [b]
         assert j.is_known("cam1/IMG_0001.JPG", 100, 1.5)
         assert not j.is_known("cam1/IMG_0001.JPG", 100, 2.5)
 

@@ -278,3 +278,38 @@ def test_source_rewritten_after_seen_becomes_a_new_frame(tmp_path: Path) -> None
         assert j.counts() == {"done": 1, "vanished": 1}
         (done,) = j.frames("done")
         assert file_sha256(out / done.dest) == file_sha256(_frame(1)) and not new.exists()
+
+
+def test_prefetch_is_told_each_batch_before_decide_gets_it(tmp_path: Path) -> None:
+    """The look-ahead hint names exactly the lists `decide` receives, ahead of time; a frame
+    that vanishes after being announced changes the batch, and decide gets the real one."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    for i in range(7):
+        _drop(inbox, f"cam/{i}.jpg", i)
+    log: list[tuple[str, list[str]]] = []
+
+    def names(paths: list[Path]) -> list[str]:
+        return [p.name for p in paths]
+
+    def decide(paths: list[Path]) -> list[Decision]:
+        log.append(("decide", names(paths)))
+        if paths[0].name == "0.jpg":
+            (inbox / "cam/4.jpg").unlink()  # announced in the second batch, gone before it
+        return [Decision("tagged", label="x") for _ in paths]
+
+    with Journal.open(out) as j:
+        for p in sorted(inbox.rglob("*.jpg")):
+            admit(j, inbox, out, p)
+        n = process_pending(j, inbox, out, decide, batch=3, lookahead=2,
+                            prefetch=lambda paths: log.append(("announce", names(paths))))
+        assert n == 7  # six placed, one vanished
+        assert [f.state for f in j.frames()].count("vanished") == 1
+    decided = [b for kind, b in log if kind == "decide"]
+    assert decided == [["0.jpg", "1.jpg", "2.jpg"], ["3.jpg", "5.jpg"], ["6.jpg"]]
+    # the first call announces its batch and the next two before deciding anything
+    assert log[:4] == [("announce", ["0.jpg", "1.jpg", "2.jpg"]),
+                       ("announce", ["3.jpg", "4.jpg", "5.jpg"]), ("announce", ["6.jpg"]),
+                       ("decide", ["0.jpg", "1.jpg", "2.jpg"])]
+    for i, (kind, batch) in enumerate(log):
+        if kind == "decide":  # every batch decided was announced, as it is, just before
+            assert ("announce", batch) in log[:i]
