@@ -18,7 +18,7 @@ from edge.bundle import Manifest
 from edge.fusion import apply_fusion, features
 from edge.overmap import FrameScore, entropy, score_frame
 from edge.preprocess import view_of
-from edge.runtime import Runtime
+from edge.runtime import Outputs, Runtime
 
 
 @dataclass
@@ -64,9 +64,15 @@ class Scorer:
         cameras: Sequence[str],
         *,
         masks: Sequence[np.ndarray | None] | None = None,
+        outputs: Outputs | None = None,
     ) -> list[Scored]:
-        """Score a batch. `masks`: full-frame masks to use instead of the model's (evaluation)."""
-        out = self.runtime.run(images)
+        """Score a batch, in order (the background models learn from each frame in turn).
+
+        `masks`: full-frame masks to use instead of the model's (evaluation). `outputs`: the
+        bundle's results for these images when already run (the watcher runs the models in
+        its own thread, ahead of scoring).
+        """
+        out = outputs if outputs is not None else self.runtime.run(images)
         spec = self.manifest.classifier.input
         scores, ready = [], []
         for i, image in enumerate(images):

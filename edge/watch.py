@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,9 +33,10 @@ from edge.exif import capture_time
 from edge.journal import Decision, Journal, camera_of
 from edge.overlay import render, write_overlay
 from edge.preprocess import CROP_RATIO
+from edge.providers import default_threads
 from edge.reports import MD_RESULTS, write_results
-from edge.runtime import Runtime
-from edge.scorer import Scorer
+from edge.runtime import Outputs, Prepared, Runtime
+from edge.scorer import Scored, Scorer
 from edge.sink import DiskFullError, SinkPermissionError, admit, clean_temps, process_pending
 from edge.stability import StabilityGate
 from edge.triage import Evidence, decide_all
@@ -59,6 +61,7 @@ class WatchOptions:
     settle: float = 2.0
     give_up: float = 600.0
     batch: int = 16
+    lookahead: int = 2  # batches decoded and inferred ahead in other threads; 0: one at a time
     max_queue: int = 2048
     burst_gap: float = 10.0
     overlays: bool = True
@@ -69,8 +72,28 @@ class WatchOptions:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass
+class _Loaded:
+    """A batch read from disk and made ready for the models: the loader thread's work."""
+
+    paths: list[Path]
+    failed: dict[int, str]  # paths[i] could not be decoded: i -> why
+    index: list[int]  # images[k] is paths[index[k]]
+    images: list[np.ndarray]
+    times: list[datetime | None]
+    batches: list[Prepared]  # in chunks of at most the runtime's max_batch
+
+
 class Decider:
-    """The `decide` stage for `process_pending`: frames in, one Decision each."""
+    """The `decide` stage for `process_pending`: frames in, one Decision each.
+
+    Three stages overlap when `process_pending` announces batches ahead (`prefetch`): a loader
+    thread decodes and resizes batch N+2, an inference thread runs the models on batch N+1,
+    and the calling thread scores, sorts and writes batch N (and then moves it and records it
+    in the journal). Loading and inference have no side effects; everything with state (the
+    background models, bursts, counters, overlays) happens in the calling thread, in order.
+    Use as a context manager, or call close(), to stop the two threads.
+    """
 
     def __init__(self, scorer: Scorer, opts: WatchOptions, stats: Stats) -> None:
         self.scorer = scorer
@@ -83,22 +106,67 @@ class Decider:
                                   / CROP_RATIO)
         # the last frames of each camera, so a burst spanning two batches is still one burst
         self.recent: dict[str, deque[tuple[datetime, str]]] = {}
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="edge-load")
+        self._models = ThreadPoolExecutor(1, thread_name_prefix="edge-infer")
+        self._ahead: dict[tuple[Path, ...], Future[tuple[_Loaded, list[Outputs]]]] = {}
+
+    def __enter__(self) -> Decider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ahead.clear()
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        self._models.shutdown(wait=True, cancel_futures=True)
+
+    def prefetch(self, paths: list[Path]) -> None:
+        """Start loading and inferring a batch that __call__ will get soon (a hint)."""
+        key = tuple(paths)
+        if key not in self._ahead:
+            loaded = self._loader.submit(self._load, paths)
+            self._ahead[key] = self._models.submit(lambda: self._infer(loaded.result()))
 
     def __call__(self, paths: list[Path]) -> list[Decision]:
-        inbox = self.opts.inbox
-        decisions: list[Decision | None] = [None] * len(paths)
-        images, index = [], []
+        ahead = self._ahead.pop(tuple(paths), None)
+        if ahead is None:
+            loaded, outputs = self._infer(self._load(paths))
+        else:
+            # batches come in order: what was announced before this one will not be asked for
+            for key in list(self._ahead)[: max(0, len(self._ahead) - 8)]:
+                self._ahead.pop(key)
+            loaded, outputs = ahead.result()
+        return self._finish(loaded, outputs)
+
+    def _load(self, paths: list[Path]) -> _Loaded:
+        failed, index, images, times = {}, [], [], []
         for i, p in enumerate(paths):
             try:
                 images.append(load_image(p, min_side=self.min_side))
-                index.append(i)
             except DecodeError as e:
-                decisions[i] = Decision("quarantine", reason=str(e))
+                failed[i] = str(e)
+                continue
+            index.append(i)
+            times.append(capture_time(p))
+        runtime, step = self.scorer.runtime, self.scorer.runtime.max_batch
+        batches = [runtime.prepare(images[i : i + step]) for i in range(0, len(images), step)]
+        return _Loaded(paths, failed, index, images, times, batches)
+
+    def _infer(self, loaded: _Loaded) -> tuple[_Loaded, list[Outputs]]:
+        return loaded, [self.scorer.runtime.infer(b) for b in loaded.batches]
+
+    def _finish(self, loaded: _Loaded, outputs: list[Outputs]) -> list[Decision]:
+        inbox, paths, images, index = self.opts.inbox, loaded.paths, loaded.images, loaded.index
+        decisions: list[Decision | None] = [None] * len(paths)
+        for i, reason in loaded.failed.items():
+            decisions[i] = Decision("quarantine", reason=reason)
         if images:
             rels = [paths[i].relative_to(inbox).as_posix() for i in index]
             cameras = [camera_of(r) for r in rels]
-            times = [capture_time(paths[i]) for i in index]
-            scored = self.scorer.score(images, cameras)
+            times = loaded.times
+            views = np.concatenate([b.views for b in loaded.batches])
+            scored = self.scorer.score(images, cameras, outputs=Outputs.join(outputs))
             evidence = [
                 Evidence(camera=c, time=t, label=s.score.label, is_empty_class=s.is_empty_class,
                          is_human=s.is_human, softmax=s.score.softmax, fused=s.fused,
@@ -118,7 +186,7 @@ class Decider:
                     "top": [[n, p] for n, p in s.score.top_k],
                 }  # fmt: skip
                 if verdict == "review" and self.opts.overlays:
-                    extra["overlay"] = self._overlay(rels[k], images[k], s)
+                    extra["overlay"] = self._overlay(rels[k], images[k], views[k], s)
                 decisions[i] = Decision(
                     verdict, label=s.score.label, class_index=s.score.class_index,
                     softmax=s.score.softmax, overmap=s.score.overmap, confidence=s.fused,
@@ -144,7 +212,7 @@ class Decider:
             recent.append((e.time, verdict))
         return verdict
 
-    def _overlay(self, rel: str, image: np.ndarray, s) -> str:
+    def _overlay(self, rel: str, image: np.ndarray, view: np.ndarray, s: Scored) -> str:
         spec = self.scorer.manifest.classifier.input
         picture = render(image, s.cam, s.score.mask, spec,
                          label=f"{s.score.label}  ({s.score.mask_source} mask)",
@@ -175,8 +243,19 @@ def purge_empties(journal: Journal, out: Path, days: float, *, now: float | None
     return n
 
 
+def inference_threads(opts: WatchOptions) -> int:
+    """ONNX Runtime's CPU threads: all cores but one when batches are loaded and sorted in
+    other threads (lookahead), so the models do not fight the loader for a core; all cores
+    when everything runs one batch at a time. An explicit `threads` wins."""
+    if opts.threads:
+        return opts.threads
+    cores = default_threads()
+    return max(1, cores - 1) if opts.lookahead > 0 else cores
+
+
 def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
-    runtime = Runtime.from_bundle(bundle, providers=opts.providers, threads=opts.threads)
+    runtime = Runtime.from_bundle(bundle, providers=opts.providers,
+                                  threads=inference_threads(opts))
     scorer = Scorer(runtime, bundle.manifest, backgrounds=CameraBackgrounds(),
                     measure=opts.measure)
     provider = runtime.providers.get("classifier", "?")
@@ -218,7 +297,8 @@ def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stat
     while not opts.stop.is_set():
         try:
             process_pending(journal, opts.inbox, opts.out, decider, copy=opts.copy,
-                            batch=opts.batch)
+                            batch=opts.batch, lookahead=opts.lookahead,
+                            prefetch=decider.prefetch if opts.lookahead > 0 else None)
             if stats.status.startswith("paused"):
                 stats.status = "watching"
             return
@@ -232,8 +312,8 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
              progress: Callable[[int, int], None] | None = None) -> Stats:
     """Handle what is in the inbox now, then return (a batch run over a card)."""
     scorer, stats.provider = open_scorer(bundle, opts)
-    decider = Decider(scorer, opts, stats)
-    with Journal.open(opts.out, exclusive=True) as journal:
+    with Decider(scorer, opts, stats) as decider, \
+            Journal.open(opts.out, exclusive=True) as journal:
         clean_temps(opts.out)
         _process(journal, decider, opts, stats)  # finish what a crash left
         # frames already on a card are whole or never will be: no need to wait long for them
@@ -265,8 +345,8 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                 on_tick: Callable[[], None] | None = None) -> Stats:
     """Watch until `opts.stop` is set (Ctrl-C, SIGTERM)."""
     scorer, stats.provider = open_scorer(bundle, opts)
-    decider = Decider(scorer, opts, stats)
-    with Journal.open(opts.out, exclusive=True) as journal:
+    with Decider(scorer, opts, stats) as decider, \
+            Journal.open(opts.out, exclusive=True) as journal:
         clean_temps(opts.out)
         _process(journal, decider, opts, stats)
 

@@ -113,6 +113,36 @@ def test_once_sorts_every_frame_into_exactly_one_place(tiny_bundle: Path, tmp_pa
     assert all((out / f).is_file() for f in files)
 
 
+def test_the_pipelined_watcher_decides_as_the_serial_one(tiny_bundle: Path, tmp_path: Path):
+    """Decoding and inference run ahead in other threads (lookahead), while the background
+    models, bursts and overlays stay in frame order: every figure is the same as one batch at
+    a time, including frames scored once a camera's background model is ready (10 frames)."""
+    inbox = tmp_path / "in"
+    fill_inbox(inbox, n_ca=14, n_peru=5)
+    bundle = load_bundle(tiny_bundle)
+    rows = {}
+    for lookahead in (0, 2):
+        out = tmp_path / f"out{lookahead}"
+        run_once(bundle, options(inbox, out, copy=True, batch=3, lookahead=lookahead),
+                 Stats(out=out))
+        with Journal.open(out) as j:
+            rows[lookahead] = {r.relpath: r for r in j.frames()}
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("edge-")]
+    assert len(rows[2]) == len(rows[0]) == 22
+    sources = set()
+    for rel, serial in rows[0].items():
+        piped = rows[2][rel]
+        assert (piped.decision, piped.label, piped.dest) == (serial.decision, serial.label,
+                                                             serial.dest)
+        assert (piped.softmax, piped.overmap, piped.confidence) == (serial.softmax,
+                                                                    serial.overmap,
+                                                                    serial.confidence)
+        if serial.extra:
+            sources.add(serial.extra["mask_source"])
+            assert piped.extra == serial.extra
+    assert "combined" in sources  # the CA-01 background model was ready for the last frames
+
+
 def test_copy_mode_leaves_the_card_untouched_and_a_rerun_adds_nothing(
     tiny_bundle: Path, tmp_path: Path
 ):
