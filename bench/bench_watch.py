@@ -11,8 +11,11 @@ Four figures, each against its target, for small (MLWIC CA-01, 256x256) and larg
    filesystem, settle 0 because a card's frames are already whole), timed from the moment its
    sessions are open to its return (scan, admission with sha256, decode, bundle, background
    model, Over-MAP, triage, overlays, journal, moves, sidecars, results file), against the
-   bundle's raw `Runtime.run` (resize + normalise + both models) on the same frames decoded
-   beforehand, at the same batch size. Target: watcher/raw >= 0.70.
+   bundle's raw `Runtime.run` (resize + normalise + both models, all cores) on the same frames
+   decoded beforehand, at the same batch size. Target: watcher/raw >= 0.70. The watcher runs
+   as `edge watch` does (decoding and inference of the next batches in other threads, its own
+   thread count); "serial" is the same watcher one batch at a time (lookahead 0, all cores
+   to ONNX Runtime), to show what the overlap buys.
 2. latency: `run_forever` in a thread while a feeder drops frames in (temp + rename) at 2
    frames/s; p50/p95 of `Stats.latencies` (watcher saw the file -> decided) and of rename ->
    decided, per settle time. Target: p95 < 2 s at a realistic settle (0.5 s); the default
@@ -95,27 +98,28 @@ def frame_size(path: Path) -> str:
 
 
 def options(bundle, inbox: Path, out: Path, *, settle: float, batch: int,  # noqa: ANN001, ANN201
-            threads: int | None, overlays: bool = True) -> object:
+            threads: int | None, overlays: bool = True, lookahead: int = 2) -> object:
     """WatchOptions as `edge watch` builds them with no config file, no flags but these."""
     from edge.config import Config, resolve_thresholds
     from edge.watch import WatchOptions
 
     thresholds = resolve_thresholds(bundle.manifest.thresholds, Config(), {})
     return WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=settle, batch=batch,
-                        threads=threads, overlays=overlays)
+                        threads=threads, overlays=overlays, lookahead=lookahead)
 
 
 def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batch: int,  # noqa: ANN001
-                     threads: int | None, overlays: bool = True,
+                     threads: int | None, overlays: bool = True, lookahead: int = 2,
                      profile: cProfile.Profile | None = None) -> dict[str, float]:
-    """One `run_once` over a fresh inbox; frames/s from "sessions open" to return."""
+    """One `run_once` over a fresh inbox; frames/s from "sessions open" to return.
+    `threads` None: the watcher's own choice (edge.watch.inference_threads)."""
     from edge import watch
     from edge.tui import Stats
 
     inbox, out = work / "inbox", work / "out"
     fill_inbox(frames, inbox)
     opts = options(bundle, inbox, out, settle=0.0, batch=batch, threads=threads,
-                   overlays=overlays)
+                   overlays=overlays, lookahead=lookahead)
     stats = Stats(out=out)
     opened: list[float] = []
     original = watch.open_scorer
@@ -302,7 +306,8 @@ def child(args: argparse.Namespace) -> None:
     frames = source_frames(SOURCES[args.child_size], args.frames)
     if args.child == "watcher":
         with tempfile.TemporaryDirectory(prefix="bench_watch_rss_") as tmp:
-            run_watcher_once(bundle, frames, Path(tmp), batch=args.batch, threads=args.threads)
+            run_watcher_once(bundle, frames, Path(tmp), batch=args.batch,
+                             threads=args.threads or None)
         assert "torch" not in sys.modules, "the watcher must not import torch"
     else:
         run = eager_runner(bundle.manifest.classifier.input, frames, args.batch, args.threads)
@@ -361,7 +366,8 @@ def print_profile(prof: cProfile.Profile, label: str, n: int) -> None:
         for stage, (mod, name) in STAGES.items():
             if func == name and file.endswith(mod):
                 by_stage[stage] = max(by_stage.get(stage, 0.0), ct)  # outermost
-    print(f"\nprofile of run_once, {label}: {n} frames, {total:.2f} s in all (cProfile on)")
+    print(f"\nprofile of run_once one batch at a time (lookahead 0, so that every stage runs "
+          f"in the profiled thread), {label}: {n} frames, {total:.2f} s in all (cProfile on)")
     for stage, t in sorted(by_stage.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:<32}{t:>7.2f} s {100 * t / total:>5.1f} %  {1000 * t / n:>6.2f} ms/frame")
     st.sort_stats("tottime").print_stats(12)
@@ -408,9 +414,12 @@ def main() -> None:
             eager_frames = frames[: args.eager_frames]
             runners: dict[str, Callable[[], dict[str, float]]] = {
                 "watcher": lambda f=frames: run_watcher_once(bundle, f, work / "w",
-                                                             batch=args.batch,
-                                                             threads=args.threads,
+                                                             batch=args.batch, threads=None,
                                                              overlays=args.overlays),
+                "serial": lambda f=frames: run_watcher_once(bundle, f, work / "w",
+                                                            batch=args.batch,
+                                                            threads=args.threads,
+                                                            overlays=args.overlays, lookahead=0),
             }
             raw = raw_runner(bundle, frames, args.batch, args.threads)
             eager = eager_runner(m.classifier.input, eager_frames, args.batch, args.threads)
@@ -419,26 +428,29 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in runners}
             names = list(runners)
             for r in range(args.rounds):
-                for name in names[r % 3:] + names[: r % 3]:  # rotate the order each round
+                k = r % len(names)
+                for name in names[k:] + names[:k]:  # rotate the order each round
                     runs[name].append(runners[name]())
             results[size] = {"runs": runs, "frame": frame_size(frames[0][1]), "n": len(frames),
                              "n_eager": len(eager_frames)}
             del raw, eager, runners
         counts = {"watcher": args.frames, "eager": args.eager_frames}
-        rss = {size: {kind: peak_rss_mb(kind, size, n, args.batch, args.bundle, args.threads)
+        rss = {size: {kind: peak_rss_mb(kind, size, n, args.batch, args.bundle,
+                                        args.threads if kind == "eager" else 0)
                       for kind, n in counts.items()}
                for size in args.sizes}  # fmt: skip
         latency = {(size, s): latency_run(bundle, source_frames(SOURCES[size], 400),
                                           work / f"lat_{size}_{s}", settle=s,
                                           seconds=args.seconds, fps=args.fps, batch=args.batch,
-                                          threads=args.threads)
+                                          threads=None)
                    for size in args.latency_sizes for s in args.settles}  # fmt: skip
         profiles = {}
         if args.profile:
             for size in args.sizes:
                 prof = cProfile.Profile()
                 run_watcher_once(bundle, source_frames(SOURCES[size], args.frames), work / "p",
-                                 batch=args.batch, threads=args.threads, profile=prof)
+                                 batch=args.batch, threads=args.threads, lookahead=0,
+                                 profile=prof)
                 profiles[size] = prof
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -446,27 +458,31 @@ def main() -> None:
     import pytorch_grad_cam
     import torch
 
+    from edge.watch import WatchOptions, inference_threads
+
+    watcher_threads = inference_threads(WatchOptions(inbox=work, out=work, thresholds={}))
     print(f"machine: {cpu_model()}, {cores()} cores, load avg {load_avg()} (at the end)")
     print(f"python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, opencv {cv2.__version__}, torch {torch.__version__}, "
           f"grad-cam {getattr(pytorch_grad_cam, '__version__', '1.5.x')}")
     print(f"bundle: {args.bundle} (target {m.target}, classifier {m.classifier.precision} "
           f"{len(m.classifier.classes)} classes, segmenter {m.segmenter.precision}), "
-          f"threads {args.threads} (ONNX Runtime intra-op per session, torch), batch {args.batch}")
+          f"batch {args.batch}; threads: raw, serial and eager {args.threads} (ONNX Runtime "
+          f"intra-op, torch), watcher its own choice ({watcher_threads} intra-op + loader)")
     print(f"throughput: median of {args.rounds} interleaved rounds (min..max); watcher = "
           f"run_once, move mode, settle 0, overlays {'on' if args.overlays else 'off'}, "
-          "from sessions open to return\n")
-    head = (f"{'frames':<16}{'watcher f/s':>14}{'raw f/s':>14}{'eager f/s':>14}"
-            f"{'watcher/raw':>13}{'watcher/eager':>15}")
+          "from sessions open to return; serial = the same one batch at a time (lookahead 0)\n")
+    head = (f"{'frames':<16}{'watcher f/s':>14}{'serial f/s':>14}{'raw f/s':>14}"
+            f"{'eager f/s':>14}{'watcher/raw':>13}{'watcher/eager':>15}{'watcher/serial':>16}")
     print(head)
     for size, res in results.items():
         med = {k: statistics.median(r["fps"] for r in v) for k, v in res["runs"].items()}
         cell = {k: f"{med[k]:.1f} ({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f})"
                 for k, v in res["runs"].items()}  # fmt: skip
         res["med"] = med
-        print(f"{size + ' ' + res['frame']:<16}{cell['watcher']:>14}{cell['raw']:>14}"
-              f"{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
-              f"{med['watcher'] / med['eager']:>15.2f}")
+        print(f"{size + ' ' + res['frame']:<16}{cell['watcher']:>14}{cell['serial']:>14}"
+              f"{cell['raw']:>14}{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
+              f"{med['watcher'] / med['eager']:>15.2f}{med['watcher'] / med['serial']:>16.2f}")
     for size, res in results.items():
         last = res["runs"]["watcher"][-1]
         decisions = {k[2:]: int(v) for k, v in last.items() if k.startswith("n_")}
