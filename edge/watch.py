@@ -214,7 +214,7 @@ class Decider:
 
     def _overlay(self, rel: str, image: np.ndarray, view: np.ndarray, s: Scored) -> str:
         spec = self.scorer.manifest.classifier.input
-        picture = render(image, s.cam, s.score.mask, spec,
+        picture = render(image, s.cam, s.score.mask, spec, view=view,
                          label=f"{s.score.label}  ({s.score.mask_source} mask)",
                          scores={"softmax": s.score.softmax, "overmap": s.score.overmap,
                                  "fused": s.fused, "fg": s.score.foreground_fraction})
