@@ -7,18 +7,19 @@ keeps up to ``max_frames`` past frames (at a small working size, 128x128 by defa
 each new frame, builds its background from the ``neighbours`` past frames that look most like
 it as a whole (nearest neighbours on a 16x16 thumbnail):
 
-    B(p)     = median_k  g_k * F_k(p)           the background, per pixel and channel
-    sigma(p) = 1.4826 * median_k |g_k F_k(p) - B(p)|   how much that pixel varies by itself
+    B(p)     = median_k g_k * F_k(p)                      the background, per pixel and channel
+    sigma(p) = 1.4826 * max_channel median_k |g_k F_k(p) - B(p)|   how much p varies by itself
     z(p)     = max_channel |F(p) - B(p)| / max(sigma(p), noise_floor)
     fg(p)    = clip((z(p) - z_low) / (z_high - z_low), 0, 1)
 
-with ``g_k`` a per-channel gain, the median over pixels of F / F_k, that brings neighbour k to
-the new frame's light (slow light changes) whatever the animal does to the frame's mean, and a
-3x3 opening to drop isolated pixels. Pixels that move by themselves (leaves, water, shadows)
-have a large ``sigma`` and are not called animal. An animal that stays a few frames (a burst) is
-outvoted by the median as long as it sits on a pixel in fewer than half of the neighbours;
-frames the classifier already calls animal can be kept out of the model altogether
-(``update(image, has_animal=True)`` stores nothing).
+with ``g_k`` a per-channel gain, the median over pixels (every 4th row and column) of
+(F + 1) / (F_k + 1), that brings neighbour k to the new frame's light (slow light changes)
+whatever the animal does to the frame's mean, and a 3x3 opening to drop isolated pixels.
+Pixels that move by themselves (leaves, water, shadows) have a large ``sigma`` and are not
+called animal. An animal that stays a few frames (a burst) is outvoted by the median as long as
+it sits on a pixel in fewer than half of the neighbours; frames the classifier already calls
+animal can be kept out of the model altogether (``update(image, has_animal=True)`` stores
+nothing).
 
 Day colour and night infrared frames live in two separate memories, chosen by
 ``edge.decode.is_greyscale``. A memory with fewer than ``min_frames`` frames is not ready and
@@ -29,7 +30,7 @@ Call ``foreground(image)`` before ``update(image)``: a frame is not its own back
 
 from __future__ import annotations
 
-from collections import deque
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -61,29 +62,148 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return a
 
 
-def _median0(a: np.ndarray) -> np.ndarray:
+def _batcher(k: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort network for k values, as compare-exchanges (i, j), i < j:
+    the one for the next power of two less those that touch a padding slot (+inf there would
+    not move)."""
+    n = 1 << max(k - 1, 0).bit_length()
+    net = []
+    p = 1
+    while p < n:
+        d = p
+        while d >= 1:
+            for j in range(d % p, n - d, 2 * d):
+                for i in range(j, j + min(d, n - j - d)):
+                    if i // (2 * p) == (i + d) // (2 * p) and i + d < k:
+                        net.append((i, i + d))
+            d //= 2
+        p *= 2
+    return net
+
+
+def _pruned(net: list[tuple[int, int]], k: int) -> list[tuple[int, int, bool, bool]]:
+    """The compare-exchanges of ``net`` that the median of k values needs, each with which of
+    its outputs (min to i, max to j) is still read later: only the middle slot(s) matter, and an
+    exchange whose min (or max) is never read again costs one operation, not two."""
+    needed = {k // 2} if k % 2 else {k // 2 - 1, k // 2}
+    ops = []
+    for i, j in reversed(net):
+        lo, hi = i in needed, j in needed
+        if lo or hi:
+            ops.append((i, j, lo, hi))
+            needed |= {i, j}
+    return ops[::-1]
+
+
+# Median selection networks, k = 1..15, as whole-frame operations. For 5 (the default), Paeth's
+# 7-exchange median network: 10 operations where Batcher's pruned needs 12.
+_NETWORKS = {k: _pruned(_batcher(k), k) for k in range(1, 16)}
+_NETWORKS[5] = _pruned([(0, 1), (3, 4), (0, 3), (1, 4), (1, 2), (2, 3), (1, 2)], 5)
+
+
+def _median0(
+    a: np.ndarray, *, work: np.ndarray | None = None, spare: np.ndarray | None = None
+) -> np.ndarray:
     """Median over the first axis of a few frames.
 
-    For up to 15 frames an odd-even transposition network of elementwise min/max (k passes of
-    whole-frame operations) beats np.sort, which sorts each pixel's k values one by one.
+    For up to 15 frames a selection network of whole-frame elementwise min/max (ten
+    operations for 5 frames) beats np.sort, which sorts each pixel's k values one by one. The
+    result is exactly np.median's: the middle value, or the mean of the two. The network
+    reads ``a`` and writes into ``work`` (like ``a``; pass ``a`` itself to let it scramble
+    ``a``) and ``spare`` (one frame); the result may be a view of either.
     """
     k = len(a)
     if k > 15:
-        s = np.sort(a, axis=0)
+        s = w = list(np.sort(a, axis=0))
     else:
-        s = list(a)
-        for p in range(k):
-            for i in range(p % 2, k - 1, 2):
-                lo = np.minimum(s[i], s[i + 1])
-                s[i + 1] = np.maximum(s[i], s[i + 1])
-                s[i] = lo
-    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+        s = list(a)  # slot i: a[i] until the network writes it, then a frame of w
+        w = list(np.empty_like(a) if work is None else work)  # the frame slot i writes to
+        spare = np.empty_like(a[0]) if spare is None else spare
+        if k == 1:  # nothing to compare; a copy all the same, as for any other k
+            np.copyto(w[0], a[0])
+            s = w
+        for i, j, lo, hi in _NETWORKS[k]:
+            if lo and hi:
+                np.minimum(s[i], s[j], out=spare)
+                s[j] = np.maximum(s[i], s[j], out=w[j])
+                s[i] = spare
+                w[i], spare = spare, w[i]
+            elif lo:
+                s[i] = np.minimum(s[i], s[j], out=w[i])
+            else:
+                s[j] = np.maximum(s[i], s[j], out=w[j])
+    if k % 2:
+        return s[k // 2]
+    mid = np.add(s[k // 2 - 1], s[k // 2], out=w[k // 2 - 1])
+    mid /= 2
+    return mid
+
+
+def _median_last(a: np.ndarray) -> np.ndarray:
+    """np.median over the last axis, with one single-kth partition (SIMD in numpy 2) instead
+    of np.median's two-kth one, several times slower. Same values: for an even count the
+    lower middle is the largest value left of the upper one."""
+    n = a.shape[-1]
+    p = np.partition(a, n // 2, axis=-1)
+    if n % 2:
+        return p[..., n // 2]
+    return (p[..., : n // 2].max(axis=-1) + p[..., n // 2]) / 2
+
+
+_scratch = threading.local()
+
+
+def _scratch_frames(k: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Work frames kept from call to call (one set per thread, shared by all models, 2.3 MB at
+    128x128 with 5 neighbours): fresh ones would cost a page fault per 4 KB every frame.
+
+    [K,3,S,S] for the gain-corrected neighbours, [K,3,S,S] for the first median to write into,
+    and two spare frames, one for each median, so that the background survives the second.
+    """
+    frames = getattr(_scratch, "frames", None)
+    if frames is None or frames[0].shape != (k, *shape):
+        frames = _scratch.frames = (
+            np.empty((k, *shape), np.float32),
+            np.empty((k, *shape), np.float32),
+            np.empty((2, *shape), np.float32),
+        )
+    return frames
 
 
 @dataclass
 class _Entry:
-    frame: np.ndarray  # float32 [S,S,3], lightly blurred
-    desc: np.ndarray  # float32 [16*16*3]
+    frame: np.ndarray  # float32 [3,S,S], lightly blurred, one plane per channel
+    sub: np.ndarray  # float32 [3,S/4,S/4]: every 4th pixel of frame, plus 1, for the gain
+    desc: np.ndarray  # float64 [16*16*3], whole grey levels, so distances are exact
+    norm: float  # desc @ desc
+
+
+class _Memory:
+    """Up to ``capacity`` entries in a ring, their descriptors in one matrix (its pages touched
+    only as it fills), so finding the nearest ones is one matrix-vector product per frame."""
+
+    def __init__(self, capacity: int) -> None:
+        self.entries: list[_Entry] = []
+        self.descs = np.empty((capacity, _DESC * _DESC * 3), np.float64)
+        self.norms = np.empty(capacity, np.float64)
+        self.next = 0  # ring slot the next entry goes to (the oldest once full)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, entry: _Entry) -> None:
+        if len(self.entries) < len(self.norms):
+            self.entries.append(entry)
+        else:
+            self.entries[self.next] = entry
+        self.descs[self.next] = entry.desc
+        self.norms[self.next] = entry.norm
+        self.next = (self.next + 1) % len(self.norms)
+
+    def oldest_first(self) -> np.ndarray:
+        """Ring slots from the oldest entry to the newest."""
+        n = len(self.entries)
+        return (self.next - n + np.arange(n)) % len(self.norms)
 
 
 class BackgroundModel:
@@ -91,7 +211,8 @@ class BackgroundModel:
 
     Args:
         size: working size (H, W); frames are shrunk to it (INTER_AREA) before anything else.
-        max_frames: past frames kept per mode (memory: size*3*4 bytes each, 200 KB at 128x128).
+        max_frames: past frames kept per mode (memory: about size*3*4 bytes each, 220 KB
+            at 128x128).
         neighbours: how many of the most similar past frames make the background. 5 separated
             empty from animal frames best on a 1,300-frame stream (MLWIC CA-01; 9 and 15 did
             worse); more give a steadier sigma while the memory is still small.
@@ -132,9 +253,9 @@ class BackgroundModel:
         self.min_frames = min_frames
         self.z_low, self.z_high, self.noise_floor = z_low, z_high, noise_floor
         self._last: tuple[np.ndarray, _Entry] | None = None
-        self._memory: dict[Mode, deque[_Entry]] = {
-            "colour": deque(maxlen=max_frames),
-            "ir": deque(maxlen=max_frames),
+        self._memory: dict[Mode, _Memory] = {
+            "colour": _Memory(max_frames),
+            "ir": _Memory(max_frames),
         }
 
     # -- state
@@ -159,9 +280,11 @@ class BackgroundModel:
 
     def _make_entry(self, image: np.ndarray) -> _Entry:
         small = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        frame = cv2.GaussianBlur(small.astype(np.float32), (3, 3), 0)
+        blurred = cv2.GaussianBlur(small.astype(np.float32), (3, 3), 0)
+        frame = np.ascontiguousarray(blurred.transpose(2, 0, 1))  # channel planes [3,S,S]
         desc = cv2.resize(small, (_DESC, _DESC), interpolation=cv2.INTER_AREA)
-        return _Entry(frame, desc.astype(np.float32).ravel())
+        desc = desc.astype(np.float64).ravel()
+        return _Entry(frame, frame[:, ::4, ::4] + 1.0, desc, float(desc @ desc))
 
     def update(self, image: np.ndarray, *, has_animal: bool = False) -> bool:
         """Add a frame to its mode's memory; returns whether it was added.
@@ -172,7 +295,7 @@ class BackgroundModel:
         image = _check_image(image)
         if has_animal:
             return False
-        self._memory[image_mode(image)].append(self._entry(image))
+        self._memory[image_mode(image)].add(self._entry(image))
         return True
 
     # -- asking
@@ -192,19 +315,33 @@ class BackgroundModel:
         if len(mem) < self.min_frames:
             return None
         e = self._entry(image)
-        descs = np.stack([m.desc for m in mem])
-        dist = ((descs - e.desc) ** 2).sum(axis=1)
-        order = [i for i in np.argsort(dist, kind="stable") if dist[i] > 0]  # not itself
-        idx = order[: self.neighbours] or [int(np.argmin(dist))]
-        stack = np.stack([mem[i].frame for i in idx])  # [K,S,S,3]
+        # squared distances between thumbnails, exact (whole numbers well under 2**53)
+        dist = mem.norms[: len(mem)] - 2.0 * (mem.descs[: len(mem)] @ e.desc) + e.norm
+        slots = mem.oldest_first()
+        dist = dist[slots]  # ties go to the older frame
+        order = np.argsort(dist, kind="stable")
+        order = order[dist[order] > 0][: self.neighbours]  # not itself
+        if len(order) == 0:
+            order = np.array([np.argmin(dist)])
+        nbrs = [mem.entries[i] for i in slots[order]]
         # per-channel gain, the median pixel ratio: robust to the animal itself (< half the frame)
-        ratio = (e.frame[None, ::4, ::4] + 1.0) / (stack[:, ::4, ::4] + 1.0)
-        gain = np.median(ratio.reshape(len(idx), -1, 3), axis=1)
-        stack *= gain[:, None, None, :]
-        bg = _median0(stack)
-        sigma = 1.4826 * _median0(np.abs(stack - bg)).max(axis=-1)
-        z = np.abs(e.frame - bg).max(axis=-1) / np.maximum(sigma, self.noise_floor)
-        fg = np.clip((z - self.z_low) / (self.z_high - self.z_low), 0.0, 1.0).astype(np.float32)
+        ratio = e.sub / np.stack([m.sub for m in nbrs])  # [K,3,h,w]
+        gain = _median_last(ratio.reshape(len(nbrs), 3, -1))
+        stack, work, spare = _scratch_frames(len(nbrs), e.frame.shape)  # [K,3,S,S]
+        for k, m in enumerate(nbrs):
+            np.multiply(m.frame, gain[k, :, None, None], out=stack[k])
+        bg = _median0(stack, work=work, spare=spare[0])
+        dev = np.abs(np.subtract(stack, bg, out=stack), out=stack)
+        spread = _median0(dev, work=dev, spare=spare[1])  # per channel
+        sigma = np.maximum(np.maximum(spread[0], spread[1]), spread[2])
+        sigma *= 1.4826
+        np.maximum(sigma, self.noise_floor, out=sigma)
+        diff = np.abs(np.subtract(e.frame, bg, out=bg), out=bg)
+        z = np.maximum(np.maximum(diff[0], diff[1]), diff[2])
+        z /= sigma
+        z -= self.z_low
+        z /= self.z_high - self.z_low
+        fg = np.clip(z, 0.0, 1.0, out=z)
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         if shape is not None and tuple(shape) != fg.shape:
             fg = cv2.resize(fg, (int(shape[1]), int(shape[0])), interpolation=cv2.INTER_LINEAR)
