@@ -82,6 +82,18 @@ def test_normalise_values_layout_and_bgr() -> None:
     np.testing.assert_allclose(bgr[:, 2], 10.0)
 
 
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_normalise_is_the_plain_formula_exactly(order: str) -> None:
+    """The plane-at-a-time normalise gives the same float32 bits as the textbook one."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 32, 24, 3), dtype=np.uint8)
+    s = spec((32, 24), mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
+             color_order=order)
+    x = frames.astype(np.float32)[..., ::-1] if order == "BGR" else frames.astype(np.float32)
+    plain = ((x - np.asarray(s.mean, np.float32)) / np.asarray(s.std, np.float32))
+    np.testing.assert_array_equal(normalise(frames, s), plain.transpose(0, 3, 1, 2))
+
+
 def test_prepare_mixed_sizes_and_empty() -> None:
     batch = prepare([quadrants(30, 40), quadrants(480, 640)], spec((16, 16)))
     assert batch.shape == (2, 3, 16, 16)
