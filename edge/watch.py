@@ -47,6 +47,7 @@ log = logging.getLogger("edge.watch")
 DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
 RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching
 PURGE_EVERY = 3600.0  # seconds between sweeps for empties past their retention
+MAX_AHEAD = 8  # batches loaded ahead and kept waiting, at most
 
 
 @dataclass
@@ -130,13 +131,11 @@ class Decider:
 
     def __call__(self, paths: list[Path]) -> list[Decision]:
         ahead = self._ahead.pop(tuple(paths), None)
-        if ahead is None:
-            loaded, outputs = self._infer(self._load(paths))
-        else:
-            # batches come in order: what was announced before this one will not be asked for
-            for key in list(self._ahead)[: max(0, len(self._ahead) - 8)]:
-                self._ahead.pop(key)
-            loaded, outputs = ahead.result()
+        # a batch announced but never asked for (a frame of it vanished meanwhile) is dropped
+        # once a few newer ones wait, so memory stays bounded
+        for key in list(self._ahead)[: max(0, len(self._ahead) - MAX_AHEAD)]:
+            self._ahead.pop(key)
+        loaded, outputs = ahead.result() if ahead else self._infer(self._load(paths))
         return self._finish(loaded, outputs)
 
     def _load(self, paths: list[Path]) -> _Loaded:
