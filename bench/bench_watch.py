@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_watch.py [--bundle bundles/default] [--frames 96]
         [--eager-frames 16] [--rounds 3] [--seconds 60] [--settles 0.5 [2.0]]
-        [--no-overlays] [--profile]
+        [--no-overlays] [--profile] [--watcher-threads 1 2]
 
 Four figures, each against its target, for small (MLWIC CA-01, 256x256) and large
 (Peru S90, 768x576) frames:
@@ -27,8 +27,9 @@ Four figures, each against its target, for small (MLWIC CA-01, 256x256) and larg
    at the same batch size. Target: watcher/eager >= 6.
 
 Throughput rounds run watcher, raw and eager in turn (the order rotates every round) so a
-noisy shared machine slows them alike; we report medians and the spread. `--profile` adds a
-cProfile of one `run_once` on each frame set, grouped by stage.
+noisy shared machine slows them alike; we report medians and the spread. `--profile` adds the
+CPU time of each of the watcher's threads per frame, and a cProfile of one `run_once` (one
+batch at a time) on each frame set, grouped by stage.
 """
 
 from __future__ import annotations
@@ -373,6 +374,41 @@ def print_profile(prof: cProfile.Profile, label: str, n: int) -> None:
     st.sort_stats("tottime").print_stats(12)
 
 
+def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN001
+               batch: int) -> dict[str, float]:
+    """CPU ms per frame of each thread of the pipelined watcher (time.thread_time around the
+    Decider's stages), of the whole process, and the wall clock, over one run_once."""
+    from edge.watch import Decider
+
+    cpu: dict[str, float] = {}
+    originals = {name: getattr(Decider, name) for name in ("_load", "_infer", "_finish")}
+
+    def timed(name: str, f: Callable) -> Callable:
+        def wrapper(self, *args):  # noqa: ANN001, ANN002, ANN202
+            t0 = time.thread_time()
+            try:
+                return f(self, *args)
+            finally:
+                cpu[name] = cpu.get(name, 0.0) + time.thread_time() - t0
+        return wrapper
+
+    for name, f in originals.items():
+        setattr(Decider, name, timed(name, f))
+    try:
+        main0, proc0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
+        run_watcher_once(bundle, frames, work, batch=batch, threads=None)
+        main = time.thread_time() - main0
+        proc, wall = time.process_time() - proc0, time.perf_counter() - wall0
+    finally:
+        for name, f in originals.items():
+            setattr(Decider, name, f)
+    n = len(frames) / 1000
+    return {"loader": cpu["_load"] / n, "inference": cpu["_infer"] / n,
+            "main: scoring, background, overlays": cpu["_finish"] / n,
+            "main: the rest (gate, journal, moves, sidecars)": (main - cpu["_finish"]) / n,
+            "whole process": proc / n, "wall clock": wall / n}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -391,7 +427,10 @@ def main() -> None:
                     help="watcher throughput without review overlays (to see their cost)")
     ap.add_argument("--latency-sizes", nargs="*", default=["small"], choices=list(SOURCES))
     ap.add_argument("--sizes", nargs="*", default=["small", "large"], choices=list(SOURCES))
-    ap.add_argument("--profile", action="store_true", help="cProfile one run_once per size")
+    ap.add_argument("--profile", action="store_true",
+                    help="CPU per thread, and cProfile one run_once per size")
+    ap.add_argument("--watcher-threads", type=int, nargs="*", default=[],
+                    help="also time the watcher with these ONNX Runtime thread counts")
     ap.add_argument("--child", choices=["watcher", "eager"], help=argparse.SUPPRESS)
     ap.add_argument("--child-size", choices=list(SOURCES), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -421,6 +460,10 @@ def main() -> None:
                                                             threads=args.threads,
                                                             overlays=args.overlays, lookahead=0),
             }
+            for t in args.watcher_threads:
+                runners[f"watcher {t}t"] = (
+                    lambda f=frames, t=t: run_watcher_once(bundle, f, work / "w", batch=args.batch,
+                                                           threads=t, overlays=args.overlays))
             raw = raw_runner(bundle, frames, args.batch, args.threads)
             eager = eager_runner(m.classifier.input, eager_frames, args.batch, args.threads)
             runners["raw"] = lambda r=raw: {"fps": r()}
@@ -444,8 +487,11 @@ def main() -> None:
                                           seconds=args.seconds, fps=args.fps, batch=args.batch,
                                           threads=None)
                    for size in args.latency_sizes for s in args.settles}  # fmt: skip
-        profiles = {}
+        profiles, cpu = {}, {}
         if args.profile:
+            for size in args.sizes:
+                cpu[size] = thread_cpu(bundle, source_frames(SOURCES[size], 160), work / "c",
+                                       args.batch)
             for size in args.sizes:
                 prof = cProfile.Profile()
                 run_watcher_once(bundle, source_frames(SOURCES[size], args.frames), work / "p",
@@ -484,6 +530,12 @@ def main() -> None:
               f"{cell['raw']:>14}{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
               f"{med['watcher'] / med['eager']:>15.2f}{med['watcher'] / med['serial']:>16.2f}")
     for size, res in results.items():
+        for t in args.watcher_threads:
+            v, med = res["runs"][f"watcher {t}t"], res["med"][f"watcher {t}t"]
+            print(f"  {size}: watcher with {t} ONNX Runtime thread(s): {med:.1f} "
+                  f"({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f}) f/s, "
+                  f"{med / res['med']['watcher']:.2f}x its own choice")
+    for size, res in results.items():
         last = res["runs"]["watcher"][-1]
         decisions = {k[2:]: int(v) for k, v in last.items() if k.startswith("n_")}
         print(f"  {size}: {res['n']} frames watcher/raw, {res['n_eager']} eager; opening the "
@@ -514,6 +566,11 @@ def main() -> None:
         ok = v["p95"] < TARGETS["p95"]
         print(f"  {size}, settle {s:g}: p95 {v['p95']:.2f} s (< {TARGETS['p95']:g}) "
               f"{'met' if ok else 'MISSED'}" + ("" if s <= 0.5 else " (settle included by design)"))
+    if cpu:
+        print("\nCPU ms per frame by thread, the watcher as edge watch runs it, 160 frames:")
+        print(f"{'':<50}" + "".join(f"{size:>10}" for size in cpu))
+        for row in next(iter(cpu.values())):
+            print(f"{row:<50}" + "".join(f"{v[row]:>10.2f}" for v in cpu.values()))
     for size, prof in profiles.items():
         print_profile(prof, size, args.frames)
 
