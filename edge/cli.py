@@ -177,6 +177,35 @@ def _load_bundle_or_exit(path: Path):
         raise typer.Exit(1) from None
 
 
+def _unwritable_out(out: Path) -> Path | None:
+    """The first place in OUT the watcher may not write (None: all writable).
+
+    Checked before the models load: a permission problem there is a clear error naming the
+    path, where it would otherwise be a traceback (the journal) or, with --once, a pause that
+    retries forever (a sorted folder). Only what `edge watch` writes is checked: OUT (or its
+    nearest existing parent), the journal's files and the folders frames, overlays and
+    results go in.
+    """
+    from edge.journal import JOURNAL_NAME
+    from edge.sink import FOLDERS
+
+    rw, wx = os.R_OK | os.W_OK, os.W_OK | os.X_OK
+    if not out.exists():
+        parent = next(p for p in out.parents if p.exists())
+        return None if os.access(parent, wx) else parent
+    if not os.access(out, wx):
+        return out
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        f = out / f"{JOURNAL_NAME}{suffix}"
+        if f.exists() and not os.access(f, rw):
+            return f
+    for sub in (*FOLDERS.values(), "overlays", "results"):
+        for folder, _dirs, _files in os.walk(out / sub):
+            if not os.access(folder, wx):
+                return Path(folder)
+    return None
+
+
 @app.command("watch")
 def watch_cmd(
     inbox: Annotated[
@@ -277,9 +306,19 @@ def watch_cmd(
         delete_empty_after_days=delete_empty_after or (
             cfg.triage.empty_retention_days if cfg.triage.delete_empty else None),
     )  # fmt: skip
+    denied = _unwritable_out(opts.out)
+    if denied is not None:
+        err.print(f"[red]permission denied:[/] cannot write {escape(str(denied))}"
+                  " (give --out a folder this user may write, or fix its owner or mode)")
+        raise typer.Exit(2)
     from edge.watch import watch
 
-    raise typer.Exit(watch(b, opts, once=once, tui=tui, console=console))
+    try:
+        code = watch(b, opts, once=once, tui=tui, console=console)
+    except PermissionError as e:  # what the check above cannot foresee (a mode changed since)
+        err.print(f"[red]permission denied:[/] {escape(str(e.filename or e))}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command("summary")

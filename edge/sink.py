@@ -56,6 +56,25 @@ class SourceChangedError(SinkError):
     """The original's bytes are not those the journal recorded (rewritten in the inbox)."""
 
 
+class SourceUnreadableError(SinkError):
+    """The original cannot be read (permission denied, I/O error): it stays where it is (not
+    journaled, or journaled but not placed) until it is readable; `path` says which."""
+
+    def __init__(self, path: Path, detail: str = "") -> None:
+        super().__init__(f"cannot read {path}{': ' + detail if detail else ''}")
+        self.path = path
+
+
+def _hash_source(path: Path) -> str:
+    """file_sha256 of an inbox file; a read error is the source's, not the output's."""
+    try:
+        return file_sha256(path)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise SourceUnreadableError(path, e.strerror or str(e)) from e
+
+
 # -- test hook ------------------------------------------------------------------------------
 
 _hits: dict[str, int] = {}
@@ -186,7 +205,8 @@ def place(
     - dest holds other bytes: use `stem__<sha8>.ext` (then `stem__<sha8> (n).ext`).
     Raises DiskFullError (ENOSPC, EDQUOT) and SinkPermissionError with the source untouched
     and no temp file left, SourceMissingError when the bytes are nowhere, SourceChangedError
-    when src no longer holds `sha256` (the journaled hash, checked when given).
+    when src no longer holds `sha256` (the journaled hash, checked when given),
+    SourceUnreadableError when src cannot be read (nothing is done).
     `dirty`: when given, the folders whose renames must be made durable are added to it
     instead of fsynced at once; call `fsync_dirs(dirty)` before recording the frames done
     (one fsync per folder per batch instead of two per frame).
@@ -197,8 +217,8 @@ def place(
             if cand.exists() and (sha256 is None or file_sha256(cand) == sha256):
                 return cand
         raise SourceMissingError(f"{src} is gone and {dest} does not hold it")
+    sha = _hash_source(src)
     try:
-        sha = file_sha256(src)
         if sha256 is not None and sha != sha256:
             raise SourceChangedError(f"{src} changed since it was journaled")
         size = src.stat().st_size
@@ -297,13 +317,15 @@ def admit(
     """Journal a whole frame as `seen` (or its quarantine intent); None if already known.
 
     Frames already known by path, size and mtime are skipped without hashing, which keeps a
-    rescan of a card of done frames (copy mode) cheap.
+    rescan of a card of done frames (copy mode) cheap. A frame that cannot be read (permission
+    denied) raises SourceUnreadableError and is not journaled: its bytes cannot be hashed,
+    moved safely or copied, so it stays in the inbox and is taken once it is readable.
     """
     relpath = path.relative_to(inbox).as_posix()
     st = path.stat()
     if quarantine_reason is None and journal.is_known(relpath, st.st_size, st.st_mtime):
         return None
-    frame_id = journal.record_seen(relpath, st.st_size, st.st_mtime, file_sha256(path))
+    frame_id = journal.record_seen(relpath, st.st_size, st.st_mtime, _hash_source(path))
     crash_point("after_seen")
     if quarantine_reason is not None:
         frame = journal.get(frame_id)
@@ -396,6 +418,10 @@ def process_pending(
                     # the journaled bytes are gone; new bytes under that name are a new frame
                     log.warning("%s: %s", f.relpath, e)
                     journal.mark_vanished(f.id, str(e))
+                    continue
+                except SourceUnreadableError as e:
+                    # readable when journaled, not now: left pending, placed once readable
+                    log.error("%s; left in the inbox", e)
                     continue
                 crash_point("after_place")
                 if sidecars:

@@ -4,7 +4,8 @@ A camera or a copy tool writes a frame over seconds; reading it early gives a tr
 that OpenCV may still decode (the missing rows come out grey). So a candidate is whole only
 when its size and mtime hold still across two looks `settle` seconds apart, a JPEG ends with its
 EOI marker (FF D9), and it decodes. One that never gets there within `give_up` seconds is
-handed back as unreadable, with the reason, for quarantine.
+handed back as unreadable, with the reason, for quarantine; one that cannot even be opened
+(permission denied) cannot be hashed or copied, so `edge.sink.admit` leaves it in the inbox.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class StabilityGate:
         self._watch[path] = _Watch(st.st_size, st.st_mtime_ns, now, now)
 
     def _readable(self, path: Path) -> str | None:
-        """None when whole, else why not."""
+        """None when whole, else why not; an OSError (permission denied) is the reason."""
+        with open(path, "rb"):  # else an unreadable JPEG reads as "truncated", a PNG as whole
+            pass
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
         if path.suffix.lower() in JPEG_EXTS and not is_complete_jpeg(path):

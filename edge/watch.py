@@ -37,7 +37,14 @@ from edge.providers import default_threads
 from edge.reports import MD_RESULTS, write_results
 from edge.runtime import Outputs, Prepared, Runtime
 from edge.scorer import Scored, Scorer
-from edge.sink import DiskFullError, SinkPermissionError, admit, clean_temps, process_pending
+from edge.sink import (
+    DiskFullError,
+    SinkPermissionError,
+    SourceUnreadableError,
+    admit,
+    clean_temps,
+    process_pending,
+)
 from edge.stability import StabilityGate
 from edge.triage import Evidence, decide_all
 from edge.tui import Stats
@@ -271,23 +278,29 @@ def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None 
 
 
 def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> int:
-    """Journal the frames the gate calls whole (`seen`) or never readable (quarantine)."""
+    """Journal the frames the gate calls whole (`seen`) or never readable (quarantine).
+
+    A frame that cannot be read at all (permission denied) is not journaled: it stays in the
+    inbox, is logged as an error, and a later rescan takes it once it is readable."""
     opts, n = decider.opts, 0
     with journal.transaction():
         for v in gate.poll():
-            if v.status == "whole":
-                n += admit(journal, opts.inbox, opts.out, v.path) is not None
-            elif v.status == "unreadable":
-                if not _known(journal, opts.inbox, v.path) and admit(
-                    journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
-                ) is not None:
-                    arrived = decider.arrived.pop(v.path, time.monotonic())
-                    decider.stats.record(v.path.relative_to(opts.inbox).as_posix(),
-                                         v.reason or "", "quarantine", 0.0,
-                                         time.monotonic() - arrived)
-                n += 1
-            else:
-                decider.arrived.pop(v.path, None)
+            try:
+                if v.status == "whole":
+                    n += admit(journal, opts.inbox, opts.out, v.path) is not None
+                elif v.status == "unreadable":
+                    if not _known(journal, opts.inbox, v.path) and admit(
+                        journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
+                    ) is not None:
+                        arrived = decider.arrived.pop(v.path, time.monotonic())
+                        decider.stats.record(v.path.relative_to(opts.inbox).as_posix(),
+                                             v.reason or "", "quarantine", 0.0,
+                                             time.monotonic() - arrived)
+                    n += 1
+                else:
+                    decider.arrived.pop(v.path, None)
+            except SourceUnreadableError as e:
+                log.error("%s; left in the inbox, taken once it is readable", e)
     return n
 
 
