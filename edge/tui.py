@@ -31,6 +31,7 @@ class Stats:
     recent: deque[tuple[str, str, str, float]] = field(default_factory=lambda: deque(maxlen=8))
     done_times: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     status: str = "watching"
+    unreadable: dict[str, str] = field(default_factory=dict)  # left in the inbox: file -> why
 
     def record(self, file: str, label: str, decision: str, confidence: float,
                latency: float) -> None:
@@ -68,7 +69,9 @@ def render(stats: Stats) -> Group:
         f"latency {_latency(stats)}",
     )
     head.add_row(f"provider {stats.provider}", f"disk free {free / 2**30:.1f} GiB",
-                 f"status {stats.status}", "")
+                 f"status {stats.status}",
+                 Text(f"unreadable {len(stats.unreadable)}", style="red")
+                 if stats.unreadable else "")
     decisions = Table(title="decisions", show_edge=False)
     decisions.add_column("decision")
     decisions.add_column("frames", justify="right")

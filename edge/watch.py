@@ -285,9 +285,11 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
     opts, n = decider.opts, 0
     with journal.transaction():
         for v in gate.poll():
+            rel = v.path.relative_to(opts.inbox).as_posix()
             try:
                 if v.status == "whole":
                     n += admit(journal, opts.inbox, opts.out, v.path) is not None
+                    decider.stats.unreadable.pop(rel, None)
                 elif v.status == "unreadable":
                     if not _known(journal, opts.inbox, v.path) and admit(
                         journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
@@ -301,11 +303,14 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                     decider.arrived.pop(v.path, None)
             except SourceUnreadableError as e:
                 log.error("%s; left in the inbox, taken once it is readable", e)
+                decider.stats.unreadable[rel] = str(e)
     return n
 
 
-def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stats) -> None:
-    """process_pending, pausing (not failing) while the output disk is full."""
+def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stats, *,
+             pause: bool = True) -> None:
+    """process_pending, pausing (not failing) while the output disk is full or a folder may
+    not be written; with `pause=False` (a batch run) the error goes up to say so instead."""
     while not opts.stop.is_set():
         try:
             process_pending(journal, opts.inbox, opts.out, decider, copy=opts.copy,
@@ -315,6 +320,8 @@ def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stat
                 stats.status = "watching"
             return
         except (DiskFullError, SinkPermissionError) as e:
+            if not pause:
+                raise
             stats.status = f"paused: {e}"
             log.error("paused: %s; retrying in %.0f s, nothing is lost", e, DISK_FULL_RETRY)
             opts.stop.wait(DISK_FULL_RETRY)
@@ -327,7 +334,7 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
     with Decider(scorer, opts, stats) as decider, \
             Journal.open(opts.out, exclusive=True) as journal:
         clean_temps(opts.out)
-        _process(journal, decider, opts, stats)  # finish what a crash left
+        _process(journal, decider, opts, stats, pause=False)  # finish what a crash left
         # frames already on a card are whole or never will be: no need to wait long for them
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
         gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
@@ -342,13 +349,15 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         while len(gate) and not opts.stop.is_set():
             _admit_verdicts(journal, gate, decider)
             before = sum(stats.decisions.values())
-            _process(journal, decider, opts, stats)
+            _process(journal, decider, opts, stats, pause=False)
             done += sum(stats.decisions.values()) - before
             if progress:
                 progress(done, total)
             if len(gate):
                 time.sleep(min(0.2, opts.settle))
-        _process(journal, decider, opts, stats)
+        _process(journal, decider, opts, stats, pause=False)
+        for f in journal.pending():  # journaled, then unreadable: placed by a later run
+            stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
         write_results(journal, opts.out, bundle.manifest)
     return stats
 
@@ -399,6 +408,7 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     import signal
 
     from rich.live import Live
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from edge.journal import JournalError
@@ -428,7 +438,17 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     except KeyboardInterrupt:
         console.print("stopped; every frame handled so far is in the journal")
     except JournalError as e:
-        console.print(f"[red]journal:[/] {e}")
+        console.print(f"[red]journal:[/] {escape(str(e))}")
+        return 1
+    except (DiskFullError, SinkPermissionError) as e:  # --once: say so and stop, not wait
+        console.print(f"[red]stopped:[/] {escape(str(e))}. Nothing is lost: the frames not "
+                      "sorted yet are still in the inbox; run again once this is fixed.")
         return 1
     console.print(f"results: {opts.out / MD_RESULTS}")
+    if stats.unreadable:
+        first = ", ".join(escape(f) for f in list(stats.unreadable)[:3])
+        console.print(f"[red]{len(stats.unreadable)} frame(s) could not be read[/] and were "
+                      f"left in the inbox ({first}{', ...' if len(stats.unreadable) > 3 else ''}"
+                      "); fix their permissions and run again")
+        return 3
     return 0

@@ -107,6 +107,11 @@ def bundle(tiny_bundle: Path, work: Path) -> Path:
     return path
 
 
+def flat(text: str) -> str:
+    """Rich wraps to the terminal's width; compare words, not line breaks."""
+    return " ".join(text.split())
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -156,9 +161,10 @@ def test_an_unreadable_frame_stays_in_the_inbox_and_is_taken_once_readable(
     before, st = sha(locked), locked.stat()
 
     r = watch(watcher, case, bundle)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # done, but not with everything
     assert "Traceback" not in r.stderr
     assert f"cannot read {locked}: Permission denied" in r.stderr  # says which, and why
+    assert "1 frame(s) could not be read and were left in the inbox (cam/" in flat(r.stdout)
     out = case / "out"
     assert sorted_shas(out) == sorted(sha(CA01 / p.name) for p in good)  # each good one, once
     assert not [p for p in good if p.exists()]  # moved out of the inbox
@@ -223,7 +229,7 @@ def test_a_frame_unreadable_after_its_decision_waits_without_pausing_the_others(
     before = sha(locked)
 
     r = watch(watcher, case, bundle)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr and "paused" not in r.stderr
     assert f"cannot read {locked}: Permission denied; left in the inbox" in r.stderr
     assert sorted_shas(case / "out") == sorted(sha(CA01 / p.name) for p in others)
@@ -290,7 +296,7 @@ def test_copy_mode_leaves_an_unreadable_original_untouched(
     originals = {p: (p.stat(), sha(p)) for p in [*good, locked]}
 
     r = watch(watcher, case, bundle, "--copy")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr
     assert f"cannot read {locked}: Permission denied" in r.stderr
     for p, (st, digest) in originals.items():  # every original, the unreadable one too
@@ -301,3 +307,30 @@ def test_copy_mode_leaves_an_unreadable_original_untouched(
     out = case / "out"
     assert sorted_shas(out) == sorted(sha(p) for p in good)  # copied once, nothing quarantined
     assert journal_rows(out) == {f"cam/{p.name}": "done" for p in good}
+
+
+def test_once_stops_and_says_so_when_the_inbox_may_not_be_emptied(
+    watcher: Watcher, bundle: Path, work: Path
+):
+    """Move mode with a camera folder the watcher may read but not change: a live watcher
+    pauses and retries; a batch run says what is wrong and stops, and a rerun after the fix
+    finishes the job, each frame once."""
+    case = work / "readonly-inbox"
+    frames = drop(case / "in" / "cam", 0, 3)
+    watcher.give(case)
+    cam = case / "in" / "cam"
+    os.chown(cam, 0, 0)
+    cam.chmod(0o555)
+
+    r = watch(watcher, case, bundle)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert "stopped:" in r.stdout and "Nothing is lost" in flat(r.stdout)
+    assert all(p.exists() and sha(p) == sha(CA01 / p.name) for p in frames)
+
+    watcher.give(cam)
+    cam.chmod(0o755)
+    r = watch(watcher, case, bundle)
+    assert r.returncode == 0, r.stderr
+    assert sorted_shas(case / "out") == sorted(sha(CA01 / p.name) for p in frames)
+    assert journal_rows(case / "out") == {f"cam/{p.name}": "done" for p in frames}
