@@ -330,3 +330,42 @@ def test_a_full_output_disk_pauses_the_watcher_and_loses_nothing(
     assert stats.status == "watching"
     with Journal.open(out) as j:
         assert [r.state for r in j.frames()] == ["done"] * 4  # once each
+
+
+def test_a_full_output_disk_stops_a_batch_run_which_a_rerun_finishes(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """--once does not wait for ever on a full disk: it says so, stops, loses nothing."""
+    import edge.sink
+    from edge.sink import DiskFullError
+
+    real_place = edge.sink.place
+    placed = {"n": 0}
+
+    def full_after_two(*args, **kwargs):
+        if placed["n"] >= 2:
+            raise DiskFullError("no space left on device (simulated)")
+        placed["n"] += 1
+        return real_place(*args, **kwargs)
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frames = sorted(CA01.iterdir())[:5]
+    for p in frames:
+        shutil.copy(p, inbox / "cam" / p.name)
+    bundle = [str(tiny_bundle)]
+    args = ["watch", str(inbox), "--out", str(out), "--bundle", *bundle, "--once", "--no-tui",
+            "--settle", "0.1"]
+    monkeypatch.setattr(edge.sink, "place", full_after_two)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1, r.output
+    assert "stopped:" in r.output and "no space left" in r.output
+    assert "Nothing is lost" in flat(r.output)
+    assert len(sorted_frames(out)) == 2 and len(list((inbox / "cam").iterdir())) == 3
+
+    monkeypatch.setattr(edge.sink, "place", real_place)  # space was freed
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert {sha(p) for p in sorted_frames(out)} == {sha(p) for p in frames}
+    with Journal.open(out) as j:
+        assert [r.state for r in j.frames()] == ["done"] * 5
