@@ -62,81 +62,25 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return a
 
 
-def _batcher(k: int) -> list[tuple[int, int]]:
-    """Batcher's odd-even merge sort network for k values, as compare-exchanges (i, j), i < j:
-    the one for the next power of two less those that touch a padding slot (+inf there would
-    not move)."""
-    n = 1 << max(k - 1, 0).bit_length()
-    net = []
-    p = 1
-    while p < n:
-        d = p
-        while d >= 1:
-            for j in range(d % p, n - d, 2 * d):
-                for i in range(j, j + min(d, n - j - d)):
-                    if i // (2 * p) == (i + d) // (2 * p) and i + d < k:
-                        net.append((i, i + d))
-            d //= 2
-        p *= 2
-    return net
+def _median0(a: np.ndarray) -> np.ndarray:
+    """Median over the first axis of a few frames (a new array, never a view of ``a``).
 
-
-def _pruned(net: list[tuple[int, int]], k: int) -> list[tuple[int, int, bool, bool]]:
-    """The compare-exchanges of ``net`` that the median of k values needs, each with which of
-    its outputs (min to i, max to j) is still read later: only the middle slot(s) matter, and an
-    exchange whose min (or max) is never read again costs one operation, not two."""
-    needed = {k // 2} if k % 2 else {k // 2 - 1, k // 2}
-    ops = []
-    for i, j in reversed(net):
-        lo, hi = i in needed, j in needed
-        if lo or hi:
-            ops.append((i, j, lo, hi))
-            needed |= {i, j}
-    return ops[::-1]
-
-
-# Median selection networks, k = 1..15, as whole-frame operations. For 5 (the default), Paeth's
-# 7-exchange median network: 10 operations where Batcher's pruned needs 12.
-_NETWORKS = {k: _pruned(_batcher(k), k) for k in range(1, 16)}
-_NETWORKS[5] = _pruned([(0, 1), (3, 4), (0, 3), (1, 4), (1, 2), (2, 3), (1, 2)], 5)
-
-
-def _median0(
-    a: np.ndarray, *, work: np.ndarray | None = None, spare: np.ndarray | None = None
-) -> np.ndarray:
-    """Median over the first axis of a few frames.
-
-    For up to 15 frames a selection network of whole-frame elementwise min/max (ten
-    operations for 5 frames) beats np.sort, which sorts each pixel's k values one by one. The
-    result is exactly np.median's: the middle value, or the mean of the two. The network
-    reads ``a`` and writes into ``work`` (like ``a``; pass ``a`` itself to let it scramble
-    ``a``) and ``spare`` (one frame); the result may be a view of either.
+    For up to 15 frames an odd-even transposition network of whole-frame min/max beats
+    np.sort, which sorts each pixel's k values one by one. The values are np.median's.
     """
     k = len(a)
+    if k == 1:
+        return a[0].copy()
     if k > 15:
-        s = w = list(np.sort(a, axis=0))
+        s = list(np.sort(a, axis=0))
     else:
-        s = list(a)  # slot i: a[i] until the network writes it, then a frame of w
-        w = list(np.empty_like(a) if work is None else work)  # the frame slot i writes to
-        spare = np.empty_like(a[0]) if spare is None else spare
-        if k == 1:  # nothing to compare; a copy all the same, as for any other k
-            np.copyto(w[0], a[0])
-            s = w
-        for i, j, lo, hi in _NETWORKS[k]:
-            if lo and hi:
-                np.minimum(s[i], s[j], out=spare)
-                s[j] = np.maximum(s[i], s[j], out=w[j])
-                s[i] = spare
-                w[i], spare = spare, w[i]
-            elif lo:
-                s[i] = np.minimum(s[i], s[j], out=w[i])
-            else:
-                s[j] = np.maximum(s[i], s[j], out=w[j])
-    if k % 2:
-        return s[k // 2]
-    mid = np.add(s[k // 2 - 1], s[k // 2], out=w[k // 2 - 1])
-    mid /= 2
-    return mid
+        s = list(a)
+        for p in range(k):
+            for i in range(p % 2, k - 1, 2):
+                lo = np.minimum(s[i], s[i + 1])
+                s[i + 1] = np.maximum(s[i], s[i + 1])
+                s[i] = lo
+    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
 
 
 def _median_last(a: np.ndarray) -> np.ndarray:
@@ -153,21 +97,13 @@ def _median_last(a: np.ndarray) -> np.ndarray:
 _scratch = threading.local()
 
 
-def _scratch_frames(k: int, shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
-    """Work frames kept from call to call (one set per thread, shared by all models, 2.3 MB at
-    128x128 with 5 neighbours): fresh ones would cost a page fault per 4 KB every frame.
-
-    [K,3,S,S] for the gain-corrected neighbours, [K,3,S,S] for the first median to write into,
-    and two spare frames, one for each median, so that the background survives the second.
-    """
-    frames = getattr(_scratch, "frames", None)
-    if frames is None or frames[0].shape != (k, *shape):
-        frames = _scratch.frames = (
-            np.empty((k, *shape), np.float32),
-            np.empty((k, *shape), np.float32),
-            np.empty((2, *shape), np.float32),
-        )
-    return frames
+def _scratch_stack(k: int, shape: tuple[int, ...]) -> np.ndarray:
+    """[K,3,S,S] float32 kept from call to call (one per thread, shared by all models): a
+    fresh one would cost a page fault per 4 KB every frame."""
+    stack = getattr(_scratch, "stack", None)
+    if stack is None or stack.shape != (k, *shape):
+        stack = _scratch.stack = np.empty((k, *shape), np.float32)
+    return stack
 
 
 @dataclass
@@ -327,12 +263,11 @@ class BackgroundModel:
         # per-channel gain, the median pixel ratio: robust to the animal itself (< half the frame)
         ratio = e.sub / np.stack([m.sub for m in nbrs])  # [K,3,h,w]
         gain = _median_last(ratio.reshape(len(nbrs), 3, -1))
-        stack, work, spare = _scratch_frames(len(nbrs), e.frame.shape)  # [K,3,S,S]
+        stack = _scratch_stack(len(nbrs), e.frame.shape)  # [K,3,S,S]
         for k, m in enumerate(nbrs):
             np.multiply(m.frame, gain[k, :, None, None], out=stack[k])
-        bg = _median0(stack, work=work, spare=spare[0])
-        dev = np.abs(np.subtract(stack, bg, out=stack), out=stack)
-        spread = _median0(dev, work=dev, spare=spare[1])  # per channel
+        bg = _median0(stack)
+        spread = _median0(np.abs(np.subtract(stack, bg, out=stack), out=stack))  # per channel
         sigma = np.maximum(np.maximum(spread[0], spread[1]), spread[2])
         sigma *= 1.4826
         np.maximum(sigma, self.noise_floor, out=sigma)

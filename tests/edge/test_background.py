@@ -181,7 +181,7 @@ def reference_foregrounds(
 def test_foreground_is_the_plain_per_pixel_computation(
     size: tuple[int, int], neighbours: int
 ) -> None:
-    """The model's fast path (channel planes, selection networks, descriptor ring) against the
+    """The model's fast path (channel planes, min/max median network, descriptor ring) against the
     formulas computed plainly, on 30 MLWIC frames then 6 of them again (a frame already in
     memory is not its own neighbour), with a memory of 24 so that the ring wraps. Measured:
     equal to the last bit; asserted to 1e-5.
@@ -268,8 +268,7 @@ def test_the_median_network_is_the_median(k: int) -> None:
         m = _median0(a)
         np.testing.assert_array_equal(m, np.median(kept, axis=0))
         np.testing.assert_array_equal(a, kept)  # a is read, not written
-        assert not np.shares_memory(m, a)
-        np.testing.assert_array_equal(_median0(a, work=a), np.median(kept, axis=0))
+        assert not np.shares_memory(m, a)  # the caller may overwrite a and keep m
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 168, 169, 1024])
