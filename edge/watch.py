@@ -295,8 +295,7 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                         journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
                     ) is not None:
                         arrived = decider.arrived.pop(v.path, time.monotonic())
-                        decider.stats.record(v.path.relative_to(opts.inbox).as_posix(),
-                                             v.reason or "", "quarantine", 0.0,
+                        decider.stats.record(rel, v.reason or "", "quarantine", 0.0,
                                              time.monotonic() - arrived)
                     n += 1
                 else:
