@@ -71,6 +71,20 @@ class JournalError(Exception):
     """The journal cannot be used (newer schema, corrupt file); the message says what to do."""
 
 
+class DiskFullError(Exception):
+    """No space left in OUT for the journal, a frame, a sidecar or an overlay: nothing was
+    committed or moved, so nothing is lost; pause and retry once there is room. Defined here,
+    not in edge.sink (which imports this module), as the journal meets a full disk as often
+    as the files do."""
+
+
+def _disk_full(e: sqlite3.Error) -> bool:
+    """SQLite's words for ENOSPC: SQLITE_FULL, or the -shm file that could not grow."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF == sqlite3.SQLITE_FULL
+                                 or code == sqlite3.SQLITE_IOERR_SHMSIZE)
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the policy decided for one frame; `extra` is stored as JSON."""
@@ -141,8 +155,9 @@ class Journal:
                 os.close(fd)
                 raise JournalError(f"{self.path} is in use by another watcher") from e
             self._lock_fd = fd
+        db = None
         try:
-            self._db = sqlite3.connect(
+            self._db = db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
             self._db.row_factory = sqlite3.Row
@@ -150,8 +165,12 @@ class Journal:
             self._db.execute("PRAGMA synchronous=FULL")
             self._migrate()
         except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()  # else its files stay open (OUT's disk cannot be unmounted)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
+            if _disk_full(e):  # not a broken journal: it must not be thrown away
+                raise DiskFullError(f"no space left opening {self.path} ({e})") from e
             raise JournalError(f"{self.path}: not a usable journal ({e})") from e
         self._lock = threading.RLock()
 
@@ -194,7 +213,12 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group several writes into one commit (one fsync); nests as a no-op."""
+        """Group several writes into one commit (one fsync); nests as a no-op.
+
+        A commit that fails is rolled back (SQLite may already have done so), never left
+        open: later transactions would nest in it and never commit. A full disk raises
+        DiskFullError with nothing of the transaction kept.
+        """
         with self._lock:
             if self._db.in_transaction:
                 yield
@@ -202,10 +226,13 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as e:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error) and _disk_full(e):
+                    raise DiskFullError(f"no space left writing {self.path} ({e})") from e
                 raise
-            self._db.execute("COMMIT")
 
     # -- writes -----------------------------------------------------------------------------
 

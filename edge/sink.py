@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edge.journal import Decision, Frame, Journal
+# DiskFullError (ENOSPC, EDQUOT: pause and retry, nothing was lost) is the journal's and the
+# sink's alike: raised here for frames and sidecars, there for commits; import it from either
+from edge.journal import Decision, DiskFullError, Frame, Journal
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,6 @@ _CHUNK = 1 << 20
 
 class SinkError(Exception):
     """A frame could not be placed; the source is untouched."""
-
-
-class DiskFullError(SinkError):
-    """No space left where the frame goes: pause and retry later, nothing was lost."""
 
 
 class SinkPermissionError(SinkError):

@@ -11,6 +11,7 @@ handles every frame exactly once:
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -225,7 +226,12 @@ class Decider:
                          scores={"softmax": s.score.softmax, "overmap": s.score.overmap,
                                  "fused": s.fused, "fg": s.score.foreground_fraction})
         rel_overlay = f"overlays/{rel}.overmap.jpg"
-        write_overlay(self.opts.out / rel_overlay, picture)
+        try:
+            write_overlay(self.opts.out / rel_overlay, picture)
+        except OSError as e:  # a full disk pauses the watcher as for the frames themselves
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"no space left writing {self.opts.out / rel_overlay}") from e
+            raise
         return rel_overlay
 
 
@@ -281,28 +287,37 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
     """Journal the frames the gate calls whole (`seen`) or never readable (quarantine).
 
     A frame that cannot be read at all (permission denied) is not journaled: it stays in the
-    inbox, is logged as an error, and a later rescan takes it once it is readable."""
+    inbox, is logged as an error, and a later rescan takes it once it is readable. When the
+    disk is too full to commit (DiskFullError), none is journaled and all go back to the gate
+    for the next try."""
     opts, n = decider.opts, 0
-    with journal.transaction():
-        for v in gate.poll():
-            rel = v.path.relative_to(opts.inbox).as_posix()
-            try:
-                if v.status == "whole":
-                    n += admit(journal, opts.inbox, opts.out, v.path) is not None
-                    decider.stats.unreadable.pop(rel, None)
-                elif v.status == "unreadable":
-                    if not _known(journal, opts.inbox, v.path) and admit(
-                        journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
-                    ) is not None:
-                        arrived = decider.arrived.pop(v.path, time.monotonic())
-                        decider.stats.record(rel, v.reason or "", "quarantine", 0.0,
-                                             time.monotonic() - arrived)
-                    n += 1
-                else:
-                    decider.arrived.pop(v.path, None)
-            except SourceUnreadableError as e:
-                log.error("%s; left in the inbox, taken once it is readable", e)
-                decider.stats.unreadable[rel] = str(e)
+    verdicts = gate.poll()
+    try:
+        with journal.transaction():
+            for v in verdicts:
+                rel = v.path.relative_to(opts.inbox).as_posix()
+                try:
+                    if v.status == "whole":
+                        n += admit(journal, opts.inbox, opts.out, v.path) is not None
+                        decider.stats.unreadable.pop(rel, None)
+                    elif v.status == "unreadable":
+                        if not _known(journal, opts.inbox, v.path) and admit(
+                            journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
+                        ) is not None:
+                            arrived = decider.arrived.pop(v.path, time.monotonic())
+                            decider.stats.record(rel, v.reason or "", "quarantine", 0.0,
+                                                 time.monotonic() - arrived)
+                        n += 1
+                    else:
+                        decider.arrived.pop(v.path, None)
+                except SourceUnreadableError as e:
+                    log.error("%s; left in the inbox, taken once it is readable", e)
+                    decider.stats.unreadable[rel] = str(e)
+    except DiskFullError:  # nothing committed: they wait in the gate for the next try
+        for v in verdicts:
+            if v.status != "gone":
+                gate.add(v.path)
+        raise
     return n
 
 
@@ -321,9 +336,26 @@ def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stat
         except (DiskFullError, SinkPermissionError) as e:
             if not pause:
                 raise
-            stats.status = f"paused: {e}"
-            log.error("paused: %s; retrying in %.0f s, nothing is lost", e, DISK_FULL_RETRY)
-            opts.stop.wait(DISK_FULL_RETRY)
+            _pause(opts, stats, e)
+
+
+def _pause(opts: WatchOptions, stats: Stats, e: Exception) -> None:
+    stats.status = f"paused: {e}"
+    log.error("paused: %s; retrying in %.0f s, nothing is lost", e, DISK_FULL_RETRY)
+    opts.stop.wait(DISK_FULL_RETRY)
+
+
+def _write_results(journal: Journal, out: Path, bundle: Bundle, *, live: bool = False) -> None:
+    """write_results. A full disk stops a batch run (DiskFullError) and is only logged by a
+    live watcher: the file is rewritten from the journal later, nothing is lost."""
+    try:
+        write_results(journal, out, bundle.manifest)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if not live:
+            raise DiskFullError(f"no space left writing the results in {out}") from e
+        log.error("no space left writing the results in %s; written again later", out)
 
 
 def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
@@ -357,7 +389,7 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         _process(journal, decider, opts, stats, pause=False)
         for f in journal.pending():  # journaled, then unreadable: placed by a later run
             stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
-        write_results(journal, opts.out, bundle.manifest)
+        _write_results(journal, opts.out, bundle)
     return stats
 
 
@@ -385,7 +417,12 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                         stats.seen += 1
                         decider.arrived.setdefault(p, time.monotonic())
                     gate.add(p)
-                if _admit_verdicts(journal, gate, decider):
+                try:
+                    admitted = _admit_verdicts(journal, gate, decider)
+                except DiskFullError as e:  # no room to journal them: they wait in the gate
+                    _pause(opts, stats, e)
+                    continue
+                if admitted:
                     _process(journal, decider, opts, stats)
                 if on_tick:
                     on_tick()
@@ -395,9 +432,9 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     last_purge = time.monotonic()
                 handled = sum(stats.decisions.values())
                 if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
-                    write_results(journal, opts.out, bundle.manifest)
+                    _write_results(journal, opts.out, bundle, live=True)
                     written, last_write = handled, time.monotonic()
-        write_results(journal, opts.out, bundle.manifest)
+        _write_results(journal, opts.out, bundle, live=True)
     return stats
 
 
