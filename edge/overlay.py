@@ -105,6 +105,10 @@ def write_overlay(path: Path, overlay: np.ndarray) -> Path:
     ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])
     if not ok:
         raise OSError(f"could not encode the overlay for {path}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except BaseException:  # a full disk: leave no half file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

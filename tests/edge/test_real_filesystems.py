@@ -292,6 +292,7 @@ def test_a_live_watcher_pauses_on_a_really_full_disk_and_resumes_once_there_is_r
         assert set(found.values()) <= {(1, 0), (0, 1)}, (status, found)
         assert (1, 0) in found.values(), (status, found)  # it did stop
         assert not temps(out)
+        assert not list(out.rglob("*.tmp"))  # an overlay or results file cut short is gone
         assert "no space left" in status
 
         filler.unlink()  # room again: the same watcher carries on
@@ -323,6 +324,7 @@ def test_a_batch_run_stops_on_a_really_full_disk_and_a_rerun_finishes(
     assert set(found.values()) <= {(1, 0), (0, 1)}, found
     assert (1, 0) in found.values(), found
     assert not temps(out)
+    assert not list(out.rglob("*.tmp"))
 
     filler.unlink()
     r = runner.invoke(app, args)
