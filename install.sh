@@ -2,7 +2,7 @@
 # Install overmap-edge into ./.venv and build the default bundle. Safe to run again.
 #
 #   ./install.sh              device runtime + export tools, then build bundles/default
-#   ./install.sh --dev        the same, plus the test tools
+#   ./install.sh --dev        the same, plus the test tools (and, as root, dosfstools + fusefat)
 #   ./install.sh --device     device runtime only (no torch); copy a bundle from a workstation
 #   ./install.sh --no-bundle  skip building the default bundle
 #   ./install.sh --rebuild    rebuild the default bundle even if a valid one exists
@@ -47,6 +47,17 @@ spec="."
 [ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
 echo "installing overmap-edge $spec into .venv"
 "${pip[@]}" -c constraints.txt -e "$spec"
+
+# The tests on real filesystems (an SD card's FAT through FUSE, a full disk on a tmpfs) need
+# mkfs.vfat and fusefat; they skip, saying why, where these cannot be installed or mounted.
+if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && ! { command -v mkfs.vfat && command -v fusefat; } >/dev/null; then
+  echo "installing dosfstools and fusefat for the filesystem tests"
+  { apt-get install -y -q dosfstools fusefat >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 \
+         && apt-get install -y -q dosfstools fusefat >/dev/null 2>&1; }; } \
+    || echo "install.sh: could not install dosfstools/fusefat; the FAT tests will skip" >&2
+fi
 
 if [ "$bundle" = 1 ]; then
   if [ "$rebuild" = 0 ] && .venv/bin/edge bundle bundles/default >/dev/null 2>&1; then
