@@ -376,8 +376,10 @@ def process_pending(
 
     `prefetch`, when given, is told the batches `decide` will get next (this one and up to
     `lookahead` more, the same lists of paths), so their decoding and inference can run in
-    other threads while this thread records and moves the frames before them. It is a hint:
-    nothing is recorded until `decide` returns, so a crash loses no work it was not given.
+    other threads while this thread records and moves the frames before them. It is only a
+    hint: what it starts must have no side effects, since nothing is recorded until `decide`
+    returns. The cursor over journal ids means a row left pending (a source that cannot be
+    read) is tried once per call, not again and again.
     """
     inbox, out = Path(inbox), Path(out)
     finished, cursor = 0, 0
