@@ -358,7 +358,7 @@ def process_pending(
     journal: Journal,
     inbox: str | Path,
     out: str | Path,
-    decide: Callable[[list[Path]], list[Decision]],
+    decide: Callable[[list[Path]], list[Decision | None]],
     *,
     copy: bool = False,
     batch: int = 32,
@@ -369,7 +369,8 @@ def process_pending(
     """Bring every pending journal row to a terminal state; returns how many were finished.
 
     `decide` gets the inbox paths of a batch of `seen` frames and returns one Decision each
-    (a frame it cannot read should come back as Decision('quarantine', reason=...)). Each batch:
+    (a frame that cannot be decoded should come back as Decision('quarantine', reason=...)),
+    or None for a frame it may not read now (permission denied), which stays pending. Each batch:
     decisions and destinations are committed in one transaction, then frames are placed, then
     marked done in one transaction. DiskFullError and SinkPermissionError propagate after the
     frames already placed are marked done; the others stay pending for the next call.
@@ -401,6 +402,8 @@ def process_pending(
                 raise ValueError(f"decide returned {len(decisions)} decisions for {len(seen)}")
             with journal.transaction():
                 for r, d in zip(seen, decisions, strict=True):
+                    if d is None:
+                        continue
                     dest = choose_dest(journal, out, FOLDERS[d.decision], r)
                     journal.record_decision(r.id, d, dest)
             crash_point("after_decision")

@@ -87,6 +87,7 @@ class _Loaded:
 
     paths: list[Path]
     failed: dict[int, str]  # paths[i] could not be decoded: i -> why
+    denied: dict[int, str]  # paths[i] may not be read (permission): left pending, i -> why
     index: list[int]  # images[k] is paths[index[k]]
     images: list[np.ndarray]
     times: list[datetime | None]
@@ -137,7 +138,7 @@ class Decider:
             loaded = self._loader.submit(self._load, paths)
             self._ahead[key] = self._models.submit(lambda: self._infer(loaded.result()))
 
-    def __call__(self, paths: list[Path]) -> list[Decision]:
+    def __call__(self, paths: list[Path]) -> list[Decision | None]:
         ahead = self._ahead.pop(tuple(paths), None)
         # a batch announced but never asked for (a frame of it vanished meanwhile) is dropped
         # once a few newer ones wait, so memory stays bounded
@@ -147,27 +148,31 @@ class Decider:
         return self._finish(loaded, outputs)
 
     def _load(self, paths: list[Path]) -> _Loaded:
-        failed, index, images, times = {}, [], [], []
+        failed, denied, index, images, times = {}, {}, [], [], []
         for i, p in enumerate(paths):
             try:
                 images.append(load_image(p, min_side=self.min_side))
             except DecodeError as e:
-                failed[i] = str(e)
+                # a mode that changed since the frame was journaled is no fault of the frame's
+                (denied if isinstance(e.__cause__, PermissionError) else failed)[i] = str(e)
                 continue
             index.append(i)
             times.append(capture_time(p))
         runtime, step = self.scorer.runtime, self.scorer.runtime.max_batch
         batches = [runtime.prepare(images[i : i + step]) for i in range(0, len(images), step)]
-        return _Loaded(paths, failed, index, images, times, batches)
+        return _Loaded(paths, failed, denied, index, images, times, batches)
 
     def _infer(self, loaded: _Loaded) -> tuple[_Loaded, list[Outputs]]:
         return loaded, [self.scorer.runtime.infer(b) for b in loaded.batches]
 
-    def _finish(self, loaded: _Loaded, outputs: list[Outputs]) -> list[Decision]:
+    def _finish(self, loaded: _Loaded, outputs: list[Outputs]) -> list[Decision | None]:
         inbox, paths, images, index = self.opts.inbox, loaded.paths, loaded.images, loaded.index
-        decisions: list[Decision | None] = [None] * len(paths)
+        decisions: list[Decision | None] = [None] * len(paths)  # None: not now (denied)
         for i, reason in loaded.failed.items():
             decisions[i] = Decision("quarantine", reason=reason)
+        for i, reason in loaded.denied.items():
+            log.error("%s: %s; left in the inbox, taken once it is readable", paths[i], reason)
+            self.stats.unreadable[paths[i].relative_to(inbox).as_posix()] = reason
         if images:
             rels = [paths[i].relative_to(inbox).as_posix() for i in index]
             cameras = [camera_of(r) for r in rels]
@@ -201,11 +206,11 @@ class Decider:
                 )  # fmt: skip
         now = time.monotonic()
         for p, d in zip(paths, decisions, strict=True):
-            assert d is not None
-            arrived = self.arrived.pop(p, now)
-            self.stats.record(p.relative_to(inbox).as_posix(), d.label or d.reason or "",
-                              d.decision, d.confidence or 0.0, now - arrived)
-        return [d for d in decisions if d is not None]
+            if d is not None:
+                arrived = self.arrived.pop(p, now)
+                self.stats.record(p.relative_to(inbox).as_posix(), d.label or d.reason or "",
+                                  d.decision, d.confidence or 0.0, now - arrived)
+        return decisions
 
     def _burst_lookback(self, e: Evidence, verdict: str) -> str:
         """An "empty" frame shortly after a non-empty frame of the same camera is its burst."""

@@ -22,6 +22,7 @@ import cv2
 import pytest
 
 from edge.journal import Journal
+from edge.sink import admit
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CA01 = DATA / "camtrap" / "mlwic_examples" / "CA-01"
@@ -243,6 +244,40 @@ def test_a_frame_unreadable_after_its_decision_waits_without_pausing_the_others(
     assert r.returncode == 0 and "cannot read" not in r.stderr, r.stderr
     assert sorted_shas(case / "out") == sorted(sha(CA01 / p.name) for p in frames)
     assert journal_rows(case / "out") == {f"cam/{p.name}": "done" for p in frames}
+
+
+def test_a_frame_unreadable_after_it_was_journaled_is_not_quarantined(
+    watcher: Watcher, bundle: Path, work: Path
+):
+    """Journaled as seen (a restart finds it pending), then its mode changes: the decoder
+    may not read it, which says nothing about the frame. It stays pending in the inbox, the
+    run says so (exit 3), and once readable it is sorted like any frame, not quarantined."""
+    case = work / "seen"
+    frames = drop(case / "in" / "cam", 0, 3)
+    (case / "out").mkdir()
+    with Journal.open(case / "out") as j:
+        for p in frames:
+            admit(j, case / "in", case / "out", p)
+    watcher.give(case)
+    locked = frames[1]
+    lock(locked)
+
+    r = watch(watcher, case, bundle)
+    assert r.returncode == 3, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f"{locked}: cannot read: Permission denied; left in the inbox" in r.stderr
+    rows = journal_rows(case / "out")
+    assert rows[f"cam/{locked.name}"] == "seen"
+    assert [s for rel, s in rows.items() if rel != f"cam/{locked.name}"] == ["done", "done"]
+    assert not (case / "out" / "quarantine").exists()
+
+    watcher.give(locked)
+    locked.chmod(0o644)
+    r = watch(watcher, case, bundle)
+    assert r.returncode == 0, r.stderr
+    assert journal_rows(case / "out") == {f"cam/{p.name}": "done" for p in frames}
+    assert sorted_shas(case / "out") == sorted(sha(CA01 / p.name) for p in frames)
+    assert not (case / "out" / "quarantine").exists()
 
 
 def test_a_camera_folder_that_cannot_be_listed_is_named_and_the_others_sorted(
