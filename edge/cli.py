@@ -249,7 +249,8 @@ def watch_cmd(
     providers: Annotated[
         str | None, typer.Option(help="Execution providers in order, e.g. trt,cuda,cpu.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads for inference (default: all cores but one, left to decoding).")] = None,
     tui: Annotated[bool, typer.Option(help="Live dashboard (off: log lines).")] = True,
     delete_empty_after: Annotated[
         float | None,
