@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.durable import fsync_dir
+
 SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.sqlite"
 
@@ -155,7 +157,7 @@ class Journal:
                 os.close(fd)
                 raise JournalError(f"{self.path} is in use by another watcher") from e
             self._lock_fd = fd
-        db = None
+        db, new = None, not self.path.exists()
         try:
             self._db = db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -172,6 +174,8 @@ class Journal:
             if _disk_full(e):  # not a broken journal: it must not be thrown away
                 raise DiskFullError(f"no space left opening {self.path} ({e})") from e
             raise JournalError(f"{self.path}: not a usable journal ({e})") from e
+        if new:  # the journal's own name (SQLite makes its -wal file's durable itself)
+            fsync_dir(self.path.parent)
         self._lock = threading.RLock()
 
     @classmethod

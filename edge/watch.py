@@ -30,6 +30,7 @@ from edge.background import CameraBackgrounds
 from edge.bundle import Bundle
 from edge.decode import DecodeError, load_image
 from edge.discover import Watcher, scan
+from edge.durable import make_dirs
 from edge.exif import capture_time
 from edge.journal import Decision, Journal, camera_of
 from edge.overlay import render, write_overlay
@@ -459,7 +460,7 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
         opts.stop.set()
 
     signal.signal(signal.SIGTERM, stop)
-    opts.out.mkdir(parents=True, exist_ok=True)
+    make_dirs(opts.out)  # OUT's own name survives a power cut, with all below it
     stats = Stats(out=opts.out)
     try:
         if once:

@@ -1,0 +1,32 @@
+"""Making names survive a power cut: a new file's or folder's name is durable only once the
+folder holding it has been fsynced (POSIX promises nothing sooner)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the creations, renames and unlinks in `path` durable; a no-op where folders
+    cannot be opened or fsynced."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (vfat over FUSE) refuse fsync on folders
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> list[Path]:
+    """mkdir -p, each new folder made durable in its parent; returns the folders created."""
+    path = Path(path)
+    new = [d for d in (path, *path.parents) if not d.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for d in reversed(new):  # outermost first: a folder's name, then what it holds
+        fsync_dir(d.parent)
+    return new
