@@ -25,6 +25,7 @@ from typing import Any
 
 # DiskFullError (ENOSPC, EDQUOT: pause and retry, nothing was lost) is the journal's and the
 # sink's alike: raised here for frames and sidecars, there for commits; import it from either
+from edge.durable import fsync_dir
 from edge.journal import Decision, DiskFullError, Frame, Journal
 
 log = logging.getLogger(__name__)
@@ -107,23 +108,17 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in `path` durable; a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (vfat over FUSE) refuse fsync on folders
-    finally:
-        os.close(fd)
-
-
 def _rename(src: Path, dst: Path) -> None:
-    """os.replace; a seam the tests patch to act as if src and dst were on two filesystems."""
+    """os.replace, for filesystems without hard links (FAT)."""
     os.replace(src, dst)
+
+
+def _link(src: Path, dst: Path) -> None:
+    """os.link; a seam the tests patch to act as if src and dst were on two filesystems."""
+    os.link(src, dst)
+
+
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 
 
 def _candidates(dest: Path, sha256: str | None) -> Iterator[Path]:
@@ -161,7 +156,7 @@ def _sync(folders: Iterable[Path], dirty: set[Path] | None) -> None:
 
 
 def fsync_dirs(dirty: Iterable[Path]) -> None:
-    """fsync each folder once (what `place(..., dirty=)` deferred)."""
+    """fsync each folder once."""
     for f in set(dirty):
         fsync_dir(f)
 
@@ -195,6 +190,7 @@ def place(
     copy: bool,
     sha256: str | None = None,
     dirty: set[Path] | None = None,
+    later: list[Path] | None = None,
 ) -> Path:
     """Move (or copy) `src` to `dest` and return where it now lies; safe to call again.
 
@@ -205,11 +201,16 @@ def place(
     and no temp file left, SourceMissingError when the bytes are nowhere, SourceChangedError
     when src no longer holds `sha256` (the journaled hash, checked when given),
     SourceUnreadableError when src cannot be read (nothing is done).
-    `dirty`: when given, the folders whose renames must be made durable are added to it
-    instead of fsynced at once; call `fsync_dirs(dirty)` before recording the frames done
-    (one fsync per folder per batch instead of two per frame).
+    A move never leaves a moment when a power cut could lose the frame: its new name is made
+    durable before its old one goes (see `_move`).
+    `dirty` and `later`, given together: the folders to make durable are added to `dirty` and
+    the sources to remove to `later`, instead of fsyncing and unlinking at once; call
+    `finish_moves(dirty, later)` before recording the frames done (one fsync per folder per
+    batch instead of two per frame).
     """
     src, dest = Path(src), Path(dest)
+    if (dirty is None) != (later is None):
+        raise ValueError("give dirty and later together (see finish_moves), or neither")
     if not src.exists():
         for cand in _candidates(dest, sha256):
             if cand.exists() and (sha256 is None or file_sha256(cand) == sha256):
@@ -220,37 +221,87 @@ def place(
         if sha256 is not None and sha != sha256:
             raise SourceChangedError(f"{src} changed since it was journaled")
         size = src.stat().st_size
+        new = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
+        _sync([d.parent for d in new], dirty)  # a new folder is durable once its parent is
         for cand in _candidates(dest, sha):
             if cand.exists():
                 if not _same_content(cand, size, sha):
                     continue
-                if not copy and not os.path.samefile(src, cand):
+                if not copy and _two_names(src, cand):  # a move cut short: finish it
                     crash_point("dedupe_before_unlink")
-                    src.unlink()
-                    _sync([src.parent], dirty)
+                    _sync([cand.parent], dirty)
+                    _remove_source(src, dirty, later)
                 return cand
             if copy:
                 _copy_atomic(src, cand, dirty)
             else:
-                _move(src, cand, dirty)
+                _move(src, cand, dirty, later)
             return cand
     except OSError as e:
         _raise_mapped(e, dest)
     raise SinkError(f"no free name for {dest} after 100 tries")
 
 
-def _move(src: Path, dst: Path, dirty: set[Path] | None) -> None:
+def _move(src: Path, dst: Path, dirty: set[Path] | None, later: list[Path] | None) -> None:
+    """Give the frame its new name, make that durable, then remove the old one.
+
+    A rename changes two folders, and the source's folder may be made durable first (by
+    anyone's fsync of it: the camera writing its next frame); a power cut then would leave
+    the frame in neither. So: a hard link, the destination's folder fsynced, then the unlink
+    (a copy instead of the link across filesystems). Only where there are no hard links (FAT)
+    is it one rename, the filesystem's own guarantee.
+    """
     crash_point("move_before_rename")
     try:
-        _rename(src, dst)
+        _link(src, dst)
     except OSError as e:
-        if e.errno != errno.EXDEV:
+        if e.errno == errno.EXDEV:
+            _copy_atomic(src, dst, dirty)
+        elif e.errno in _NO_LINKS:
+            _rename(src, dst)
+            _sync([dst.parent, src.parent], dirty)
+            return
+        else:
             raise
-        _copy_atomic(src, dst, dirty)
+    _sync([dst.parent], dirty)
+    _remove_source(src, dirty, later)
+
+
+def _two_names(src: Path, cand: Path) -> bool:
+    """True when src may go because cand holds the frame under another name: other bytes
+    alike, or the same file twice linked; not one file reached by two spellings (FAT)."""
+    if not os.path.samefile(src, cand):
+        return True
+    return os.stat(src).st_nlink > 1 and os.path.normcase(src) != os.path.normcase(cand)
+
+
+def _remove_source(src: Path, dirty: set[Path] | None, later: list[Path] | None) -> None:
+    """Unlink the moved frame's old name now (its new name already durable), or leave it for
+    `finish_moves` when the caller batches the fsyncs."""
+    if later is not None:
+        later.append(src)
+        return
+    crash_point("move_before_unlink")
+    src.unlink(missing_ok=True)
+    _sync([src.parent], dirty)
+
+
+def finish_moves(dirty: set[Path], later: list[Path]) -> None:
+    """Complete a batch of moves in the only safe order: the folders the frames went into
+    (and any others touched) durable, then the old names removed, then their folders durable."""
+    fsync_dirs(dirty)
+    dirty.clear()
+    for src in later:
         crash_point("move_before_unlink")
-        src.unlink()
-    _sync([dst.parent, src.parent], dirty)
+        try:
+            src.unlink(missing_ok=True)
+        except OSError as e:  # both names stay; the next call finds them and finishes
+            _raise_mapped(e, src)
+        dirty.add(src.parent)
+    later.clear()
+    fsync_dirs(dirty)
+    dirty.clear()
 
 
 def sidecar(dest: str | Path, data: dict[str, Any], *, durable: bool = True) -> Path:
@@ -410,13 +461,13 @@ def process_pending(
         decided = [f for r in rows if (f := journal.get(r.id)) and f.state == "decided"]
         placed: list[tuple[int, str]] = []
         dirty: set[Path] = set()
+        later: list[Path] = []
         try:
             for f in decided:
                 assert f.dest is not None
                 try:
-                    where = place(
-                        inbox / f.relpath, out / f.dest, copy=copy, sha256=f.sha256, dirty=dirty
-                    )
+                    where = place(inbox / f.relpath, out / f.dest, copy=copy,
+                                  sha256=f.sha256, dirty=dirty, later=later)
                 except (SourceMissingError, SourceChangedError) as e:
                     # the journaled bytes are gone; new bytes under that name are a new frame
                     log.warning("%s: %s", f.relpath, e)
@@ -431,7 +482,7 @@ def process_pending(
                     sidecar(where, _sidecar_data(f), durable=False)  # the journal is the truth
                 placed.append((f.id, where.relative_to(out).as_posix()))
         finally:
-            fsync_dirs(dirty)  # the renames are durable before the journal says done
+            finish_moves(dirty, later)  # the moves are durable before the journal says done
             with journal.transaction():
                 for frame_id, rel in placed:
                     journal.mark_done(frame_id, rel)

@@ -51,7 +51,7 @@ def main() -> int:
         def exdev(src: Path, dst: Path) -> None:
             raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
 
-        sink._rename = exdev  # type: ignore[assignment]
+        sink._link = exdev  # type: ignore[assignment]
 
     inbox, out = a.inbox, a.out
     out.mkdir(parents=True, exist_ok=True)

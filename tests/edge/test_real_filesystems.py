@@ -452,15 +452,15 @@ def test_a_move_across_filesystems_removes_each_original_only_once_its_copy_is_w
     frames = sources(6, start=100) + sources(2, start=4, folder=PERU)
     drop(inbox / "cam", frames)
     mtimes = {p.name: (inbox / "cam" / p.name).stat().st_mtime_ns for p in frames}
-    rename_errors: list[int | None] = []
+    link_errors: list[int | None] = []
     copies_at_unlink: dict[str, int] = {}
-    real_rename, real_unlink = edge.sink._rename, Path.unlink
+    real_link, real_unlink = edge.sink._link, Path.unlink
 
-    def rename(src: Path, dst: Path) -> None:
+    def link(src: Path, dst: Path) -> None:
         try:
-            real_rename(src, dst)
+            real_link(src, dst)
         except OSError as e:
-            rename_errors.append(e.errno)
+            link_errors.append(e.errno)
             raise
 
     def unlink(self: Path, missing_ok: bool = False) -> None:
@@ -469,12 +469,12 @@ def test_a_move_across_filesystems_removes_each_original_only_once_its_copy_is_w
             copies_at_unlink[self.name] = sum(sha(p) == h for p in sorted_frames(out))
         real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(edge.sink, "_rename", rename)
+    monkeypatch.setattr(edge.sink, "_link", link)
     monkeypatch.setattr(Path, "unlink", unlink)
     run_once(load_bundle(tiny_bundle), options(inbox, out), Stats(out=out))
     monkeypatch.undo()
 
-    assert rename_errors == [errno.EXDEV] * len(frames)
+    assert link_errors == [errno.EXDEV] * len(frames)
     assert copies_at_unlink == {p.name: 1 for p in frames}  # a whole copy sat in OUT
     assert_each_once(frames, inbox, out)
     with Journal.open(out) as j:  # times kept to the nanosecond across filesystems

@@ -54,7 +54,7 @@ def test_move_unicode_and_spaces(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cross_fs", [False, True])
 def test_copy_leaves_original_untouched(tmp_path: Path, monkeypatch, cross_fs: bool) -> None:
     if cross_fs:
-        monkeypatch.setattr(sink, "_rename", _exdev)
+        monkeypatch.setattr(sink, "_link", _exdev)
     src = _drop(tmp_path / "in", "cam/a.jpg")
     st = src.stat()
     dest = tmp_path / "out" / "empty" / "cam" / "a.jpg"
@@ -70,7 +70,7 @@ def _exdev(src: Path, dst: Path) -> None:
 
 
 def test_move_across_filesystems(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(sink, "_rename", _exdev)
+    monkeypatch.setattr(sink, "_link", _exdev)
     src = _drop(tmp_path / "in", "cam/a.jpg")
     sha = file_sha256(src)
     dest = tmp_path / "out" / "review" / "cam" / "a.jpg"
@@ -109,7 +109,7 @@ def test_collision_gets_a_deterministic_hash_name(tmp_path: Path) -> None:
 
 
 def test_disk_full_keeps_source_and_cleans_temp(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(sink, "_rename", _exdev)
+    monkeypatch.setattr(sink, "_link", _exdev)
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -128,7 +128,7 @@ def test_permission_denied_names_the_path(tmp_path: Path, monkeypatch) -> None:
     def denied(src: Path, dst: Path) -> None:
         raise PermissionError(errno.EACCES, "Permission denied", str(dst))
 
-    monkeypatch.setattr(sink, "_rename", denied)
+    monkeypatch.setattr(sink, "_link", denied)
     src = _drop(tmp_path / "in", "a.jpg")
     dest = tmp_path / "out" / "a.jpg"
     with pytest.raises(SinkPermissionError) as e:
@@ -224,7 +224,7 @@ def test_disk_full_in_process_pending_loses_nothing(tmp_path: Path, monkeypatch)
     src = _drop(inbox, "cam/a.jpg")
     sha = file_sha256(src)
     real_fsync = os.fsync
-    monkeypatch.setattr(sink, "_rename", _exdev)
+    monkeypatch.setattr(sink, "_link", _exdev)
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
