@@ -40,6 +40,7 @@ class Node:
         self.durable = b""
         self.entries: dict[str, Node] = {}
         self.durable_entries: dict[str, Node] = {}
+        self.nlink = 1  # names that lead to it (files; a folder reports 2)
 
     @property
     def is_dir(self) -> bool:
@@ -56,6 +57,7 @@ def power_cut(root: Node) -> None:
     while stack:
         node = stack.pop()
         if id(node) in seen:
+            node.nlink += 1  # one more durable name for a hard-linked file
             continue
         seen.add(id(node))
         if node.is_dir:
@@ -63,6 +65,7 @@ def power_cut(root: Node) -> None:
             stack.extend(node.entries.values())
         else:
             node.data = bytearray(node.durable)
+            node.nlink = 1
 
 
 class PowerCutFS(fuse.Operations):
@@ -112,7 +115,7 @@ class PowerCutFS(fuse.Operations):
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         n = self._node(path, fh)
         size = 4096 if n.is_dir else len(n.data)
-        return dict(st_mode=n.mode, st_nlink=2 if n.is_dir else 1, st_size=size,
+        return dict(st_mode=n.mode, st_nlink=2 if n.is_dir else n.nlink, st_size=size,
                     st_uid=os.getuid(), st_gid=os.getgid(), st_blocks=(size + 511) // 512,
                     st_atime=n.atime, st_mtime=n.mtime, st_ctime=n.ctime)
 
@@ -182,7 +185,21 @@ class PowerCutFS(fuse.Operations):
             raise fuse.FuseOSError(errno.ENOENT)
         if parent.entries[name].is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
-        del parent.entries[name]
+        parent.entries.pop(name).nlink -= 1
+        parent.touch()
+        return 0
+
+    def link(self, target: str, source: str) -> int:
+        """A second name for a file (`ln source target`): durable once its folder is fsynced."""
+        node = self._node(source)
+        if node.is_dir:
+            raise fuse.FuseOSError(errno.EPERM)
+        parent, name = self._split(target)
+        if name in parent.entries:
+            raise fuse.FuseOSError(errno.EEXIST)
+        parent.entries[name] = node
+        node.nlink += 1
+        node.ctime = time.time_ns()
         parent.touch()
         return 0
 
@@ -203,6 +220,7 @@ class PowerCutFS(fuse.Operations):
                 raise fuse.FuseOSError(errno.ENOTDIR)
             if target.is_dir and target.entries:
                 raise fuse.FuseOSError(errno.ENOTEMPTY)
+            target.nlink -= 1
         del src_dir.entries[src_name]
         dst_dir.entries[dst_name] = node
         src_dir.touch()

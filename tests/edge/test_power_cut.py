@@ -144,15 +144,6 @@ def _inbox(root: Path) -> tuple[Path, Path]:
     return inbox, out
 
 
-NEW_FOLDERS_NOT_DURABLE = (
-    "edge watch creates OUT (watch.py: opts.out.mkdir) and place() creates OUT/<folder>/<camera> "
-    "(sink.py: dest.parent.mkdir) without fsyncing the folders that hold the new names; "
-    "place fsyncs only dest.parent and src.parent, so after a power cut OUT (journal and all) "
-    "or OUT/review/cam is gone while the inbox's side of the rename was made durable"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=NEW_FOLDERS_NOT_DURABLE)
 def test_power_cuts_while_frames_arrive_lose_and_duplicate_nothing(
     tiny_bundle: Path, disk: PowerCutDisk
 ):
@@ -198,15 +189,6 @@ def test_power_cuts_while_frames_arrive_lose_and_duplicate_nothing(
         assert r.dest.split("/")[0] in FOLDERS
 
 
-RENAME_NOT_DURABLE_AT_DEST_FIRST = (
-    "a rename is durable in each folder only when that folder is fsynced; between place()'s "
-    "rename and fsync_dirs (deferred to the end of the batch) anyone fsyncing the inbox "
-    "folder (a camera landing the next frame) makes the frame's removal durable while its "
-    "new name is not: a cut then loses it and the restart marks it vanished"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RENAME_NOT_DURABLE_AT_DEST_FIRST)
 def test_a_frame_is_durable_in_out_before_the_inbox_can_forget_it(
     tiny_bundle: Path, disk: PowerCutDisk
 ):
