@@ -6,7 +6,7 @@ frames with the default bundle's own maps and masks, in interleaved rounds.
 Frames: MLWIC CA-01 (256x256, "small") and Peru S90 (768x576, "large"). Each is decoded with
 edge.decode.load_image and run through the bundle (Runtime.run); the mask, label and scores
 are edge.overmap.score_frame's, as in the watcher ("fused" shows the softmax, a stand-in of
-the same length). "old" is a compact copy of the overlay before this change; "new" is
+the same length). "old" is a compact copy of the earlier float-blend overlay; "new" is
 edge.overlay with the view passed in (as the runtime has it) and without. The JPEG encoders
 (quality 85, in memory) are compared too. Writes go to a fresh name each time, as in the
 watcher, in a temporary folder. Figures are ms per overlay: median (min..max) of the rounds.
@@ -51,7 +51,7 @@ def old_render(
     scores: dict[str, float],
     width: int = 448,
 ) -> np.ndarray:
-    """edge.overlay.render before this change (float blend, contour at output size)."""
+    """The earlier edge.overlay.render (float blend, contour at output size)."""
     from edge.preprocess import resize_frame
 
     view = resize_frame(image, spec)
@@ -77,7 +77,7 @@ def old_render(
 
 
 def old_write(path: Path, overlay: np.ndarray) -> Path:
-    """edge.overlay.write_overlay before this change (encodes a channel-reversed view)."""
+    """The earlier edge.overlay.write_overlay (encodes a channel-reversed view)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     ok, data = cv2.imencode(".jpg", overlay[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
