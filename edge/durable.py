@@ -22,11 +22,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def make_dirs(path: Path) -> list[Path]:
-    """mkdir -p, each new folder made durable in its parent; returns the folders created."""
+def make_dirs(path: Path, *, durable: bool = True) -> list[Path]:
+    """mkdir -p; returns the folders created, outermost first. `durable`: each new folder is
+    made durable in its parent at once (else the caller fsyncs their parents, batched)."""
     path = Path(path)
-    new = [d for d in (path, *path.parents) if not d.exists()]
+    new = [d for d in (path, *path.parents) if not d.exists()][::-1]
     path.mkdir(parents=True, exist_ok=True)
-    for d in reversed(new):  # outermost first: a folder's name, then what it holds
-        fsync_dir(d.parent)
+    if durable:
+        for d in new:  # a folder's name, then what it holds
+            fsync_dir(d.parent)
     return new

@@ -25,7 +25,7 @@ from typing import Any
 
 # DiskFullError (ENOSPC, EDQUOT: pause and retry, nothing was lost) is the journal's and the
 # sink's alike: raised here for frames and sidecars, there for commits; import it from either
-from edge.durable import fsync_dir
+from edge.durable import fsync_dir, make_dirs
 from edge.journal import Decision, DiskFullError, Frame, Journal
 
 log = logging.getLogger(__name__)
@@ -221,8 +221,7 @@ def place(
         if sha256 is not None and sha != sha256:
             raise SourceChangedError(f"{src} changed since it was journaled")
         size = src.stat().st_size
-        new = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        new = make_dirs(dest.parent, durable=False)
         _sync([d.parent for d in new], dirty)  # a new folder is durable once its parent is
         for cand in _candidates(dest, sha):
             if cand.exists():
