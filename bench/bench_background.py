@@ -30,21 +30,6 @@ from machine import cores, cpu_model, load_avg
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def median_network(a: np.ndarray) -> np.ndarray:
-    """Median over axis 0: odd-even transposition network for k <= 15, else np.sort."""
-    k = len(a)
-    if k > 15:
-        s = np.sort(a, axis=0)
-    else:
-        s = list(a)
-        for p in range(k):
-            for i in range(p % 2, k - 1, 2):
-                lo = np.minimum(s[i], s[i + 1])
-                s[i + 1] = np.maximum(s[i], s[i + 1])
-                s[i] = lo
-    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
-
-
 class Plain:
     """edge.background.BackgroundModel's maths written plainly (default thresholds)."""
 
@@ -72,6 +57,8 @@ class Plain:
         self.mems[self.mode(image)].append(self.entry(image))
 
     def foreground(self, image: np.ndarray) -> np.ndarray:
+        from edge.background import _median0  # the same min/max network as before
+
         mem = self.mems[self.mode(image)]
         frame, desc = self.entry(image)
         dist = ((np.stack([d for _, d in mem]) - desc) ** 2).sum(axis=1)
@@ -80,8 +67,8 @@ class Plain:
         stack = np.stack([mem[i][0] for i in idx])  # [K,S,S,3]
         ratio = (frame[None, ::4, ::4] + 1.0) / (stack[:, ::4, ::4] + 1.0)
         stack *= np.median(ratio.reshape(len(idx), -1, 3), axis=1)[:, None, None, :]
-        bg = median_network(stack)
-        sigma = 1.4826 * median_network(np.abs(stack - bg)).max(axis=-1)
+        bg = _median0(stack)
+        sigma = 1.4826 * _median0(np.abs(stack - bg)).max(axis=-1)
         z = np.abs(frame - bg).max(axis=-1) / np.maximum(sigma, 6.0)
         fg = np.clip((z - 3.0) / 3.0, 0.0, 1.0).astype(np.float32)
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
