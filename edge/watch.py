@@ -172,8 +172,8 @@ class Decider:
         for i, reason in loaded.failed.items():
             decisions[i] = Decision("quarantine", reason=reason)
         for i, reason in loaded.denied.items():
-            log.error("%s: %s; left in the inbox, taken once it is readable", paths[i], reason)
-            self.stats.unreadable[paths[i].relative_to(inbox).as_posix()] = reason
+            _left_unreadable(self.stats, paths[i].relative_to(inbox).as_posix(),
+                             f"{paths[i]}: {reason}")
         if images:
             rels = [paths[i].relative_to(inbox).as_posix() for i in index]
             cameras = [camera_of(r) for r in rels]
@@ -289,6 +289,14 @@ def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None 
     return journal.is_known(path.relative_to(inbox).as_posix(), st.st_size, st.st_mtime)
 
 
+def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
+    """Count a frame left in the inbox because it may not be read; log it once per reason,
+    not again each time a rescan finds it still locked."""
+    if stats.unreadable.get(rel) != why:
+        log.error("%s; left in the inbox, taken once it is readable", why)
+    stats.unreadable[rel] = why
+
+
 def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> int:
     """Journal the frames the gate calls whole (`seen`) or never readable (quarantine).
 
@@ -317,8 +325,7 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                     else:
                         decider.arrived.pop(v.path, None)
                 except SourceUnreadableError as e:
-                    log.error("%s; left in the inbox, taken once it is readable", e)
-                    decider.stats.unreadable[rel] = str(e)
+                    _left_unreadable(decider.stats, rel, str(e))
     except DiskFullError:  # nothing committed: they wait in the gate for the next try
         for v in verdicts:
             if v.status != "gone":

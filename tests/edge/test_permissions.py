@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,39 @@ def test_an_unreadable_frame_stays_in_the_inbox_and_is_taken_once_readable(
     assert not locked.exists() and before in sorted_shas(out)
     assert len(sorted_shas(out)) == 4
     assert journal_rows(out) == {f"cam/{p.name}": "done" for p in [*good, locked]}
+
+
+def test_a_live_watcher_logs_a_locked_frame_once_not_at_each_rescan(
+    watcher: Watcher, bundle: Path, work: Path
+):
+    """Each rescan hands the locked frame to the gate again and the gate gives up on it
+    again; the log says so once, not every few minutes for weeks."""
+    case = work / "relog"
+    good = drop(case / "in" / "cam", 0, 2)
+    (locked,) = drop(case / "in" / "cam", 2, 1)
+    config = case / "edge.toml"
+    config.write_text("[watch]\nrescan_interval = 0.2\ngive_up_seconds = 0.1\n"
+                      "settle_seconds = 0.1\npoll = true\npoll_interval = 0.1\n")
+    watcher.give(case)
+    lock(locked)
+    proc = subprocess.Popen(
+        [*watcher.prefix, sys.executable, "-m", "edge.cli", "watch", str(case / "in"),
+         "--out", str(case / "out"), "--bundle", str(bundle), "--config", str(config),
+         "--no-tui"],
+        cwd=case, env=watcher.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        **watcher.popen)  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while any(p.exists() for p in good) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3)  # fifteen rescans, each finding the locked frame again
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+    assert not any(p.exists() for p in good), stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.count(f"cannot read {locked}: Permission denied") == 1, stderr
+    assert sha(locked) == sha(CA01 / locked.name)
 
 
 GATE = """
