@@ -120,6 +120,9 @@ class Decider:
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="edge-load")
         self._models = ThreadPoolExecutor(1, thread_name_prefix="edge-infer")
         self._ahead: dict[tuple[Path, ...], Future[tuple[_Loaded, list[Outputs]]]] = {}
+        # the last batch's decisions by frame (path and file identity), handed back as they
+        # were if that batch comes again because its commit failed (a full disk)
+        self._last: dict[Path, tuple[tuple[int, int, int], Decision]] = {}
 
     def __enter__(self) -> Decider:
         return self
@@ -145,8 +148,18 @@ class Decider:
         # once a few newer ones wait, so memory stays bounded
         for key in list(self._ahead)[: max(0, len(self._ahead) - MAX_AHEAD)]:
             self._ahead.pop(key)
+        ids = [_identity(p) for p in paths]
+        again = [self._last.get(p) for p in paths]
+        if paths and all(a is not None and i is not None and a[0] == i
+               for a, i in zip(again, ids, strict=True)):
+            # decided before, never recorded: deciding again would feed the background
+            # models and the counters the same frames twice
+            return [a[1] for a in again if a is not None]
         loaded, outputs = ahead.result() if ahead else self._infer(self._load(paths))
-        return self._finish(loaded, outputs)
+        decisions = self._finish(loaded, outputs)
+        self._last = {p: (i, d) for p, i, d in zip(paths, ids, decisions, strict=True)
+                      if i is not None and d is not None}
+        return decisions
 
     def _load(self, paths: list[Path]) -> _Loaded:
         failed, denied, index, images, times = {}, {}, [], [], []
@@ -239,6 +252,15 @@ class Decider:
                 raise DiskFullError(f"no space left writing {self.opts.out / rel_overlay}") from e
             raise
         return rel_overlay
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which file is at `path` now (inode, size, mtime); None if it cannot be seen."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def purge_empties(journal: Journal, out: Path, days: float, *, now: float | None = None) -> int:

@@ -301,6 +301,7 @@ def test_a_live_watcher_pauses_on_a_really_full_disk_and_resumes_once_there_is_r
     assert not w.errors
     assert_each_once(frames, inbox, out)
     assert not list(out.rglob("*.tmp"))  # an overlay cut short was written again, whole
+    assert sum(w.stats.decisions.values()) == len(frames)  # a batch decided again counts once
 
 
 @pytest.mark.parametrize("room", [ROOMS["journal"], ROOMS["overlay"]], ids=["journal", "overlay"])

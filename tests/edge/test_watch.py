@@ -194,6 +194,35 @@ def test_live_watcher_takes_frames_written_while_it_runs(tiny_bundle: Path, tmp_
     assert len(stats.latencies) == 5
 
 
+def test_a_name_used_again_by_another_frame_is_decided_afresh(tiny_bundle: Path,
+                                                               tmp_path: Path):
+    """A camera that restarts its numbering: the second a.jpg is another frame, with its own
+    decision, even when it is the only frame of its batch as the first one was."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    opts = options(inbox, out)
+    stats = Stats(out=out)
+    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats))
+    t.start()
+    first, second = sorted(CA01.iterdir())[0], sorted(PERU.iterdir())[0]
+    try:
+        for n, source in enumerate((first, second), start=1):
+            shutil.copy(source, inbox / "cam" / "a.jpg")
+            deadline = time.monotonic() + 60
+            while sum(stats.decisions.values()) < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        opts.stop.set()
+        t.join(30)
+    assert not t.is_alive()
+    with Journal.open(out) as j:
+        rows = [f for f in j.frames() if f.relpath == "cam/a.jpg"]
+    assert [f.sha256 for f in rows] == [sha(first), sha(second)]
+    assert all(f.state == "done" for f in rows)
+    assert rows[0].softmax != rows[1].softmax  # not the first frame's decision handed back
+    assert {sha(p) for p in sorted_frames(out)} == {sha(first), sha(second)}
+
+
 def test_cli_refuses_a_missing_inbox_and_a_bad_bundle(tiny_bundle: Path, tmp_path: Path):
     r = runner.invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle)])
     assert r.exit_code == 2 and "no such folder" in flat(r.output)
