@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-FRAMES = Path("/work/shared/data/camtrap/peru_s90_animl")
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+FRAMES = DATA / "camtrap" / "peru_s90_animl"
 
 
 def main() -> None:

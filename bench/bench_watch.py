@@ -56,7 +56,7 @@ import numpy as np
 from machine import cores, cpu_model, load_avg
 
 ROOT = Path(__file__).resolve().parents[1]
-CAMTRAP = Path("/work/shared/data/camtrap")
+CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SOURCES = {
     "small": CAMTRAP / "mlwic_examples",  # CA-01, 256x256, consecutive frames of one camera
     "large": CAMTRAP / "peru_s90_animl",  # two cameras, 768x576, day colour and night IR
@@ -64,20 +64,14 @@ SOURCES = {
 TARGETS = {"raw": 0.70, "p95": 2.0, "rss": 600.0, "eager": 6.0}
 
 
-# --------------------------------------------------------------------------- machine, data
-
-
-
-
-
-
+# --------------------------------------------------------------------------- data
 
 
 def source_frames(source: Path, n: int) -> list[tuple[str, Path]]:
     """n (camera, file) pairs in camera and frame order, cycling when the source has fewer."""
     files = sorted(p for p in source.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
     if not files:
-        raise SystemExit(f"{source}: no frames (is /work/shared/data there?)")
+        raise SystemExit(f"{source}: no frames (is ../shared/data beside the checkout?)")
     return [(p.parent.name, p) for p in itertools.islice(itertools.cycle(files), n)]
 
 

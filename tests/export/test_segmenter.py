@@ -23,6 +23,7 @@ from export.segmenter import (
 )
 from export.train_segmenter import default_data_dir, iou_figures, load_pets_masks
 
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 PETS = default_data_dir()
 # Mean per-image IoU (boundary ignored) of the committed head on every 5th test image (40),
 # measured with `python -m export.train_segmenter` weights through ONNX Runtime.
@@ -102,7 +103,7 @@ def test_torchvision_lraspp_exports_background_complement(tmp_path: Path) -> Non
     src = build_segmenter("lraspp_mobilenet_v3_large")
     assert src.input.mean == (123.675, 116.28, 103.53)
     path = export_segmenter_onnx(src, tmp_path / "lraspp.onnx", (96, 128))
-    frame = load_image(Path("/work/shared/data/camtrap/peru_s90_animl/S90_SDZG1/EK000001.JPG"))
+    frame = load_image(DATA / "camtrap" / "peru_s90_animl" / "S90_SDZG1" / "EK000001.JPG")
     x = np.concatenate([prepare([frame], src.input.model_copy(update={"size": (96, 128)}))] * 3)
     got = _session(path).run(["foreground"], {"image": x})[0]
     assert got.shape == (3, 1, 96, 128) == (3, 1, *src.output_size(96, 128))

@@ -13,7 +13,7 @@ import torch
 
 from export import train_head as th
 
-CAMTRAP = Path("/work/shared/data/camtrap")
+CAMTRAP = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "camtrap"
 FRAMES = {  # real MLWIC frames of one camera, by label
     "empty": [6528, 6529, 6530, 6531],
     "elk": [7135, 7136, 7137, 7138],
