@@ -4,6 +4,7 @@ species, and the files other tools open (MegaDetector results, Camtrap DP)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -37,11 +38,15 @@ def records(journal: Journal) -> list[FrameRecord]:
     return [record_of(f) for f in journal.frames() if f.decision is not None]
 
 
-def write_results(journal: Journal, out: Path, manifest: Manifest) -> Path:
-    """OUT/results/megadetector.json, file names relative to OUT (the sorted frames)."""
+def write_results(journal: Journal, out: Path, manifest: Manifest,
+                  thresholds: Mapping[str, float] | None = None) -> Path:
+    """OUT/results/megadetector.json, file names relative to OUT (the sorted frames).
+
+    `thresholds`: the ones the triage used (bundle < config < flags), else the bundle's."""
     return write_md_results(out / MD_RESULTS, records(journal),
                             bundle=BundleInfo.from_manifest(manifest),
-                            thresholds=manifest.thresholds, paths="dest")
+                            thresholds=manifest.thresholds if thresholds is None else thresholds,
+                            paths="dest")
 
 
 def _day(frame: Frame) -> str:

@@ -380,11 +380,14 @@ def _pause(opts: WatchOptions, stats: Stats, e: Exception) -> None:
     opts.stop.wait(DISK_FULL_RETRY)
 
 
-def _write_results(journal: Journal, out: Path, bundle: Bundle, *, live: bool = False) -> None:
+def _write_results(journal: Journal, opts: WatchOptions, bundle: Bundle, *,
+                   live: bool = False) -> None:
     """write_results. A full disk stops a batch run (DiskFullError) and is only logged by a
-    live watcher: the file is rewritten from the journal later, nothing is lost."""
+    live watcher: the file is rewritten from the journal later, nothing is lost. It records
+    this run's thresholds: the journal keeps each frame's decision, not the thresholds."""
+    out = opts.out
     try:
-        write_results(journal, out, bundle.manifest)
+        write_results(journal, out, bundle.manifest, opts.thresholds)
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -424,7 +427,7 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         _process(journal, decider, opts, stats, pause=False)
         for f in journal.pending():  # journaled, then unreadable: placed by a later run
             stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
-        _write_results(journal, opts.out, bundle)
+        _write_results(journal, opts, bundle)
     return stats
 
 
@@ -467,9 +470,9 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     last_purge = time.monotonic()
                 handled = sum(stats.decisions.values())
                 if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
-                    _write_results(journal, opts.out, bundle, live=True)
+                    _write_results(journal, opts, bundle, live=True)
                     written, last_write = handled, time.monotonic()
-        _write_results(journal, opts.out, bundle, live=True)
+        _write_results(journal, opts, bundle, live=True)
     return stats
 
 

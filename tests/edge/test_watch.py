@@ -240,8 +240,13 @@ def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
     inbox, out = tmp_path / "in", tmp_path / "out"
     fill_inbox(inbox, n_ca=3, n_peru=2)
     r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle),
-                            "--once", "--settle", "0.1", "--no-tui"])
+                            "--once", "--settle", "0.1", "--no-tui", "--tag", "0.93"])
     assert r.exit_code == 0, r.output
+    # the results file says which thresholds sorted the frames: the flag's, not the bundle's
+    info = json.loads((out / "results" / "megadetector.json").read_text())["info"]
+    assert load_bundle(tiny_bundle).manifest.thresholds.get("tag") != 0.93
+    assert info["overmap_edge"]["thresholds"]["tag"] == 0.93
+    assert info["detector_metadata"]["typical_detection_threshold"] == 0.93
     r = runner.invoke(app, ["summary", str(out)])
     assert r.exit_code == 0
     assert "8 frames in the journal" in flat(r.output)
