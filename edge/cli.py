@@ -225,8 +225,10 @@ def watch_cmd(
         Path | None, typer.Option(help="TOML config (see examples/edge.toml).")
     ] = None,
     copy: Annotated[
-        bool, typer.Option("--copy", help="Copy frames, leave the originals in place.")
-    ] = False,
+        bool | None, typer.Option("--copy/--no-copy", show_default=False,
+                                  help="Copy frames, leave the originals in place (default: "
+                                       "the config's, else move).")
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Handle what is there now, then exit.")
     ] = False,
@@ -242,15 +244,16 @@ def watch_cmd(
     empty_foreground: Annotated[
         float | None, typer.Option(help="Largest foreground share an empty frame may have.")
     ] = None,
-    batch: Annotated[int | None, typer.Option(help="Frames per model run.")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Frames per model run.")] = None,
     settle: Annotated[
-        float | None, typer.Option(help="Seconds a file's size must hold still.")
+        float | None, typer.Option(min=0, help="Seconds a file's size must hold still.")
     ] = None,
     providers: Annotated[
         str | None, typer.Option(help="Execution providers in order, e.g. trt,cuda,cpu.")
     ] = None,
     threads: Annotated[int | None, typer.Option(
-        help="CPU threads for inference (default: all cores but one, left to decoding).")] = None,
+        min=1, help="CPU threads for inference (default: all cores but one, left to decoding)."
+    )] = None,
     tui: Annotated[bool, typer.Option(help="Live dashboard (off: log lines).")] = True,
     delete_empty_after: Annotated[
         float | None,
@@ -268,6 +271,10 @@ def watch_cmd(
     from edge.config import ConfigError, resolve_thresholds
     from edge.watch import WatchOptions
 
+    if delete_empty_after is not None and not delete_empty_after > 0:
+        err.print("[red]--delete-empty-after:[/] a positive number of days, how long empties "
+                  "are kept before they are deleted")
+        raise typer.Exit(2)
     cfg = _load_config_or_exit(config)
     inbox = inbox or cfg.watch.inbox
     if inbox is None:
@@ -297,14 +304,14 @@ def watch_cmd(
             raise typer.Exit(2) from None
     opts = WatchOptions(
         inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
-        thresholds=thresholds, copy=copy or w.copy_files,
+        thresholds=thresholds, copy=copy if copy is not None else w.copy_files,
         polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
         poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,
         settle=settle if settle is not None else w.settle_seconds,
         give_up=w.give_up_seconds, batch=batch or w.batch_size, max_queue=w.max_queue,
         burst_gap=cfg.triage.burst_gap_seconds,
         providers=provider_list or cfg.runtime.providers, threads=threads or cfg.runtime.threads,
-        delete_empty_after_days=delete_empty_after or (
+        delete_empty_after_days=delete_empty_after if delete_empty_after is not None else (
             cfg.triage.empty_retention_days if cfg.triage.delete_empty else None),
     )  # fmt: skip
     denied = _unwritable_out(opts.out)

@@ -297,6 +297,12 @@ class Journal:
                 (time.time(), dest, frame_id),
             )
 
+    def mark_deleted(self, frame_id: int) -> None:
+        """The sorted file was deleted (an empty past its retention); the row and its decision
+        stay, so the summaries still count it, but the results no longer list a missing file."""
+        with self.transaction():
+            self._db.execute("UPDATE frames SET state='deleted' WHERE id=?", (frame_id,))
+
     def mark_vanished(
         self, frame_id: int, reason: str = "source vanished before it was placed"
     ) -> None:

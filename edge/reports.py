@@ -33,17 +33,20 @@ def record_of(frame: Frame) -> FrameRecord:
     )  # fmt: skip
 
 
-def records(journal: Journal) -> list[FrameRecord]:
-    """Every decided or finished frame, in the order they were seen."""
-    return [record_of(f) for f in journal.frames() if f.decision is not None]
+def records(journal: Journal, *, deleted: bool = True) -> list[FrameRecord]:
+    """Every decided or finished frame, in the order they were seen; `deleted=False` leaves
+    out the empties deleted past their retention."""
+    return [record_of(f) for f in journal.frames()
+            if f.decision is not None and (deleted or f.state != "deleted")]
 
 
 def write_results(journal: Journal, out: Path, manifest: Manifest,
                   thresholds: Mapping[str, float] | None = None) -> Path:
-    """OUT/results/megadetector.json, file names relative to OUT (the sorted frames).
+    """OUT/results/megadetector.json, file names relative to OUT (the sorted frames); empties
+    deleted past their retention are left out, since their files are gone.
 
     `thresholds`: the ones the triage used (bundle < config < flags), else the bundle's."""
-    return write_md_results(out / MD_RESULTS, records(journal),
+    return write_md_results(out / MD_RESULTS, records(journal, deleted=False),
                             bundle=BundleInfo.from_manifest(manifest),
                             thresholds=manifest.thresholds if thresholds is None else thresholds,
                             paths="dest")

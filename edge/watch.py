@@ -270,14 +270,16 @@ def purge_empties(journal: Journal, out: Path, days: float, *, now: float | None
         raise ValueError("the retention period must be positive")
     cutoff = (time.time() if now is None else now) - days * 86400
     n = 0
-    for f in journal.frames(state="done"):
-        if f.decision != "empty" or f.dest is None or (f.done_at or cutoff) >= cutoff:
-            continue
-        path = out / f.dest
-        if path.exists():
-            path.unlink()
+    with journal.transaction():
+        for f in journal.frames(state="done"):
+            if f.decision != "empty" or f.dest is None or (f.done_at or cutoff) >= cutoff:
+                continue
+            path = out / f.dest
+            if path.exists():
+                path.unlink()
+                n += 1
             path.with_name(path.name + ".json").unlink(missing_ok=True)
-            n += 1
+            journal.mark_deleted(f.id)  # also when a crash came between the unlink and this
     if n:
         log.info("deleted %d empty frames older than %g days", n, days)
     return n
@@ -427,6 +429,8 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         _process(journal, decider, opts, stats, pause=False)
         for f in journal.pending():  # journaled, then unreadable: placed by a later run
             stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
+        if opts.delete_empty_after_days:
+            purge_empties(journal, opts.out, opts.delete_empty_after_days)
         _write_results(journal, opts, bundle)
     return stats
 

@@ -8,6 +8,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,11 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from edge.bundle import load_bundle
 from edge.cli import app
 from edge.journal import Journal
+from edge.reports import summary as summary_text
+from edge.reports import write_results
 from edge.tui import Stats
 from edge.watch import WatchOptions, run_forever, run_once
 
@@ -236,6 +240,35 @@ def test_cli_refuses_a_missing_inbox_and_a_bad_bundle(tiny_bundle: Path, tmp_pat
     assert r.exit_code == 1 and "classifier.onnx" in flat(r.output)
 
 
+@pytest.mark.parametrize("args", [["--delete-empty-after", "-1"], ["--delete-empty-after", "0"],
+                                  ["--batch", "0"], ["--settle", "-1"], ["--threads", "0"]])
+def test_cli_refuses_numbers_out_of_range_before_touching_anything(
+    tiny_bundle: Path, tmp_path: Path, args: list[str]
+):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frame = Path(shutil.copy(sorted(CA01.iterdir())[0], inbox / "cam"))
+    r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle),
+                            "--once", "--no-tui", *args])
+    assert r.exit_code == 2, r.output
+    assert args[0] in flat(r.output) and "Traceback" not in r.output
+    assert frame.exists() and not out.exists()
+
+
+def test_no_copy_on_the_command_line_beats_copy_in_the_config(tiny_bundle: Path, tmp_path: Path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frames = [Path(shutil.copy(p, inbox / "cam")) for p in sorted(CA01.iterdir())[:2]]
+    config = tmp_path / "edge.toml"
+    config.write_text("[watch]\ncopy = true\n")
+    base = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
+            "--no-tui", "--settle", "0.1", "--config", str(config)]
+    r = runner.invoke(app, [*base, "--no-copy"])
+    assert r.exit_code == 0, r.output
+    assert not any(p.exists() for p in frames)  # moved, as the flag says
+    assert len(sorted_frames(out)) == 2
+
+
 def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
     inbox, out = tmp_path / "in", tmp_path / "out"
     fill_inbox(inbox, n_ca=3, n_peru=2)
@@ -296,7 +329,7 @@ def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
     assert not [p for p in out.rglob("*edge-tmp")]
 
 
-def test_empties_are_deleted_only_past_their_retention(tmp_path: Path):
+def test_empties_are_deleted_only_past_their_retention(tiny_bundle: Path, tmp_path: Path):
     from edge.journal import Decision
     from edge.watch import purge_empties
 
@@ -318,7 +351,44 @@ def test_empties_are_deleted_only_past_their_retention(tmp_path: Path):
         assert purge_empties(j, out, days=30, now=later) == 2
         for f in j.frames():
             assert (out / f.dest).exists() == (f.decision != "empty")
+            assert f.state == ("deleted" if f.decision == "empty" else "done")
         assert len(j.frames()) == 4  # the journal keeps every row
+        assert purge_empties(j, out, days=30, now=later) == 0  # nothing twice
+        # the results file lists the files that are there, the summary counts every frame
+        write_results(j, out, load_bundle(tiny_bundle).manifest)
+        listed = json.loads((out / "results" / "megadetector.json").read_text())["images"]
+        assert sorted(i["file"] for i in listed) == sorted(
+            f.dest for f in j.frames() if f.decision != "empty")
+        console = Console(record=True, width=200)
+        console.print(summary_text(j))
+        assert "4 frames in the journal" in console.export_text()
+
+
+def test_once_deletes_empties_past_their_retention_when_asked(tiny_bundle: Path,
+                                                             tmp_path: Path):
+    """A batch run with --delete-empty-after purges too, not only the live watcher."""
+    from edge.journal import Decision
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    with Journal.open(out) as j:  # two empties sorted by an earlier run
+        for src in sorted(CA01.iterdir())[:2]:
+            fid = j.record_seen(f"cam/{src.name}", src.stat().st_size, 0.0, sha(src))
+            dest = f"empty/cam/{src.name}"
+            j.record_decision(fid, Decision("empty", label="x"), dest)
+            (out / dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, out / dest)
+            j.mark_done(fid, dest)
+        rows = j.frames()
+    # the first was sorted 40 days ago (the journal is a real SQLite file: set its time)
+    with sqlite3.connect(out / "journal.sqlite") as db:
+        db.execute("UPDATE frames SET done_at = done_at - 40 * 86400 WHERE id = ?", (rows[0].id,))
+    db.close()
+    args = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
+            "--no-tui", "--delete-empty-after", "30"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert [(out / f.dest).exists() for f in rows] == [False, True]
 
 
 def test_a_full_output_disk_pauses_the_watcher_and_loses_nothing(
