@@ -309,7 +309,7 @@ def watch_cmd(
         poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,
         settle=settle if settle is not None else w.settle_seconds,
         give_up=w.give_up_seconds, batch=batch or w.batch_size, max_queue=w.max_queue,
-        burst_gap=cfg.triage.burst_gap_seconds,
+        burst_gap=cfg.triage.burst_gap_seconds, burst_frames=cfg.triage.burst_max_frames,
         providers=provider_list or cfg.runtime.providers, threads=threads or cfg.runtime.threads,
         delete_empty_after_days=delete_empty_after if delete_empty_after is not None else (
             cfg.triage.empty_retention_days if cfg.triage.delete_empty else None),

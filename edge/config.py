@@ -33,6 +33,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.triage import BURST_FRAMES
+
 THRESHOLD_KEYS = ("tag", "empty", "empty_foreground")
 CONTRIBUTOR_ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
 SAMPLING_DESIGNS = (
@@ -103,6 +105,7 @@ class TriageConfig(_Section):
     delete_empty: bool = False
     empty_retention_days: float | None = Field(None, gt=0)
     burst_gap_seconds: float = Field(10.0, ge=0)
+    burst_max_frames: int = Field(BURST_FRAMES, ge=1)
 
     @model_validator(mode="after")
     def _retention_when_deleting(self) -> TriageConfig:

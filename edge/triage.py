@@ -5,6 +5,11 @@ is foreground (or, for a bundle without an empty class, when the camera's backgr
 ready and sees nothing). Otherwise it is "tagged" when its fused confidence reaches the `tag`
 threshold, and kept for "review" when it does not. Frames of one burst (same camera, a short
 gap in time) are then decided together: a burst with an animal in any frame is not empty.
+
+A burst also ends after `max_frames` frames. Cameras shoot bursts of a few frames; without a
+cap, frames whose only time is the file's (no EXIF) and that were copied in one go lie seconds
+apart and would chain into one burst the size of the card, where one animal makes every empty
+frame "review".
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Literal
 Decision = Literal["empty", "tagged", "review", "quarantine"]
 
 DEFAULTS = {"tag": 0.7, "empty": 0.6, "empty_foreground": 0.02}
+BURST_FRAMES = 10  # the most frames one burst holds
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,10 @@ def decide(e: Evidence, thresholds: dict[str, float]) -> Decision:
     return "tagged" if e.fused >= t["tag"] else "review"
 
 
-def bursts(evidence: Sequence[Evidence], gap_seconds: float) -> list[int]:
-    """A burst id per frame: same camera and at most `gap_seconds` after the previous frame.
+def bursts(evidence: Sequence[Evidence], gap_seconds: float,
+           max_frames: int = BURST_FRAMES) -> list[int]:
+    """A burst id per frame: same camera, at most `gap_seconds` after the previous frame, and
+    at most `max_frames` frames in one burst (in time order).
 
     Frames without a time each form their own burst.
     """
@@ -57,7 +65,7 @@ def bursts(evidence: Sequence[Evidence], gap_seconds: float) -> list[int]:
         key=lambda i: (evidence[i].camera, evidence[i].time or datetime.min),
     )
     ids = [0] * len(evidence)
-    burst, prev = -1, None
+    burst, size, prev = -1, 0, None
     for i in order:
         e = evidence[i]
         same = (
@@ -66,21 +74,35 @@ def bursts(evidence: Sequence[Evidence], gap_seconds: float) -> list[int]:
             and prev.time is not None
             and prev.camera == e.camera
             and (e.time - prev.time).total_seconds() <= gap_seconds
+            and size < max_frames
         )
         if not same:
-            burst += 1
+            burst, size = burst + 1, 0
         ids[i] = burst
+        size += 1
         prev = e
     return ids
 
 
 def decide_all(
-    evidence: Sequence[Evidence], thresholds: dict[str, float], *, burst_gap_seconds: float = 10.0
+    evidence: Sequence[Evidence],
+    thresholds: dict[str, float],
+    *,
+    burst_gap_seconds: float = 10.0,
+    burst_frames: int = BURST_FRAMES,
+    earlier: Sequence[tuple[Evidence, Decision]] = (),
 ) -> list[Decision]:
     """Decide every frame, then lift "empty" to "review" in bursts where another frame is not
-    empty: an animal that walks out of frame in the third shot was still there."""
+    empty: an animal that walks out of frame in the third shot was still there.
+
+    `earlier`: frames decided before (a previous batch) with their own decisions (as `decide`
+    gave them); they take part in the bursts, so a burst split across batches is still one,
+    but get no new decision.
+    """
     decisions = [decide(e, thresholds) for e in evidence]
-    ids = bursts(evidence, burst_gap_seconds)
-    pairs = list(zip(ids, decisions, strict=True))
-    busy = {b for b, d in pairs if d != "empty"}
-    return ["review" if d == "empty" and b in busy else d for b, d in pairs]
+    ids = bursts([*(e for e, _ in earlier), *evidence], burst_gap_seconds, burst_frames)
+    known = [*(d for _, d in earlier), *decisions]
+    busy = {b for b, d in zip(ids, known, strict=True) if d != "empty"}
+    new = ids[len(earlier):]
+    return ["review" if d == "empty" and b in busy else d
+            for b, d in zip(new, decisions, strict=True)]

@@ -48,7 +48,8 @@ from edge.sink import (
     process_pending,
 )
 from edge.stability import StabilityGate
-from edge.triage import Evidence, decide_all
+from edge.triage import BURST_FRAMES, Evidence, decide_all
+from edge.triage import decide as triage_decide
 from edge.tui import Stats
 
 log = logging.getLogger("edge.watch")
@@ -74,6 +75,7 @@ class WatchOptions:
     lookahead: int = 2  # batches decoded and inferred ahead in other threads; 0: one at a time
     max_queue: int = 2048
     burst_gap: float = 10.0
+    burst_frames: int = BURST_FRAMES
     overlays: bool = True
     providers: list[str] | None = None
     threads: int | None = None
@@ -116,7 +118,7 @@ class Decider:
         self.min_side = math.ceil(max(*m.classifier.input.size, *m.segmenter.input.size)
                                   / CROP_RATIO)
         # the last frames of each camera, so a burst spanning two batches is still one burst
-        self.recent: dict[str, deque[tuple[datetime, str]]] = {}
+        self.recent: dict[str, deque[tuple[Evidence, str]]] = {}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="edge-load")
         self._models = ThreadPoolExecutor(1, thread_name_prefix="edge-infer")
         self._ahead: dict[tuple[Path, ...], Future[tuple[_Loaded, list[Outputs]]]] = {}
@@ -200,10 +202,9 @@ class Decider:
                          background_ready=s.background_ready)
                 for c, t, s in zip(cameras, times, scored, strict=True)
             ]
-            verdicts = decide_all(evidence, self.opts.thresholds,
-                                  burst_gap_seconds=self.opts.burst_gap)
+            verdicts = self._decide(evidence)
             for k, (i, s) in enumerate(zip(index, scored, strict=True)):
-                verdict = self._burst_lookback(evidence[k], verdicts[k])
+                verdict = verdicts[k]
                 extra = {
                     "time": times[k].isoformat() if times[k] else None,
                     "width": int(images[k].shape[1]), "height": int(images[k].shape[0]),
@@ -226,17 +227,18 @@ class Decider:
                                   d.decision, d.confidence or 0.0, now - arrived)
         return decisions
 
-    def _burst_lookback(self, e: Evidence, verdict: str) -> str:
-        """An "empty" frame shortly after a non-empty frame of the same camera is its burst."""
-        recent = self.recent.setdefault(e.camera, deque(maxlen=16))
-        if verdict == "empty" and e.time is not None:
-            for t, v in recent:
-                if v != "empty" and abs((e.time - t).total_seconds()) <= self.opts.burst_gap:
-                    verdict = "review"
-                    break
-        if e.time is not None:
-            recent.append((e.time, verdict))
-        return verdict
+    def _decide(self, evidence: list[Evidence]) -> list[str]:
+        """The triage of a batch, with each camera's last frames as the bursts' context."""
+        opts = self.opts
+        earlier = [item for c in dict.fromkeys(e.camera for e in evidence)
+                   for item in self.recent.get(c, ())]
+        verdicts = decide_all(evidence, opts.thresholds, burst_gap_seconds=opts.burst_gap,
+                              burst_frames=opts.burst_frames, earlier=earlier)
+        for e in evidence:
+            if e.time is not None:
+                self.recent.setdefault(e.camera, deque(maxlen=opts.burst_frames)).append(
+                    (e, triage_decide(e, opts.thresholds)))
+        return verdicts
 
     def _overlay(self, rel: str, image: np.ndarray, view: np.ndarray, s: Scored) -> str:
         spec = self.scorer.manifest.classifier.input

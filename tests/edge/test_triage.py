@@ -61,3 +61,37 @@ def test_a_burst_with_an_animal_is_not_empty() -> None:
         ev(time=T0 + timedelta(minutes=5), **empty),  # a later, separate burst
     ]
     assert decide_all(frames, TH, burst_gap_seconds=10) == ["review", "tagged", "review", "empty"]
+
+
+EMPTY = dict(label="empty", is_empty_class=True, softmax=0.95, fused=0.95, foreground=0.0)
+
+
+def test_a_burst_ends_after_its_most_frames_so_copies_do_not_chain_into_one() -> None:
+    """Thirty frames a second apart (file times of a bulk copy) and one elk among them: only
+    the elk's burst of ten is kept for review, not the whole card."""
+    frames = [ev(time=T0 + timedelta(seconds=s), **EMPTY) for s in range(30)]
+    frames[12] = ev(time=T0 + timedelta(seconds=12))  # the elk
+    ids = bursts(frames, gap_seconds=10, max_frames=10)
+    assert ids == [0] * 10 + [1] * 10 + [2] * 10
+    out = decide_all(frames, TH, burst_gap_seconds=10, burst_frames=10)
+    assert out[12] == "tagged"
+    assert [i for i, d in enumerate(out) if d == "review"] == [*range(10, 12), *range(13, 20)]
+    assert out.count("empty") == 20
+
+
+def test_a_burst_split_across_batches_is_still_one() -> None:
+    """The elk was in the previous batch: the empty frame two seconds later is its burst; one
+    five minutes later is not, and neither is one after a full burst."""
+    elk = ev(time=T0)
+    earlier = [(elk, decide(elk, TH))]
+    now = [ev(time=T0 + timedelta(seconds=2), **EMPTY),
+           ev(time=T0 + timedelta(minutes=5), **EMPTY)]
+    assert decide_all(now, TH, burst_gap_seconds=10, earlier=earlier) == ["review", "empty"]
+    # the elk's burst already holds its most frames: the next frame starts another
+    full = earlier + [(e, "empty") for e in (ev(time=T0 + timedelta(seconds=s), **EMPTY)
+                                            for s in range(1, 10))]
+    later = [ev(time=T0 + timedelta(seconds=10), **EMPTY)]
+    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=10,
+                      earlier=full) == ["empty"]
+    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=11,
+                      earlier=full) == ["review"]
