@@ -5,7 +5,7 @@ Frictionless data package with three tables. We write:
 
 - ``deployments.csv``: one deployment per camera subfolder, from ``[deployment]`` of the
   config (and its ``[deployment.cameras.<camera>]`` overrides); start/end default to the
-  camera's first and last frame.
+  camera's first and last frame (see *Deployment dates* below).
 - ``media.csv``: one row per readable frame, its time with the deployment's UTC offset.
 - ``observations.csv``: media-level machine observations. A tagged frame is an animal, human or
   vehicle observation (one per known box, else one for the frame), with the scientific name when
@@ -21,6 +21,37 @@ counted in the returned :class:`PackageReport`.
 File paths must be relative to the package folder and may not climb out of it (the standard
 forbids ``..``): write the package into OUT with ``paths="dest"`` (the sorted frames), or into
 the inbox with ``paths="relpath"``.
+
+Deployment dates
+----------------
+A deployment is the time a camera was out (deploymentStart: "date and time at which the
+deployment was started", deploymentEnd likewise), and a media row is a file that deployment
+recorded at its `timestamp`. So deploymentStart <= deploymentEnd, and every media timestamp of a
+deployment lies within [deploymentStart, deploymentEnd]. The table schemas cannot state a rule
+across two tables and frictionless does not check it, so this module does, and always writes a
+package that holds to it:
+
+- No config date: the deployment runs from its first to its last frame.
+- A frame with an EXIF time outside the configured dates: either the camera's clock or the
+  config is wrong, and nothing here can tell which. The frame is the camera's own record, so it
+  is kept, the deployment is widened to include it, and a warning names the deployment, how many
+  media fall outside, their range, the configured dates and the widened ones; the same is said
+  in the deployment's `deploymentComments`, so the package's users see it too. Dropping the
+  frames would lose observations; refusing would stop the whole export over one camera's clock.
+  `timestampIssues` stays unset: a wrong config date is not a timestamp issue.
+- A frame without EXIF time carries the file's modification time (see
+  :func:`edge.exif.capture_time`), often when the file was copied. Such a time never widens a
+  deployment; a frame whose file time lies outside it is left out of the package (listed in
+  `skipped`) with a warning. Only when a camera has no EXIF time at all and a config date is
+  missing do file times set that date, with a warning saying so. A time is known to be a file
+  time by its fraction of a second: EXIF DateTimeOriginal has whole seconds, a modification time
+  read by `capture_time` almost never does. (A file time in whole seconds, such as a FAT card's,
+  is the camera's own clock and passes for a capture time.)
+- deployment_start after deployment_end (possible with date-times on one day, or a camera that
+  overrides only one of them) is refused with :class:`CamtrapDPError`.
+
+Warnings are returned in :attr:`PackageReport.warnings` and logged at WARNING on this module's
+logger.
 """
 
 from __future__ import annotations
@@ -28,6 +59,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import mimetypes
 import uuid
 from collections import defaultdict
@@ -45,6 +77,8 @@ CAMTRAP_DP_VERSION = "1.0.2"
 BASE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}"
 PROFILE_URL = f"{BASE_URL}/camtrap-dp-profile.json"
 TABLES = ("deployments", "media", "observations")
+
+log = logging.getLogger(__name__)
 
 DEPLOYMENT_FIELDS = (
     "deploymentID locationID locationName latitude longitude coordinateUncertainty"
@@ -130,6 +164,7 @@ class PackageReport:
     media: int
     observations: int
     skipped: dict[str, str] = field(default_factory=dict)  # relpath -> reason
+    warnings: tuple[str, ...] = ()  # the data disagree with the config; one line each
 
 
 def _iso(t: datetime) -> str:
@@ -147,6 +182,94 @@ def _bound(v: datetime | date | None, tz: Any, *, end: bool) -> datetime | None:
     if isinstance(v, datetime):
         return _local(v, tz)
     return datetime.combine(v, time(23, 59, 59) if end else time(0, 0, 0), tzinfo=tz)
+
+
+def _is_file_time(t: datetime) -> bool:
+    """True for a time that can only be a file's modification time: EXIF has whole seconds."""
+    return t.microsecond != 0
+
+
+def _span_text(lo: datetime | None, hi: datetime | None) -> str:
+    return f"{_iso(lo) if lo else 'unset'} .. {_iso(hi) if hi else 'unset'}"
+
+
+@dataclass
+class _Span:
+    """One deployment's dates and which of its media fit in them."""
+
+    start: datetime
+    end: datetime
+    keep: list[tuple[str, datetime]]  # (media id, time), by time
+    left_out: dict[str, datetime]  # media id -> file time outside the deployment
+    warnings: list[str]
+    note: str  # for deploymentComments
+
+
+def _span(
+    dep_id: str, where: str, cd: CameraDeployment, items: list[tuple[str, datetime, bool]],
+    tz: Any,
+) -> _Span:
+    """The deployment's start and end from the config and its media (id, time, file time?),
+    following the rules in the module's docstring."""
+    cfg_start = _bound(cd.deployment_start, tz, end=False)
+    cfg_end = _bound(cd.deployment_end, tz, end=True)
+    if cfg_start and cfg_end and cfg_start > cfg_end:
+        raise CamtrapDPError(
+            f"deployment {dep_id}: deployment_end {_iso(cfg_end)} is before deployment_start"
+            f" {_iso(cfg_start)}; fix them in {where} of the config"
+        )
+    exif = [t for _, t, file_time in items if not file_time]
+    files = [t for _, t, file_time in items if file_time]
+    basis = exif or files
+    start = cfg_start or min(basis)
+    end = cfg_end or max(basis)
+    warnings, note = [], ""
+    outside = [t for t in exif if (cfg_start and t < cfg_start) or (cfg_end and t > cfg_end)]
+    if outside:
+        configured = _span_text(cfg_start, cfg_end)
+        start, end = min(start, min(outside)), max(end, max(outside))
+        warnings.append(
+            f"deployment {dep_id}: {len(outside)} of {len(items)} media were taken"
+            f" {_span_text(min(outside), max(outside))}, outside the configured deployment"
+            f" ({configured}); deploymentStart and deploymentEnd widened to"
+            f" {_span_text(start, end)} to include them. Check the camera's clock and"
+            f" deployment_start/deployment_end in {where} of the config"
+        )
+        note = (
+            f"deployment dates widened from the configured {configured} to include"
+            f" {len(outside)} media taken {_span_text(min(outside), max(outside))}"
+        )
+    if not exif and (cfg_start is None or cfg_end is None):
+        which = [k for k, v in (("Start", cfg_start), ("End", cfg_end)) if v is None]
+        dates = " and ".join(f"deployment{k}" for k in which)
+        warnings.append(
+            f"deployment {dep_id}: none of its {len(files)} media has an EXIF time, so its"
+            f" {dates} {'comes' if len(which) == 1 else 'come'} from file modification times"
+            f" ({_span_text(min(files), max(files))}), which may be when the files were copied;"
+            f" set deployment_start and deployment_end in {where} of the config"
+        )
+    if start > end:  # one config date, and file times on the wrong side of it
+        raise CamtrapDPError(
+            f"deployment {dep_id}: its {len(files)} media have no EXIF time and their file"
+            f" times ({_span_text(min(files), max(files))}) lie outside the configured"
+            f" deployment ({_span_text(cfg_start, cfg_end)}); set both deployment_start and"
+            f" deployment_end in {where} of the config"
+        )
+    keep: list[tuple[str, datetime]] = []
+    left_out: dict[str, datetime] = {}
+    for media_id, t, file_time in items:
+        if file_time and not start <= t <= end:
+            left_out[media_id] = t
+        else:
+            keep.append((media_id, t))
+    if left_out:
+        lo, hi = min(left_out.values()), max(left_out.values())
+        warnings.append(
+            f"deployment {dep_id}: {len(left_out)} of {len(items)} media have no EXIF time and"
+            f" their file times ({_span_text(lo, hi)}) lie outside the deployment"
+            f" ({_span_text(start, end)}); left out of the package (listed as skipped)"
+        )
+    return _Span(start, end, keep, left_out, warnings, note)
 
 
 def _media_id(frame: FrameRecord) -> str:
@@ -191,7 +314,7 @@ def _events(items: list[tuple[str, datetime]], gap: float) -> dict[str, int]:
 
 
 def _deployment_row(
-    dep_id: str, camera: str, cd: CameraDeployment, start: datetime, end: datetime
+    dep_id: str, camera: str, cd: CameraDeployment, start: datetime, end: datetime, note: str
 ) -> dict[str, Any]:
     if cd.latitude is None or cd.longitude is None:
         where = f"[deployment.cameras.{camera}]" if camera else "[deployment]"
@@ -216,7 +339,7 @@ def _deployment_row(
         "cameraHeading": "" if cd.camera_heading is None else cd.camera_heading,
         "featureType": cd.feature_type or "",
         "habitat": cd.habitat or "",
-        "deploymentComments": cd.comments or "",
+        "deploymentComments": "; ".join(c for c in (cd.comments, note) if c),
     }
 
 
@@ -383,8 +506,14 @@ def write_camtrap_dp(
 
     `config` gives the deployment, project and taxa sections and `triage.burst_gap_seconds`
     (frames of a camera closer than this share an eventID). Raises :class:`CamtrapDPError`
-    when the config lacks what the standard requires (coordinates, a contributor) or when a
-    file path would leave the package folder.
+    when the config lacks what the standard requires (coordinates, a contributor), when its
+    deployment dates are out of order, or when a file path would leave the package folder.
+
+    Every deployment written has deploymentStart <= deploymentEnd and holds all its media's
+    timestamps. Where the frames' times disagree with the configured dates, the deployment is
+    widened to include frames with an EXIF time, and frames with only a file time outside it are
+    left out (see the module's docstring for why); each case is one line of the report's
+    `warnings`, also logged at WARNING.
     """
     folder = Path(folder)
     now = (created or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -403,20 +532,36 @@ def write_camtrap_dp(
         else:
             unique[_media_id(fr)] = fr
 
-    by_camera: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
+    by_camera: dict[str, list[tuple[str, datetime, bool]]] = defaultdict(list)
     for media_id, fr in unique.items():
         assert fr.timestamp is not None
-        by_camera[fr.camera].append((media_id, _local(fr.timestamp, tz)))
+        t = fr.timestamp
+        by_camera[fr.camera].append((media_id, _local(t, tz), _is_file_time(t)))
 
     deployments, media, observations = [], [], []
+    warnings: list[str] = []
     taxonomic: dict[str, dict[str, Any]] = {}
     for camera in sorted(by_camera):
-        items = sorted(by_camera[camera], key=lambda it: (it[1], it[0]))
-        cd = dep_cfg.for_camera(camera)
+        where = f"[deployment.cameras.{camera}]" if camera else "[deployment]"
+        try:
+            cd = dep_cfg.for_camera(camera)
+        except ValueError:  # its own start with the shared end, or the other way round
+            raise CamtrapDPError(
+                f"camera {camera or '(top folder)'!r}: its deployment_end is before its"
+                f" deployment_start once {where} is read over [deployment]; fix"
+                f" deployment_start/deployment_end in {where} of the config"
+            ) from None
         dep_id = cd.deployment_id or camera
-        start = _bound(cd.deployment_start, tz, end=False) or items[0][1]
-        end = _bound(cd.deployment_end, tz, end=True) or items[-1][1]
-        deployments.append(_deployment_row(dep_id, camera, cd, start, end))
+        timed = sorted(by_camera[camera], key=lambda it: (it[1], it[0]))
+        span = _span(dep_id, f"[deployment] or {where}" if camera else where, cd, timed, tz)
+        warnings.extend(span.warnings)
+        for media_id, t in span.left_out.items():
+            skipped[unique[media_id].relpath] = (
+                f"no EXIF time; its file time {_iso(t)} lies outside deployment {dep_id}"
+                f" ({_span_text(span.start, span.end)})"
+            )
+        deployments.append(_deployment_row(dep_id, camera, cd, span.start, span.end, span.note))
+        items = span.keep
         events = _events(items, config.triage.burst_gap_seconds)
         for media_id, stamp in items:
             fr = unique[media_id]
@@ -459,12 +604,15 @@ def write_camtrap_dp(
     _write_csv(folder / "media.csv", MEDIA_FIELDS, media)
     _write_csv(folder / "observations.csv", OBSERVATION_FIELDS, observations)
     write_json_atomic(folder / "datapackage.json", descriptor)
+    for line in warnings:
+        log.warning("Camtrap DP: %s", line)
     return PackageReport(
         folder=folder,
         deployments=len(deployments),
         media=len(media),
         observations=len(observations),
         skipped=skipped,
+        warnings=tuple(warnings),
     )
 
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -164,6 +167,8 @@ def test_real_frames_make_a_valid_package(package: tuple[Path, Any]) -> None:
     assert validate_profile(folder) == []
     assert (report.deployments, report.media) == (3, 22)
     assert report.skipped == {"S90_SDZG1/bad.JPG": "unreadable: truncated"}
+    assert report.warnings == ()  # no config dates: each deployment spans its frames
+    assert_coherent(folder)
 
 
 def test_the_tables_say_what_the_watcher_decided(package: tuple[Path, Any]) -> None:
@@ -249,3 +254,214 @@ def test_missing_coordinates_or_contributors_are_named(tmp_path: Path) -> None:
             parse_config(CONFIG),
             bundle_info=BUNDLE,
         )
+
+
+# Deployment dates. A watch run over real frames, exported with config dates that miss them:
+# Peru S90 frames carry EXIF times of July 2014, the config (like examples/edge.toml) says the
+# deployment started on 2026-05-01. Frames re-saved without EXIF carry their file's time.
+
+PERU = CAMTRAP / "peru_s90_animl"
+DATED = {
+    "triage": {"burst_gap_seconds": 10},
+    "deployment": {
+        "deployment_id": "peru-s90",
+        "latitude": -12.58,
+        "longitude": -69.2,
+        "timezone": "America/Lima",
+        "deployment_start": "2026-05-01",  # as in examples/edge.toml; no end
+        "cameras": {  # this camera's dates do hold its frames
+            "S90_SDZG2": {"deployment_start": "2014-07-01", "deployment_end": "2014-07-31"}
+        },
+    },
+    "project": {
+        "title": "Peru S90 dates test",
+        "contributors": [{"title": "Field Team", "role": "contact"}],
+    },
+}
+FILE_TIMES = {  # frames without EXIF: their modification time, as a copy would leave it
+    "S90_SDZG1/no-exif.JPG": datetime(2026, 5, 2, 10, 0, 0, 500000),
+    "NOEXIF/a.JPG": datetime(2026, 5, 3, 8, 0, 0, 250000),
+    "NOEXIF/b.JPG": datetime(2026, 5, 4, 9, 30, 0, 750000),
+}
+
+
+def lima(t: datetime) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return t.replace(tzinfo=ZoneInfo("America/Lima"), microsecond=0)
+
+
+def fill_inbox(inbox: Path) -> dict[str, datetime]:
+    """Four SDZG1 and three SDZG2 frames as the camera wrote them, three frames stripped of
+    EXIF with set file times; returns relpath -> EXIF time for the frames that have one."""
+    from PIL import Image
+
+    from edge.exif import exif_time
+
+    times = {}
+    for cam, n in (("S90_SDZG1", 4), ("S90_SDZG2", 3)):
+        (inbox / cam).mkdir(parents=True)
+        for src in sorted((PERU / cam).iterdir())[:n]:
+            (inbox / cam / src.name).write_bytes(src.read_bytes())
+            t = exif_time(src)
+            assert t is not None
+            times[f"{cam}/{src.name}"] = t
+    (inbox / "NOEXIF").mkdir()
+    for k, (rel, t) in enumerate(FILE_TIMES.items()):
+        with Image.open(PERU / "S90_SDZG1" / f"EK00000{5 + k}.JPG") as im:
+            im.save(inbox / rel, "JPEG", quality=90)  # no exif= : the EXIF block is dropped
+        stamp = t.timestamp()
+        os.utime(inbox / rel, (stamp, stamp))
+        assert exif_time(inbox / rel) is None
+    return times
+
+
+@pytest.fixture(scope="module")
+def watched(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real `run_once` over the inbox with the tiny bundle, and the package of its journal."""
+    from edge.bundle import load_bundle
+    from edge.journal import Journal
+    from edge.reports import records
+    from edge.tui import Stats
+    from edge.watch import WatchOptions, run_once
+
+    root = tmp_path_factory.mktemp("dated")
+    inbox, out = root / "in", root / "out"
+    exif = fill_inbox(inbox)
+    thresholds = {"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02}
+    opts = WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=0.1, give_up=2.0,
+                        batch=4, copy=True)  # fmt: skip
+    bundle = load_bundle(tiny_bundle)
+    run_once(bundle, opts, Stats(out=out))
+    with Journal.open(out) as j:
+        frames = records(j)
+    assert len(frames) == len(exif) + len(FILE_TIMES)
+    folder = out / "camtrap-dp"
+    info = BundleInfo.from_manifest(bundle.manifest)
+    report = write_camtrap_dp(folder, frames, parse_config(DATED), bundle_info=info)
+    return {"out": out, "folder": folder, "report": report, "exif": exif, "frames": frames}
+
+
+def assert_coherent(folder: Path) -> dict[str, tuple[datetime, datetime]]:
+    """Each deployment starts before it ends and holds its media and their events."""
+    spans = {}
+    for d in table(folder, "deployments"):
+        start = datetime.fromisoformat(d["deploymentStart"])
+        end = datetime.fromisoformat(d["deploymentEnd"])
+        assert start <= end, d
+        spans[d["deploymentID"]] = (start, end)
+    for m in table(folder, "media"):
+        start, end = spans[m["deploymentID"]]
+        assert start <= datetime.fromisoformat(m["timestamp"]) <= end, (m, start, end)
+    for o in table(folder, "observations"):
+        start, end = spans[o["deploymentID"]]
+        assert start <= datetime.fromisoformat(o["eventStart"]) <= end, o
+        assert start <= datetime.fromisoformat(o["eventEnd"]) <= end, o
+    desc = json.loads((folder / "datapackage.json").read_text())
+    assert desc["temporal"]["start"] == min(s for s, _ in spans.values()).date().isoformat()
+    return spans
+
+
+def test_the_journal_of_a_watch_run_makes_a_coherent_package(watched: dict[str, Any]) -> None:
+    folder, report, exif = watched["folder"], watched["report"], watched["exif"]
+    spans = assert_coherent(folder)
+    result = validate_tables(folder)
+    assert result.valid, result.flatten(["type", "note", "fieldName", "rowNumber"])
+    assert validate_profile(folder) == []
+
+    # SDZG1: the config's start misses every EXIF time; the deployment is widened to them
+    sdzg1 = sorted(lima(t) for rel, t in exif.items() if rel.startswith("S90_SDZG1/"))
+    assert spans["peru-s90-S90_SDZG1"] == (sdzg1[0], sdzg1[-1])
+    # SDZG2: its own dates hold its frames and are kept as configured
+    assert spans["peru-s90-S90_SDZG2"] == (
+        lima(datetime(2014, 7, 1)), lima(datetime(2014, 7, 31, 23, 59, 59))
+    )
+    # NOEXIF: the configured start, the end from the only times there are (file times)
+    assert spans["peru-s90-NOEXIF"] == (
+        lima(datetime(2026, 5, 1)), lima(FILE_TIMES["NOEXIF/b.JPG"])
+    )
+    media = table(folder, "media")
+    per_dep = {d: sum(m["deploymentID"] == d for m in media) for d in spans}
+    assert per_dep == {"peru-s90-S90_SDZG1": 4, "peru-s90-S90_SDZG2": 3, "peru-s90-NOEXIF": 2}
+    # the SDZG1 frame without EXIF would have pushed the end to 2026: left out, and said why
+    assert set(report.skipped) == {"S90_SDZG1/no-exif.JPG"}
+    assert "no EXIF time" in report.skipped["S90_SDZG1/no-exif.JPG"]
+    assert "peru-s90-S90_SDZG1" in report.skipped["S90_SDZG1/no-exif.JPG"]
+    deps = {d["deploymentID"]: d for d in table(folder, "deployments")}
+    assert "widened" in deps["peru-s90-S90_SDZG1"]["deploymentComments"]
+    assert deps["peru-s90-S90_SDZG2"]["deploymentComments"] == ""
+
+
+def test_the_warnings_name_the_deployment_the_count_and_the_range(
+    watched: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    warnings, exif = watched["report"].warnings, watched["exif"]
+    by_dep: dict[str, list[str]] = {}
+    for w in warnings:
+        by_dep.setdefault(w.split(":", 1)[0], []).append(w)
+    assert set(by_dep) == {"deployment peru-s90-S90_SDZG1", "deployment peru-s90-NOEXIF"}
+    widened, left_out = by_dep["deployment peru-s90-S90_SDZG1"]
+    sdzg1 = sorted(lima(t) for rel, t in exif.items() if rel.startswith("S90_SDZG1/"))
+    assert f"{len(sdzg1)} of {len(sdzg1) + 1} media were taken" in widened
+    assert f"{sdzg1[0].isoformat()} .. {sdzg1[-1].isoformat()}" in widened
+    assert "2026-05-01T00:00:00-05:00 .. unset" in widened  # what the config said
+    assert f"1 of {len(sdzg1) + 1} media have no EXIF time" in left_out
+    assert lima(FILE_TIMES["S90_SDZG1/no-exif.JPG"]).isoformat() in left_out
+    (no_exif,) = by_dep["deployment peru-s90-NOEXIF"]
+    assert "none of its 2 media has an EXIF time, so its deploymentEnd comes" in no_exif
+    # also logged, so a caller that only reads logs hears it
+    folder = watched["out"] / "again"
+    with caplog.at_level("WARNING", logger="edge.camtrapdp"):
+        again = write_camtrap_dp(
+            folder, watched["frames"], parse_config(DATED), bundle_info=BUNDLE
+        )
+    assert again.warnings == warnings
+    assert [r.getMessage() for r in caplog.records] == [f"Camtrap DP: {w}" for w in warnings]
+
+
+def test_export_dp_on_the_command_line_reports_the_disagreement(
+    watched: dict[str, Any], tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """`edge export-dp` in its own process, as a ranger runs it: the warnings reach stderr."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(
+        '[deployment]\ndeployment_id = "peru-s90"\nlatitude = -12.58\nlongitude = -69.2\n'
+        'timezone = "America/Lima"\ndeployment_start = "2026-05-01"\n'
+        '[deployment.cameras.S90_SDZG2]\ndeployment_start = "2014-07-01"\n'
+        'deployment_end = "2014-07-31"\n'
+        '[[project.contributors]]\ntitle = "Field Team"\nrole = "contact"\n'
+    )
+    folder = tmp_path / "dp"
+    cmd = [sys.executable, "-m", "edge.cli", "export-dp", str(watched["out"]), "--config",
+           str(cfg), "--bundle", str(tiny_bundle), "--folder", str(folder)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    out, err = " ".join(done.stdout.split()), " ".join(done.stderr.split())
+    assert "(3 deployments, 9 media" in out and "1 skipped" in out
+    assert "deployment peru-s90-S90_SDZG1: 4 of 5 media were taken" in err
+    assert "deployment peru-s90-S90_SDZG1: 1 of 5 media have no EXIF time" in err
+    assert "deployment peru-s90-NOEXIF: none of its 2 media has an EXIF time" in err
+    assert "S90_SDZG2" not in err
+    assert_coherent(folder)
+    assert validate_tables(folder).valid
+
+
+def test_dates_out_of_order_are_refused_with_the_key_to_fix(tmp_path: Path) -> None:
+    frames = real_frames()[:3]
+    same_day = {**CONFIG, "deployment": {**CONFIG["deployment"],
+                "deployment_start": "2014-07-01T18:00:00-05:00",
+                "deployment_end": "2014-07-01T08:00:00-05:00"}}  # fmt: skip
+    with pytest.raises(CamtrapDPError, match="deployment peru-s90-S90_SDZG1: deployment_end"):
+        write_camtrap_dp(tmp_path, frames, parse_config(same_day), bundle_info=BUNDLE)
+    crossed = {**CONFIG, "deployment": {**CONFIG["deployment"],
+               "deployment_end": "2014-06-30",
+               "cameras": {"S90_SDZG1": {"deployment_start": "2014-07-01"}}}}  # fmt: skip
+    with pytest.raises(CamtrapDPError, match=r"camera 'S90_SDZG1'.*deployment.cameras.S90_SDZG1"):
+        write_camtrap_dp(tmp_path, frames, parse_config(crossed), bundle_info=BUNDLE)
+    # file times only, all before the one configured date: no end can be found
+    files_only = [replace(f, timestamp=datetime(2014, 7, 1, 12, 0, k, 5)) for k, f in
+                  enumerate(frames)]  # fmt: skip
+    late = {**CONFIG, "deployment": {**CONFIG["deployment"], "deployment_start": "2026-05-01"}}
+    with pytest.raises(CamtrapDPError, match="set both deployment_start and deployment_end"):
+        write_camtrap_dp(tmp_path, files_only, parse_config(late), bundle_info=BUNDLE)
+    assert not (tmp_path / "deployments.csv").exists()  # nothing half written
