@@ -6,6 +6,11 @@ when its size and mtime hold still across two looks `settle` seconds apart, a JP
 EOI marker (FF D9), and it decodes. One that never gets there within `give_up` seconds is
 handed back as unreadable, with the reason, for quarantine; one that cannot even be opened
 (permission denied) cannot be hashed or copied, so `edge.sink.admit` leaves it in the inbox.
+
+The EOI test is for JPEG bytes, not JPEG names: a file named .jpg that does not start with
+SOI (FF D8) is no JPEG being written, so there is no marker to wait for. It is judged as any
+other format is: a PNG saved as .jpg decodes and is sorted, a text file is quarantined by the
+decoder as "not a decodable image", not as a "truncated JPEG".
 """
 
 from __future__ import annotations
@@ -21,25 +26,38 @@ from edge.decode import DecodeError, load_image
 JPEG_EXTS = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
-def is_complete_jpeg(path: str | Path) -> bool:
-    """True when the file starts with SOI (FF D8) and ends with EOI (FF D9).
+SOI, EOI = b"\xff\xd8", b"\xff\xd9"
+
+
+def jpeg_state(path: str | Path) -> str:
+    """What the ends of a file say: 'whole' (SOI ... EOI), 'cut' (SOI without EOI: a JPEG cut
+    short or still being written), 'short' (under two bytes, too few to tell) or 'other' (no
+    SOI: not a JPEG at all, whatever its name). An OSError goes up to the caller.
 
     Some cameras pad after EOI with zeros or 0xFF, so trailing padding (up to 4 KiB) is allowed.
     """
-    try:
-        with open(path, "rb") as f:
-            if f.read(2) != b"\xff\xd8":
-                return False
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            n = min(size - 2, 4096)
-            f.seek(size - n)
-            tail = f.read(n).rstrip(b"\x00\xff")
-    except OSError:
-        return False
+    with open(path, "rb") as f:
+        head = f.read(2)
+        if len(head) < 2:
+            return "short"
+        if head != SOI:
+            return "other"
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        n = min(size - 2, 4096)
+        f.seek(size - n)
+        tail = f.read(n).rstrip(b"\x00\xff")
     # rstrip stops at D9, so the EOI survives; inside entropy-coded data FF is always
     # stuffed (FF 00), so a cut can end in FF D9 only at a real marker.
-    return tail.endswith(b"\xff\xd9")
+    return "whole" if tail.endswith(EOI) else "cut"
+
+
+def is_complete_jpeg(path: str | Path) -> bool:
+    """True when the file starts with SOI (FF D8) and ends with EOI (FF D9), padding allowed."""
+    try:
+        return jpeg_state(path) == "whole"
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,8 @@ class StabilityGate:
     """Holds candidates until they are whole; call `poll()` often, it never blocks.
 
     `decode=False` skips the full decode (the decide stage decodes and quarantines anyway) and
-    keeps only the stable-size and JPEG-EOI tests, which halves decoding work on a slow device.
+    keeps only the stable-size and JPEG-EOI tests, which halves decoding work on a slow device;
+    a file that is not an image then passes the gate and the decoder quarantines it.
     """
 
     def __init__(
@@ -98,10 +117,14 @@ class StabilityGate:
         """None when whole, else why not; an OSError (permission denied) is the reason."""
         with open(path, "rb"):  # else an unreadable JPEG reads as "truncated", a PNG as whole
             pass
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return "empty file (0 bytes)"
-        if path.suffix.lower() in JPEG_EXTS and not is_complete_jpeg(path):
+        if size == 1:  # may still grow into anything: wait, as for an empty one
+            return "too short to be an image (1 byte)"
+        if path.suffix.lower() in JPEG_EXTS and jpeg_state(path) == "cut":
             return "truncated JPEG (no end-of-image marker)"
+        # a .jpg without SOI ('other') is no JPEG: no marker to wait for; decoding says what it is
         if self.decode:
             try:
                 load_image(path)
