@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import Counter, deque
@@ -32,15 +33,26 @@ class Stats:
     done_times: deque[float] = field(default_factory=lambda: deque(maxlen=500))
     status: str = "watching"
     unreadable: dict[str, str] = field(default_factory=dict)  # left in the inbox: file -> why
+    review_queue: int = 0  # frames waiting in OUT/review, earlier runs' too (see recount)
 
     def record(self, file: str, label: str, decision: str, confidence: float,
                latency: float) -> None:
         self.decisions[decision] += 1
+        self.review_queue += decision == "review"
         if decision not in ("empty", "quarantine"):
             self.species[label] += 1
         self.latencies.append(latency)
         self.done_times.append(time.monotonic())
         self.recent.appendleft((file, label, decision, confidence))
+
+    def recount(self) -> None:
+        """Count the frames in OUT/review again: a person works through them between runs
+        and while the watcher runs; their sidecars and our temp files are not frames."""
+        n = 0
+        for _folder, _dirs, files in os.walk(self.out / "review"):
+            n += sum(not (f.endswith(".json") or (f.startswith(".") and f.endswith("-tmp")))
+                     for f in files)
+        self.review_queue = n
 
     def throughput(self, window: float = 30.0) -> float:
         """Frames per second over the last `window` seconds."""
@@ -63,8 +75,8 @@ def render(stats: Stats) -> Group:
     for _ in range(4):
         head.add_column()
     head.add_row(
-        Text(f"seen {stats.seen}", style="bold"),
-        f"review queue {stats.decisions['review']}",
+        Text(f"seen {stats.seen} this run", style="bold"),
+        f"review queue {stats.review_queue}",
         f"{stats.throughput():.1f} frames/s",
         f"latency {_latency(stats)}",
     )

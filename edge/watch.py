@@ -57,6 +57,7 @@ log = logging.getLogger("edge.watch")
 DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
 RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching
 PURGE_EVERY = 3600.0  # seconds between sweeps for empties past their retention
+RECOUNT_EVERY = 60.0  # seconds between counts of the frames waiting in OUT/review
 MAX_AHEAD = 8  # batches loaded ahead and kept waiting, at most
 
 
@@ -407,6 +408,7 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
     with Decider(scorer, opts, stats) as decider, \
             Journal.open(opts.out, exclusive=True) as journal:
         clean_temps(opts.out)
+        stats.recount()
         _process(journal, decider, opts, stats, pause=False)  # finish what a crash left
         # frames already on a card are whole or never will be: no need to wait long for them
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
@@ -444,6 +446,7 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
     with Decider(scorer, opts, stats) as decider, \
             Journal.open(opts.out, exclusive=True) as journal:
         clean_temps(opts.out)
+        stats.recount()
         _process(journal, decider, opts, stats)
 
         def known(p: Path, st: os.stat_result) -> bool:
@@ -452,6 +455,7 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
         gate = StabilityGate(settle=opts.settle, give_up=opts.give_up, decode=False)
         written, last_write = -1, time.monotonic()
         last_purge = -PURGE_EVERY
+        last_count = time.monotonic()
         with Watcher(opts.inbox, exclude=[opts.out], use_polling=opts.polling,
                      poll_interval=opts.poll_interval, rescan_interval=opts.rescan_interval,
                      maxsize=opts.max_queue, skip=known) as watcher:
@@ -478,6 +482,9 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                 if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
                     _write_results(journal, opts, bundle, live=True)
                     written, last_write = handled, time.monotonic()
+                if time.monotonic() - last_count > RECOUNT_EVERY:
+                    stats.recount()  # a person takes frames out of review/ as they go
+                    last_count = time.monotonic()
         _write_results(journal, opts, bundle, live=True)
     return stats
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import random
+import re
+import select
 import shutil
 import signal
 import sqlite3
@@ -25,6 +27,7 @@ from edge.journal import Journal
 from edge.reports import summary as summary_text
 from edge.reports import write_results
 from edge.tui import Stats
+from edge.tui import render as render_dashboard
 from edge.watch import WatchOptions, run_forever, run_once
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -473,3 +476,82 @@ def test_a_full_output_disk_stops_a_batch_run_which_a_rerun_finishes(
     assert {sha(p) for p in sorted_frames(out)} == {sha(p) for p in frames}
     with Journal.open(out) as j:
         assert [r.state for r in j.frames()] == ["done"] * 5
+
+
+def test_the_review_queue_counts_what_waits_in_review_not_this_run_alone(tiny_bundle: Path,
+                                                                        tmp_path: Path):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    sources = sorted(CA01.iterdir())
+    for p in sources[:4]:
+        shutil.copy(p, inbox / "cam")
+    # tag nothing, so every frame waits for a person
+    opts = options(inbox, out, thresholds={"tag": 1.01, "empty": 1.01, "empty_foreground": 0.0})
+    first = run_once(load_bundle(tiny_bundle), opts, Stats(out=out))
+    assert first.review_queue == first.decisions["review"] == 4
+    reviewed = next((out / "review" / "cam").glob("*.jpg"))
+    reviewed.unlink()  # a person dealt with one
+    for p in sources[4:6]:
+        shutil.copy(p, inbox / "cam")
+    second = run_once(load_bundle(tiny_bundle), options(inbox, out, thresholds=opts.thresholds),
+                      Stats(out=out))
+    assert second.seen == 2 and second.decisions["review"] == 2
+    assert second.review_queue == 3 + 2  # the earlier run's three still waiting, and two new
+    console = Console(record=True, width=200)
+    console.print(render_dashboard(second))
+    text = console.export_text()
+    assert "review queue 5" in text and "seen 2 this run" in text
+
+
+def test_the_live_dashboard_runs_in_a_terminal_and_stops_on_sigterm(tiny_bundle: Path,
+                                                                   tmp_path: Path):
+    """The rich dashboard as a ranger sees it: in a real pseudo-terminal, frames arriving."""
+    import pty
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out",
+                             str(out), "--bundle", str(tiny_bundle), "--settle", "0.1"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    screen = bytearray()
+
+    def read_until(cond, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond() and time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    screen.extend(os.read(master, 65536))
+                except OSError:  # the child closed the terminal
+                    return
+
+    try:
+        read_until(lambda: b"overmap-edge watch" in screen)
+        for p in sorted(CA01.iterdir())[:3]:
+            shutil.copy(p, inbox / "cam")
+        read_until(lambda: all((out / "journal.sqlite").exists() and f.state == "done"
+                               for f in _rows(out)) and len(_rows(out)) == 3)
+        time.sleep(1.0)  # a refresh or two of the dashboard
+        proc.send_signal(signal.SIGTERM)
+        read_until(lambda: proc.poll() is not None and b"results:" in screen, timeout=30)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode("utf-8", "replace"))
+    assert "overmap-edge watch" in text and "review queue" in text and "disk free" in text
+    assert "seen 3 this run" in text  # the last frame of the dashboard counted them
+    assert "Traceback" not in text
+    assert "results:" in text
+
+
+def _rows(out: Path) -> list:
+    if not (out / "journal.sqlite").exists():
+        return []
+    with Journal.open(out) as j:
+        return j.frames()
