@@ -43,10 +43,9 @@ package that holds to it:
   :func:`edge.exif.capture_time`), often when the file was copied. Such a time never widens a
   deployment; a frame whose file time lies outside it is left out of the package (listed in
   `skipped`) with a warning. Only when a camera has no EXIF time at all and a config date is
-  missing do file times set that date, with a warning saying so. A time is known to be a file
-  time by its fraction of a second: EXIF DateTimeOriginal has whole seconds, a modification time
-  read by `capture_time` almost never does. (A file time in whole seconds, such as a FAT card's,
-  is the camera's own clock and passes for a capture time.)
+  missing do file times set that date, with a warning saying so. The watcher records where each
+  time came from (`time_source`); in a journal from before it did, a time with a fraction of a
+  second is taken for a file time, since EXIF DateTimeOriginal has whole seconds.
 - deployment_start after deployment_end (possible with date-times on one day, or a camera that
   overrides only one of them) is refused with :class:`CamtrapDPError`.
 
@@ -184,9 +183,12 @@ def _bound(v: datetime | date | None, tz: Any, *, end: bool) -> datetime | None:
     return datetime.combine(v, time(23, 59, 59) if end else time(0, 0, 0), tzinfo=tz)
 
 
-def _is_file_time(t: datetime) -> bool:
-    """True for a time that can only be a file's modification time: EXIF has whole seconds."""
-    return t.microsecond != 0
+def _is_file_time(fr: FrameRecord) -> bool:
+    """True for a time that is the file's modification time, as the watcher recorded it; for
+    a journal written before it did, a time with a fraction of a second (EXIF has none)."""
+    if fr.time_source is not None:
+        return fr.time_source == "file"
+    return fr.timestamp is not None and fr.timestamp.microsecond != 0
 
 
 def _span_text(lo: datetime | None, hi: datetime | None) -> str:
@@ -536,7 +538,7 @@ def write_camtrap_dp(
     for media_id, fr in unique.items():
         assert fr.timestamp is not None
         t = fr.timestamp
-        by_camera[fr.camera].append((media_id, _local(t, tz), _is_file_time(t)))
+        by_camera[fr.camera].append((media_id, _local(t, tz), _is_file_time(fr)))
 
     deployments, media, observations = [], [], []
     warnings: list[str] = []

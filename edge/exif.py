@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import piexif
 
@@ -31,12 +32,18 @@ def exif_time(path: str | Path) -> datetime | None:
     return None
 
 
-def capture_time(path: str | Path) -> datetime | None:
-    """EXIF time, else the file's modification time (local), else None."""
+def when_taken(path: str | Path) -> tuple[datetime | None, Literal["exif", "file"] | None]:
+    """The capture time and where it came from: the EXIF time, else the file's modification
+    time (local; a copy without -p sets it to the copying time), else (None, None)."""
     t = exif_time(path)
     if t is not None:
-        return t
+        return t, "exif"
     try:
-        return datetime.fromtimestamp(Path(path).stat().st_mtime)
+        return datetime.fromtimestamp(Path(path).stat().st_mtime), "file"
     except OSError:
-        return None
+        return None, None
+
+
+def capture_time(path: str | Path) -> datetime | None:
+    """EXIF time, else the file's modification time (local), else None."""
+    return when_taken(path)[0]

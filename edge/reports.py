@@ -26,6 +26,7 @@ def record_of(frame: Frame) -> FrameRecord:
     return FrameRecord(
         relpath=frame.relpath, camera=frame.camera, sha256=frame.sha256,
         timestamp=datetime.fromisoformat(when) if when else None,
+        time_source=extra.get("time_source"),
         width=extra.get("width"), height=extra.get("height"), label=frame.label,
         class_index=frame.class_index, softmax=frame.softmax, overmap=frame.overmap,
         confidence=frame.confidence, decision=frame.decision,

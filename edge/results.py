@@ -44,7 +44,8 @@ class FrameRecord:
     """What the watcher knows about one frame once it is decided (or quarantined).
 
     `relpath`: path under the inbox, '/'-separated. `dest`: where it was sorted, relative to
-    OUT. `timestamp`: EXIF DateTimeOriginal, else the file's mtime; naive means camera clock.
+    OUT. `timestamp`: EXIF DateTimeOriginal, else the file's mtime; naive means camera clock;
+    `time_source` says which ("exif", "file"; None when not recorded, as in older journals).
     `failure`: why the frame could not be read (then the model fields are None).
     `boxes`: normalised (x, y, w, h), top-left origin, when known. `top`: (class index,
     probability) pairs in descending order when the caller kept more than the top-1.
@@ -54,6 +55,7 @@ class FrameRecord:
     camera: str = ""
     sha256: str | None = None
     timestamp: datetime | None = None
+    time_source: str | None = None
     width: int | None = None
     height: int | None = None
     label: str | None = None

@@ -31,7 +31,7 @@ from edge.bundle import Bundle
 from edge.decode import DecodeError, load_image
 from edge.discover import Watcher, scan
 from edge.durable import make_dirs
-from edge.exif import capture_time
+from edge.exif import when_taken
 from edge.journal import Decision, Journal, camera_of
 from edge.overlay import render, write_overlay
 from edge.preprocess import CROP_RATIO
@@ -95,6 +95,7 @@ class _Loaded:
     index: list[int]  # images[k] is paths[index[k]]
     images: list[np.ndarray]
     times: list[datetime | None]
+    time_sources: list[str | None]  # "exif", "file" (modification time) or None
     batches: list[Prepared]  # in chunks of at most the runtime's max_batch
 
 
@@ -165,7 +166,7 @@ class Decider:
         return decisions
 
     def _load(self, paths: list[Path]) -> _Loaded:
-        failed, denied, index, images, times = {}, {}, [], [], []
+        failed, denied, index, images, times, sources = {}, {}, [], [], [], []
         for i, p in enumerate(paths):
             try:
                 images.append(load_image(p, min_side=self.min_side))
@@ -174,10 +175,12 @@ class Decider:
                 (denied if isinstance(e.__cause__, PermissionError) else failed)[i] = str(e)
                 continue
             index.append(i)
-            times.append(capture_time(p))
+            t, source = when_taken(p)
+            times.append(t)
+            sources.append(source)
         runtime, step = self.scorer.runtime, self.scorer.runtime.max_batch
         batches = [runtime.prepare(images[i : i + step]) for i in range(0, len(images), step)]
-        return _Loaded(paths, failed, denied, index, images, times, batches)
+        return _Loaded(paths, failed, denied, index, images, times, sources, batches)
 
     def _infer(self, loaded: _Loaded) -> tuple[_Loaded, list[Outputs]]:
         return loaded, [self.scorer.runtime.infer(b) for b in loaded.batches]
@@ -208,6 +211,7 @@ class Decider:
                 verdict = verdicts[k]
                 extra = {
                     "time": times[k].isoformat() if times[k] else None,
+                    "time_source": loaded.time_sources[k],
                     "width": int(images[k].shape[1]), "height": int(images[k].shape[0]),
                     "entropy": s.entropy, "foreground": s.score.foreground_fraction,
                     "mask_source": s.score.mask_source, "measure": s.score.measure,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -555,3 +556,24 @@ def _rows(out: Path) -> list:
         return []
     with Journal.open(out) as j:
         return j.frames()
+
+
+def test_the_journal_says_where_each_frame_time_came_from(tiny_bundle: Path, tmp_path: Path):
+    """EXIF DateTimeOriginal, or the file's time (which a copy sets to when it was copied):
+    the Camtrap DP export trusts the one and not the other, so the journal keeps which."""
+    import cv2
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "S90").mkdir(parents=True)
+    src = sorted(PERU.iterdir())[0]
+    shutil.copy(src, inbox / "S90" / "exif.jpg")
+    ok, data = cv2.imencode(".jpg", cv2.imread(str(src)))  # re-encoded: no EXIF block
+    (inbox / "S90" / "bare.jpg").write_bytes(data.tobytes())
+    os.utime(inbox / "S90" / "bare.jpg", (1_700_000_000, 1_700_000_000))  # whole seconds
+    run_once(load_bundle(tiny_bundle), options(inbox, out), Stats(out=out))
+    with Journal.open(out) as j:
+        extra = {f.relpath: f.extra for f in j.frames()}
+    assert extra["S90/exif.jpg"]["time_source"] == "exif"
+    assert extra["S90/exif.jpg"]["time"].startswith("2014-")
+    assert extra["S90/bare.jpg"]["time_source"] == "file"
+    assert extra["S90/bare.jpg"]["time"] == datetime.fromtimestamp(1_700_000_000).isoformat()
