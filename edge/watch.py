@@ -55,7 +55,8 @@ from edge.tui import Stats
 log = logging.getLogger("edge.watch")
 
 DISK_FULL_RETRY = 30.0  # seconds between tries while the output disk is full
-RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching
+RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching, at least
+RESULTS_SHARE = 0.05  # ... and at most this share of the time spent rewriting it
 PURGE_EVERY = 3600.0  # seconds between sweeps for empties past their retention
 RECOUNT_EVERY = 60.0  # seconds between counts of the frames waiting in OUT/review
 MAX_AHEAD = 8  # batches loaded ahead and kept waiting, at most
@@ -457,7 +458,7 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
             return _known(journal, opts.inbox, p, st)
 
         gate = StabilityGate(settle=opts.settle, give_up=opts.give_up, decode=False)
-        written, last_write = -1, time.monotonic()
+        written, last_write, results_every = -1, time.monotonic(), RESULTS_EVERY
         last_purge = -PURGE_EVERY
         last_count = time.monotonic()
         with Watcher(opts.inbox, exclude=[opts.out], use_polling=opts.polling,
@@ -483,9 +484,13 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     purge_empties(journal, opts.out, days)
                     last_purge = time.monotonic()
                 handled = sum(stats.decisions.values())
-                if handled != written and time.monotonic() - last_write > RESULTS_EVERY:
+                if handled != written and time.monotonic() - last_write > results_every:
+                    t0 = time.monotonic()
                     _write_results(journal, opts, bundle, live=True)
                     written, last_write = handled, time.monotonic()
+                    # the file holds every frame of the journal, and a journal of weeks takes
+                    # seconds to write out: the longer it takes, the rarer it is rewritten
+                    results_every = max(RESULTS_EVERY, (last_write - t0) / RESULTS_SHARE)
                 if time.monotonic() - last_count > RECOUNT_EVERY:
                     stats.recount()  # a person takes frames out of review/ as they go
                     last_count = time.monotonic()
