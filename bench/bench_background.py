@@ -10,8 +10,8 @@ Each round and each model: learn the first --memory MLWIC CA-01 frames ("update 
 builds each frame's entry), then for each of the next --frames frames ask foreground (it builds
 the frame's entry) and learn the frame ("update (after fg)": it reuses that entry), so the
 memory grows from --memory to --memory + --frames frames (the latest 200 kept, the default
-max_frames). Prints ms/frame, median of the rounds (and the spread), the ratio, and the
-largest difference between the two models' foregrounds.
+max_frames). Prints ms/frame, median of the rounds (and the spread), the ratio, the largest
+difference between the two models' foregrounds, and the bytes each holds at the end.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ def main() -> None:
         name: {"update (cold)": [], "foreground": [], "update (after fg)": []} for name in models
     }
     outputs: dict[str, list[np.ndarray]] = {}
+    held: dict[str, tuple[int, int]] = {}  # bytes and frames held after round 0
     for r in range(args.rounds + 1):  # round 0 warms up and keeps the outputs
         for name in list(models)[r % 2 :] + list(models)[: r % 2]:
             model = models[name]()
@@ -122,6 +123,7 @@ def main() -> None:
                 up_s += time.perf_counter() - t1
             if r == 0:
                 outputs[name] = fgs
+                held[name] = memory(model)
                 continue
             ms = times[name]
             ms["update (cold)"].append(1e3 * cold / len(warm))
@@ -152,6 +154,18 @@ def main() -> None:
     )
     diff = max(float(np.abs(a - b).max()) for a, b in zip(*outputs.values(), strict=True))
     print(f"max |foreground BackgroundModel - plain| over {len(asked)} frames: {diff:.3g}")
+    print("memory held at the end: " + ",   ".join(
+        f"{name} {b / 2**20:.1f} MB for {n} frames ({b / n / 1e3:.0f} KB/frame)"
+        for name, (b, n) in held.items()
+    ))
+
+
+def memory(model: object) -> tuple[int, int]:
+    """(bytes, frames) a model holds: BackgroundModel's own count; the plain copy's arrays."""
+    if isinstance(model, Plain):
+        entries = [e for mem in model.mems.values() for e in mem]
+        return sum(f.nbytes + d.nbytes for f, d in entries), len(entries)
+    return model.nbytes, sum(model.state().values())  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -26,12 +26,21 @@ Day colour and night infrared frames live in two separate memories, chosen by
 ``foreground()`` returns None: the caller falls back to the segmenter alone.
 
 Call ``foreground(image)`` before ``update(image)``: a frame is not its own background.
+
+Memory: a past frame is kept as it was shrunk, uint8 (53 KB at 128x128 with its thumbnail,
+a quarter of the blurred float32 frame), and the few neighbours chosen for a new frame are
+blurred again: the same float32 values, exactly (sums of 1/16ths of whole grey levels).
+``CameraBackgrounds`` keeps all the cameras' models together within a byte budget.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -43,7 +52,11 @@ from edge.decode import is_greyscale
 Mode = Literal["colour", "ir"]
 Combine = Literal["geometric", "mean", "max", "min", "product"]
 
+log = logging.getLogger(__name__)
+
 _DESC = 16  # thumbnail side for choosing neighbours
+_BLUR = np.array([0.25, 0.5, 0.25], np.float32)  # cv2.GaussianBlur's 3x3 kernel (sigma 0)
+DEFAULT_MAX_BYTES = 128 * 2**20  # CameraBackgrounds' budget, see its docstring
 
 
 def image_mode(image: np.ndarray) -> Mode:
@@ -62,25 +75,75 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return a
 
 
-def _median0(a: np.ndarray) -> np.ndarray:
-    """Median over the first axis of a few frames (a new array, never a view of ``a``).
+@cache
+def _network(k: int) -> tuple[tuple[int, int, bool, bool, bool, bool], ...]:
+    """The compare-exchanges that bring the median of ``k`` wires (2 <= k <= 15) to the
+    middle: Batcher's merge-exchange sort, pruned backwards to the mins and maxes that reach
+    the middle wire (odd k) or the two middle wires (even k, which are only added, so their
+    own last exchange goes too). Each is (i, j, lo, hi, lo_last, hi_last): whether wire i
+    takes the min, wire j the max, and whether that is the wire's final (middle) value."""
+    pairs, t = [], (k - 1).bit_length()  # Knuth's algorithm M
+    p = 1 << (t - 1)
+    while p > 0:
+        q, r, d = 1 << (t - 1), 0, p
+        while d > 0:
+            pairs += [(i, i + d) for i in range(k - d) if i & p == r]
+            d, q, r = q - p, q >> 1, p
+        p >>= 1
+    need = {k // 2} if k % 2 else {k // 2 - 1, k // 2}
+    done: set[int] = set()  # wires whose final value is already written (going backwards)
+    ops = []
+    for i, j in reversed(pairs):
+        if (i, j) == (k // 2 - 1, k // 2) and k % 2 == 0 and not done & {i, j}:
+            continue  # the sum of the two middle wires does not care which is which
+        lo, hi = i in need, j in need
+        if lo or hi:
+            last = k % 2 == 1  # the middle wire's last value can go straight to the result
+            ops.append((i, j, lo, hi, last and lo and i not in done, last and hi and j not in done))
+            done |= {i, j}
+            need |= {i, j}
+    return tuple(reversed(ops))
 
-    For up to 15 frames an odd-even transposition network of whole-frame min/max beats
-    np.sort, which sorts each pixel's k values one by one. The values are np.median's.
+
+def _median0(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Median over the first axis of a few float frames, into ``out`` (a new array by
+    default; never a view of ``a``, which is only read).
+
+    For up to 15 frames a pruned sorting network of whole-frame min/max (see ``_network``;
+    12 ufunc calls for 5 frames), its intermediate frames in buffers kept per thread, beats
+    np.sort, which sorts each pixel's k values one by one. Min and max pick values without
+    rounding, so the values are np.median's, bit for bit.
     """
     k = len(a)
+    if out is None:
+        out = np.empty(a.shape[1:], a.dtype)
     if k == 1:
-        return a[0].copy()
+        np.copyto(out, a[0])
+        return out
     if k > 15:
-        s = list(np.sort(a, axis=0))
-    else:
-        s = list(a)
-        for p in range(k):
-            for i in range(p % 2, k - 1, 2):
-                lo = np.minimum(s[i], s[i + 1])
-                s[i + 1] = np.maximum(s[i], s[i + 1])
-                s[i] = lo
-    return s[k // 2] if k % 2 else (s[k // 2 - 1] + s[k // 2]) / 2
+        s = np.sort(a, axis=0)
+        if k % 2:
+            np.copyto(out, s[k // 2])
+        else:
+            np.divide(np.add(s[k // 2 - 1], s[k // 2], out=out), 2, out=out)
+        return out
+    ops = _network(k)
+    free = _buffers(a.shape[1:], a.dtype, k + 2)
+    s: list[np.ndarray | None] = list(a)
+    own = [False] * k  # whether s[i] is one of the buffers (else a view of a, or out)
+    for i, j, lo, hi, lo_last, hi_last in ops:
+        x, y = s[i], s[j]
+        if lo:
+            s[i] = np.minimum(x, y, out=out if lo_last else free.pop())
+        if hi:
+            s[j] = np.maximum(x, y, out=out if hi_last else free.pop())
+        for w, v, kept in ((i, x, lo), (j, y, hi)):
+            if own[w]:
+                free.append(v)  # type: ignore[arg-type]
+            own[w] = kept and s[w] is not out
+    if k % 2 == 0:
+        np.divide(np.add(s[k // 2 - 1], s[k // 2], out=out), 2, out=out)
+    return out
 
 
 def _median_last(a: np.ndarray) -> np.ndarray:
@@ -97,49 +160,91 @@ def _median_last(a: np.ndarray) -> np.ndarray:
 _scratch = threading.local()
 
 
-def _scratch_stack(k: int, shape: tuple[int, ...]) -> np.ndarray:
-    """[K,3,S,S] float32 kept from call to call (one per thread, shared by all models): a
+def _scratch_array(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An array kept from call to call (one per name and thread, shared by all models): a
     fresh one would cost a page fault per 4 KB every frame."""
-    stack = getattr(_scratch, "stack", None)
-    if stack is None or stack.shape != (k, *shape):
-        stack = _scratch.stack = np.empty((k, *shape), np.float32)
-    return stack
+    arrays = _scratch.__dict__.setdefault("arrays", {})
+    a = arrays.get(name)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[name] = np.empty(shape, dtype)
+    return a
+
+
+def _buffers(shape: tuple[int, ...], dtype: np.dtype, n: int) -> list[np.ndarray]:
+    """``n`` scratch frames of this shape for ``_median0`` (a new list of the kept arrays)."""
+    pool = _scratch.__dict__.setdefault("pool", {})
+    key = (shape, np.dtype(dtype).str)
+    bufs = pool.get(key)
+    if bufs is None:
+        if len(pool) >= 4:
+            pool.clear()  # another working size: do not keep every one ever seen
+        bufs = pool[key] = []
+    while len(bufs) < n:
+        bufs.append(np.empty(shape, dtype))
+    return bufs[:n]
 
 
 @dataclass
 class _Entry:
-    frame: np.ndarray  # float32 [3,S,S], lightly blurred, one plane per channel
-    sub: np.ndarray  # float32 [3,S/4,S/4]: every 4th pixel of frame, plus 1, for the gain
-    desc: np.ndarray  # float64 [16*16*3], whole grey levels, so distances are exact
+    planes: np.ndarray  # uint8 [3,S+2,S]: the frame at working size, one plane per channel,
+    # with one reflected row above and below (cv2's BORDER_REFLECT_101), what the memory keeps
+    desc: np.ndarray  # float32 [16*16*3], thumbnail grey levels minus 128 (exact products)
     norm: float  # desc @ desc
 
 
+def _blur(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """cv2.GaussianBlur 3x3 of padded uint8 planes [..., S+2, S] (a frame's own, or several
+    frames' stacked), as float32 [..., S+2, S]: rows 1..S are each plane's blur, the same
+    values (exact: sums of 1/16ths of whole numbers), and the pad rows are left over."""
+    flat = cv2.sepFilter2D(planes.reshape(-1, planes.shape[-1]), cv2.CV_32F, _BLUR, _BLUR,
+                           dst=None if out is None else out.reshape(-1, planes.shape[-1]))
+    return flat.reshape(planes.shape)
+
+
 class _Memory:
-    """Up to ``capacity`` entries in a ring, their descriptors in one matrix (its pages touched
-    only as it fills), so finding the nearest ones is one matrix-vector product per frame."""
+    """Up to ``capacity`` frames in a ring (uint8 channel planes, see ``_Entry``), their
+    descriptors in one matrix, so finding the nearest ones is one matrix-vector product per
+    frame. The matrix grows as frames come (x2, up to capacity), so that ``nbytes``, the size
+    of the arrays, is what the memory holds."""
+
+    _FIRST = 16  # descriptor rows allocated at first
 
     def __init__(self, capacity: int) -> None:
-        self.entries: list[_Entry] = []
-        self.descs = np.empty((capacity, _DESC * _DESC * 3), np.float64)
-        self.norms = np.empty(capacity, np.float64)
+        self.capacity = capacity
+        self.planes: list[np.ndarray] = []
+        self.descs = np.empty((0, _DESC * _DESC * 3), np.float32)
+        self.norms = np.empty(0, np.float64)
         self.next = 0  # ring slot the next entry goes to (the oldest once full)
+        self._planes_nbytes = 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.planes)
+
+    @property
+    def nbytes(self) -> int:
+        return self._planes_nbytes + self.descs.nbytes + self.norms.nbytes
 
     def add(self, entry: _Entry) -> None:
-        if len(self.entries) < len(self.norms):
-            self.entries.append(entry)
+        i = self.next
+        if i == len(self.norms):  # not full yet, and no room left: grow the matrix
+            rows = min(self.capacity, max(self._FIRST, 2 * i))
+            descs, norms = np.empty((rows, self.descs.shape[1]), np.float32), np.empty(rows)
+            descs[:i], norms[:i] = self.descs, self.norms
+            self.descs, self.norms = descs, norms
+        if len(self.planes) < self.capacity:
+            self.planes.append(entry.planes)
         else:
-            self.entries[self.next] = entry
-        self.descs[self.next] = entry.desc
-        self.norms[self.next] = entry.norm
-        self.next = (self.next + 1) % len(self.norms)
+            self._planes_nbytes -= self.planes[i].nbytes
+            self.planes[i] = entry.planes
+        self._planes_nbytes += entry.planes.nbytes
+        self.descs[i] = entry.desc
+        self.norms[i] = entry.norm
+        self.next = (i + 1) % self.capacity
 
     def oldest_first(self) -> np.ndarray:
         """Ring slots from the oldest entry to the newest."""
-        n = len(self.entries)
-        return (self.next - n + np.arange(n)) % len(self.norms)
+        n = len(self.planes)
+        return (self.next - n + np.arange(n)) % self.capacity
 
 
 class BackgroundModel:
@@ -147,8 +252,8 @@ class BackgroundModel:
 
     Args:
         size: working size (H, W); frames are shrunk to it (INTER_AREA) before anything else.
-        max_frames: past frames kept per mode (memory: about size*3*4 bytes each, 220 KB
-            at 128x128).
+        max_frames: past frames kept per mode (memory: about (H+2)*W*3 + 3,000 bytes each,
+            53 KB at 128x128, as uint8 planes: the blur is redone on the few frames chosen).
         neighbours: how many of the most similar past frames make the background. 5 separated
             empty from animal frames best on a 1,300-frame stream (MLWIC CA-01; 9 and 15 did
             worse); more give a steadier sigma while the memory is still small.
@@ -188,7 +293,9 @@ class BackgroundModel:
         self.neighbours = neighbours
         self.min_frames = min_frames
         self.z_low, self.z_high, self.noise_floor = z_low, z_high, noise_floor
-        self._last: tuple[np.ndarray, _Entry] | None = None
+        # the last frame seen and its entry (foreground() then update() on the same frame);
+        # a weak reference, so that a full-size frame is not kept alive per camera
+        self._last: tuple[weakref.ref[np.ndarray], _Entry] | None = None
         self._memory: dict[Mode, _Memory] = {
             "colour": _Memory(max_frames),
             "ir": _Memory(max_frames),
@@ -205,22 +312,34 @@ class BackgroundModel:
         mode = image_or_mode if isinstance(image_or_mode, str) else image_mode(image_or_mode)
         return len(self._memory[mode]) >= self.min_frames
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays holding the memories (they grow with the frames learnt)."""
+        return sum(mem.nbytes for mem in self._memory.values())
+
+    @property
+    def max_nbytes(self) -> int:
+        """``nbytes`` once both modes hold ``max_frames`` frames (about 21 MB by default)."""
+        h, w = self.size
+        row = 3 * (h + 2) * w + 4 * _DESC * _DESC * 3 + 8
+        return len(self._memory) * self.max_frames * row
+
     # -- learning
 
     def _entry(self, image: np.ndarray) -> _Entry:
-        if self._last is not None and self._last[0] is image:
+        if self._last is not None and self._last[0]() is image:
             return self._last[1]  # foreground() then update() on the same frame
-        entry = self._make_entry(image)
-        self._last = (image, entry)
-        return entry
-
-    def _make_entry(self, image: np.ndarray) -> _Entry:
-        small = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        blurred = cv2.GaussianBlur(small.astype(np.float32), (3, 3), 0)
-        frame = np.ascontiguousarray(blurred.transpose(2, 0, 1))  # channel planes [3,S,S]
+        h, w = self.size
+        small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        planes = np.empty((3, h + 2, w), np.uint8)
+        cv2.mixChannels([small], [planes[0, 1:-1], planes[1, 1:-1], planes[2, 1:-1]],
+                        [0, 0, 1, 1, 2, 2])
+        planes[:, 0], planes[:, -1] = planes[:, 2], planes[:, -3]
         desc = cv2.resize(small, (_DESC, _DESC), interpolation=cv2.INTER_AREA)
-        desc = desc.astype(np.float64).ravel()
-        return _Entry(frame, frame[:, ::4, ::4] + 1.0, desc, float(desc @ desc))
+        desc = desc.astype(np.float32).ravel() - 128.0
+        entry = _Entry(planes, desc, float(desc.astype(np.float64) @ desc))
+        self._last = (weakref.ref(image), entry)
+        return entry
 
     def update(self, image: np.ndarray, *, has_animal: bool = False) -> bool:
         """Add a frame to its mode's memory; returns whether it was added.
@@ -232,6 +351,7 @@ class BackgroundModel:
         if has_animal:
             return False
         self._memory[image_mode(image)].add(self._entry(image))
+        self._last = None  # learnt: its entry is not needed again
         return True
 
     # -- asking
@@ -248,30 +368,42 @@ class BackgroundModel:
         """
         image = _check_image(image)
         mem = self._memory[image_mode(image)]
-        if len(mem) < self.min_frames:
+        n = len(mem)
+        if n < self.min_frames:
             return None
         e = self._entry(image)
-        # squared distances between thumbnails, exact (whole numbers well under 2**53)
-        dist = mem.norms[: len(mem)] - 2.0 * (mem.descs[: len(mem)] @ e.desc) + e.norm
+        # squared distances between thumbnails, exact: the float32 products and sums are whole
+        # numbers under 2**24 (levels centred on 0), the rest whole numbers in float64
+        dots = (mem.descs[:n] @ e.desc).astype(np.float64)
+        dist = mem.norms[:n] - 2.0 * dots + e.norm
         slots = mem.oldest_first()
         dist = dist[slots]  # ties go to the older frame
         order = np.argsort(dist, kind="stable")
         order = order[dist[order] > 0][: self.neighbours]  # not itself
         if len(order) == 0:
             order = np.array([np.argmin(dist)])
-        nbrs = [mem.entries[i] for i in slots[order]]
+        k, (h, w) = len(order), self.size
+        # the frame's and its neighbours' blurred planes: one 3x3 blur of them all stacked
+        stacked = (k + 1, 3, h + 2, w)
+        padded = _scratch_array("padded", stacked, np.uint8)
+        padded[0] = e.planes
+        np.stack([mem.planes[i] for i in slots[order]], out=padded[1:])
+        blurred = _blur(padded, _scratch_array("blurred", stacked))[:, :, 1:-1]
+        frame, stack = blurred[0], blurred[1:]  # [3,S,S] and [K,3,S,S], views
         # per-channel gain, the median pixel ratio: robust to the animal itself (< half the frame)
-        ratio = e.sub / np.stack([m.sub for m in nbrs])  # [K,3,h,w]
-        gain = _median_last(ratio.reshape(len(nbrs), 3, -1))
-        stack = _scratch_stack(len(nbrs), e.frame.shape)  # [K,3,S,S]
-        for k, m in enumerate(nbrs):
-            np.multiply(m.frame, gain[k, :, None, None], out=stack[k])
-        bg = _median0(stack)
-        spread = _median0(np.abs(np.subtract(stack, bg, out=stack), out=stack))  # per channel
+        sub = frame[:, ::4, ::4] + 1.0  # every 4th pixel, plus 1
+        ratio = sub / (stack[:, :, ::4, ::4] + 1.0)  # [K,3,h,w]
+        gain = _median_last(ratio.reshape(k, 3, -1))
+        np.multiply(stack, gain[:, :, None, None], out=stack)
+        bg = _median0(stack, out=_scratch_array("bg", frame.shape))
+        spread = _median0(  # per channel
+            np.abs(np.subtract(stack, bg, out=stack), out=stack),
+            out=_scratch_array("spread", frame.shape),
+        )
         sigma = np.maximum(np.maximum(spread[0], spread[1]), spread[2])
         sigma *= 1.4826
         np.maximum(sigma, self.noise_floor, out=sigma)
-        diff = np.abs(np.subtract(e.frame, bg, out=bg), out=bg)
+        diff = np.abs(np.subtract(frame, bg, out=bg), out=bg)
         z = np.maximum(np.maximum(diff[0], diff[1]), diff[2])
         z /= sigma
         z -= self.z_low
@@ -289,24 +421,72 @@ def camera_key(path: str | Path) -> str:
 
 
 class CameraBackgrounds:
-    """One ``BackgroundModel`` per camera, created on first sight with the same options.
+    """One ``BackgroundModel`` per camera, created on first sight with the same options, the
+    models together within ``max_bytes``.
 
     Keys are camera folders (``camera_key(path)``) or any string the caller chooses.
+
+    Why a budget: the watcher runs for weeks on small devices with one folder per camera, and
+    each camera's model grows to ``max_nbytes`` (about 21 MB at the defaults: 200 day and 200
+    night frames), so without a bound memory would grow with the number of cameras. When a
+    frame learnt takes the models' ``nbytes`` over ``max_bytes``, the least recently used
+    cameras' models are dropped (logged at info level) until it fits again; such a camera
+    starts learning afresh from its next frame, scored by the segmenter alone meanwhile.
+    The default, 128 MB (6 cameras with full day and night memories, 12 with day only, more
+    while they fill), keeps the watcher, about 390 MB without its models with the default
+    bundle, well inside its 600 MB target.
     """
 
-    def __init__(self, **options: object) -> None:
-        BackgroundModel(**options)  # type: ignore[arg-type]  # check the options now
+    def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, **options: object) -> None:
+        probe = BackgroundModel(**options)  # type: ignore[arg-type]  # check the options now
+        if max_bytes < probe.max_nbytes:
+            raise ValueError(
+                f"max_bytes={max_bytes} is less than one camera's full model "
+                f"({probe.max_nbytes} bytes with these options)"
+            )
+        self.max_bytes = max_bytes
         self._options = options
-        self._models: dict[str, BackgroundModel] = {}
+        self._models: OrderedDict[str, BackgroundModel] = OrderedDict()  # least recent first
+        self._sizes: dict[str, int] = {}  # each model's nbytes when last counted
+        self._nbytes = 0  # their sum
+        self.evictions = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cameras' models as learnt through ``update`` (<= ``max_bytes``)."""
+        return self._nbytes
 
     def model(self, camera: str) -> BackgroundModel:
-        """The model for ``camera``, created empty if new."""
-        if camera not in self._models:
-            self._models[camera] = BackgroundModel(**self._options)  # type: ignore[arg-type]
-        return self._models[camera]
+        """The model for ``camera``, created empty if new (or dropped); now the most recent."""
+        m = self._models.get(camera)
+        if m is None:
+            m = self._models[camera] = BackgroundModel(**self._options)  # type: ignore[arg-type]
+        else:
+            self._models.move_to_end(camera)
+        return m
 
     def update(self, camera: str, image: np.ndarray, *, has_animal: bool = False) -> bool:
-        return self.model(camera).update(image, has_animal=has_animal)
+        m = self.model(camera)
+        added = m.update(image, has_animal=has_animal)
+        size = m.nbytes
+        self._nbytes += size - self._sizes.get(camera, 0)
+        self._sizes[camera] = size
+        while self._nbytes > self.max_bytes:  # never the model just used: it fits alone
+            self._evict(next(iter(self._models)))
+        return added
+
+    def _evict(self, camera: str) -> None:
+        m = self._models.pop(camera)
+        self._nbytes -= self._sizes.pop(camera, 0)
+        self.evictions += 1
+        state = m.state()
+        log.info(
+            "background model of camera %s dropped (%d day and %d night frames, %.1f MB): "
+            "the models of %d cameras were over their %.0f MB budget; it learns again from "
+            "its next frame",
+            camera, state["colour"], state["ir"], m.nbytes / 2**20, len(self._models) + 1,
+            self.max_bytes / 2**20,
+        )  # fmt: skip
 
     def foreground(
         self, camera: str, image: np.ndarray, *, shape: tuple[int, int] | None = None
@@ -316,6 +496,10 @@ class CameraBackgrounds:
     def state(self) -> dict[str, dict[str, int]]:
         """Frames held per camera and mode."""
         return {cam: m.state() for cam, m in self._models.items()}
+
+    def models(self) -> dict[str, BackgroundModel]:
+        """The models held, least recently used first (looking does not count as use)."""
+        return dict(self._models)
 
     def __contains__(self, camera: object) -> bool:
         return camera in self._models

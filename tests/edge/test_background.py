@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gc
+import logging
+import weakref
 from collections import deque
 from pathlib import Path
 
@@ -144,24 +147,34 @@ def test_camera_backgrounds_keyed_by_folder() -> None:
 
 
 def reference_foregrounds(
-    images: list[np.ndarray], *, size: tuple[int, int], neighbours: int, max_frames: int
+    images: list[np.ndarray],
+    *,
+    size: tuple[int, int],
+    neighbours: int,
+    max_frames: int,
+    min_frames: int = 10,
 ) -> list[np.ndarray | None]:
-    """The module docstring's maths written plainly over [K,S,S,3] with np.median, for colour
-    frames and default thresholds: each frame scored against the frames before it, then learnt.
+    """The module docstring's maths written plainly over [K,S,S,3] float32 frames with
+    np.median, a memory per mode, default thresholds: each frame scored against the frames
+    before it, then learnt. (edge/background.py before it kept its frames as uint8 computed
+    the same values to the last bit: bench/bench_background.py's "plain" copy.)
     """
-    past: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=max_frames)
+    past: dict[str, deque[tuple[np.ndarray, np.ndarray]]] = {
+        "colour": deque(maxlen=max_frames), "ir": deque(maxlen=max_frames),
+    }  # fmt: skip
     out: list[np.ndarray | None] = []
     for im in images:
+        mem = past[image_mode(im)]
         small = cv2.resize(im, (size[1], size[0]), interpolation=cv2.INTER_AREA)
         F = cv2.GaussianBlur(small.astype(np.float32), (3, 3), 0)
         thumb = cv2.resize(small, (16, 16), interpolation=cv2.INTER_AREA).astype(np.int64)
-        if len(past) < 10:
+        if len(mem) < min_frames:
             out.append(None)
         else:
-            dist = np.array([((t - thumb) ** 2).sum() for _, t in past])
+            dist = np.array([((t - thumb) ** 2).sum() for _, t in mem])
             order = [int(i) for i in np.argsort(dist, kind="stable") if dist[i] > 0]
             idx = order[:neighbours] or [int(np.argmin(dist))]
-            Fk = np.stack([past[i][0] for i in idx])  # [K,S,S,3]
+            Fk = np.stack([mem[i][0] for i in idx])  # [K,S,S,3]
             ratio = (F[::4, ::4] + 1) / (Fk[:, ::4, ::4] + 1)  # gain: every 4th pixel
             g = np.median(ratio.reshape(len(idx), -1, 3), axis=1)  # [K,3]
             G = Fk * g[:, None, None, :]
@@ -170,7 +183,7 @@ def reference_foregrounds(
             z = np.abs(F - B).max(axis=-1) / np.maximum(sigma, 6.0)
             fg = np.clip((z - 3.0) / (6.0 - 3.0), 0, 1).astype(np.float32)
             out.append(cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)))
-        past.append((F, thumb))
+        mem.append((F, thumb))
     return out
 
 
@@ -181,10 +194,10 @@ def reference_foregrounds(
 def test_foreground_is_the_plain_per_pixel_computation(
     size: tuple[int, int], neighbours: int
 ) -> None:
-    """The model's fast path (channel planes, min/max median network, descriptor ring) against the
-    formulas computed plainly, on 30 MLWIC frames then 6 of them again (a frame already in
-    memory is not its own neighbour), with a memory of 24 so that the ring wraps. Measured:
-    equal to the last bit; asserted to 1e-5.
+    """The model's fast path (uint8 planes blurred again when chosen, min/max median network,
+    descriptor ring) against the formulas computed plainly, on 30 MLWIC frames then 6 of them
+    again (a frame already in memory is not its own neighbour), with a memory of 24 so that
+    the ring wraps: equal to the last bit.
     """
     rows = frames("mlwic_examples")[:30]
     ims = [image(r) for r in rows]
@@ -198,8 +211,125 @@ def test_foreground_is_the_plain_per_pixel_computation(
     assert [f is None for f in fast] == [r is None for r in ref] == [True] * 10 + [False] * 26
     for f, r in zip(fast[10:], ref[10:], strict=True):
         assert f is not None and r is not None and f.shape == size
-        np.testing.assert_allclose(f, r, rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(f, r)
     assert max(float(f.max()) for f in fast[10:] if f is not None) == 1.0  # not all blank
+
+
+@needs_data
+def test_foreground_is_bit_identical_by_day_and_night_and_past_a_full_memory() -> None:
+    """Default options on 260 MLWIC frames (the 200-frame memory fills, then wraps), and the
+    two Peru cameras' day colour and night infrared frames (576x768) with min_frames 3 and a
+    memory of 20: the model's foregrounds against the plain maths, max difference 0."""
+    ims = [image(r) for r in frames("mlwic_examples")[:260]]
+    bg = BackgroundModel()
+    fast = []
+    for im in ims:
+        fast.append(bg.foreground(im))
+        bg.update(im)
+    assert bg.state() == {"colour": 200, "ir": 0}
+    ref = reference_foregrounds(ims, size=(128, 128), neighbours=5, max_frames=200)
+    for camera in ("S90_SDZG1", "S90_SDZG2"):
+        peru = [image(r) for r in frames("peru_s90_animl", camera)]
+        bg = BackgroundModel(min_frames=3, max_frames=20)
+        for im in peru:
+            fast.append(bg.foreground(im))
+            bg.update(im)
+        assert min(bg.state().values()) == 20  # both modes full, and wrapped
+        ref += reference_foregrounds(
+            peru, size=(128, 128), neighbours=5, max_frames=20, min_frames=3
+        )
+    assert [f is None for f in fast] == [r is None for r in ref]
+    compared = [(f, r) for f, r in zip(fast, ref, strict=True) if r is not None]
+    assert len(compared) == 250 + (33 - 3) + (27 - 3) + (24 - 3) + (27 - 3)  # day, night
+    assert max(float(np.abs(f - r).max()) for f, r in compared) == 0.0
+
+
+@needs_data
+def test_memory_is_compact_and_frames_are_not_kept_alive() -> None:
+    """A frame at the 128x128 working size costs 53 KB (uint8 planes and a float32
+    thumbnail), against 220 KB as float32; the model's byte count grows with the frames
+    learnt, up to max_nbytes; the full-size frame asked last is not held by the model."""
+    ims = [image(r) for r in frames("mlwic_examples")[:230]]
+    bg = BackgroundModel()
+    assert bg.nbytes == 0 and 21e6 < bg.max_nbytes < 22e6
+    for im in ims[:20]:
+        bg.update(im)
+    assert 20 * 53_000 <= bg.nbytes <= 32 * 53_000  # room made ahead for a few more
+    for im in ims[20:]:
+        bg.update(im)
+    assert bg.state()["colour"] == 200 and bg.nbytes == bg.max_nbytes // 2
+    frame = image(frames("mlwic_examples")[250])
+    alive = weakref.ref(frame)
+    assert bg.foreground(frame) is not None
+    del frame
+    gc.collect()
+    assert alive() is None
+
+
+@needs_data
+def test_camera_backgrounds_stay_within_their_budget(caplog: pytest.LogCaptureFixture) -> None:
+    """20 cameras' worth of real frames (MLWIC colour, Peru day and night), 30 frames each,
+    turn by turn, through models of the default size in a budget of one full model (21 MB):
+    after every frame the models' own byte count is within the budget and the camera just
+    used keeps its model; each drop is logged once."""
+    mlwic = [image(r) for r in frames("mlwic_examples")[:400]]
+    peru = [image(r) for r in frames("peru_s90_animl", "S90_SDZG1")]
+    budget = BackgroundModel().max_nbytes
+    cams = CameraBackgrounds(max_bytes=budget)
+    most = 0
+    with caplog.at_level(logging.INFO, logger="edge.background"):
+        for i in range(30):
+            for c in range(20):
+                im = peru[(c + i) % len(peru)] if c % 4 == 0 else mlwic[(20 * i + c) % 400]
+                camera = f"cam{c:02d}"
+                cams.foreground(camera, im)
+                cams.update(camera, im)
+                models = cams.models()
+                assert list(models)[-1] == camera  # the most recent, kept
+                assert cams.nbytes == sum(m.nbytes for m in models.values()) <= budget
+                most = max(most, cams.nbytes)
+    assert most > 0.9 * budget  # it did fill up (30 frames x 20 cameras: 32 MB)
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert cams.evictions == len(drops) > 0 and len(cams) < 20
+    assert all(r.levelno == logging.INFO for r in drops)
+
+
+@needs_data
+def test_the_least_recently_used_camera_is_dropped_and_starts_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three cameras fill their (small) memories on real frames within a budget for three
+    and a half; camera A is asked about again, then a fourth camera's frames come: B, the
+    least recently used, is dropped (one info line), A and C are kept, and B learns again
+    from scratch: not ready until it has min_frames frames again."""
+    ims = [image(r) for r in frames("mlwic_examples")[:60]]
+    options = {"max_frames": 12, "min_frames": 3}
+    full = BackgroundModel(**options)
+    for im in ims[:12]:
+        full.update(im)
+    one = full.nbytes  # a camera with a full day memory
+    cams = CameraBackgrounds(max_bytes=one * 7 // 2, **options)
+    for cam, start in (("A", 0), ("B", 12), ("C", 24)):
+        for im in ims[start : start + 12]:
+            cams.update(cam, im)
+    assert cams.nbytes == 3 * one and cams.evictions == 0
+    assert cams.foreground("A", ims[40]) is not None  # A is now the most recent
+    with caplog.at_level(logging.INFO, logger="edge.background"):
+        for im in ims[36:48]:
+            cams.update("D", im)
+    assert "B" not in cams and {"A", "C", "D"} <= set(cams.state())
+    assert cams.evictions == 1 and cams.nbytes <= one * 7 // 2
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and drops[0].levelno == logging.INFO and "B" in drops[0].getMessage()
+    assert cams.state()["A"] == {"colour": 12, "ir": 0}  # kept whole
+    assert cams.foreground("B", ims[50]) is None  # B starts again
+    assert cams.state()["B"] == {"colour": 0, "ir": 0}
+    for im in ims[50:53]:
+        cams.update("B", im)
+    assert cams.foreground("B", ims[55]) is not None
+    assert cams.nbytes <= one * 7 // 2
+    with pytest.raises(ValueError, match="max_bytes"):
+        CameraBackgrounds(max_bytes=full.max_nbytes - 1, **options)
 
 
 # ----------------------------------------------------------------------------- plain arrays
