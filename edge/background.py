@@ -40,7 +40,6 @@ import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
@@ -75,73 +74,29 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return a
 
 
-@cache
-def _network(k: int) -> tuple[tuple[int, int, bool, bool, bool, bool], ...]:
-    """The compare-exchanges that bring the median of ``k`` wires (2 <= k <= 15) to the
-    middle: Batcher's merge-exchange sort, pruned backwards to the mins and maxes that reach
-    the middle wire (odd k) or the two middle wires (even k, which are only added, so their
-    own last exchange goes too). Each is (i, j, lo, hi, lo_last, hi_last): whether wire i
-    takes the min, wire j the max, and whether that is the wire's final (middle) value."""
-    pairs, t = [], (k - 1).bit_length()  # Knuth's algorithm M
-    p = 1 << (t - 1)
-    while p > 0:
-        q, r, d = 1 << (t - 1), 0, p
-        while d > 0:
-            pairs += [(i, i + d) for i in range(k - d) if i & p == r]
-            d, q, r = q - p, q >> 1, p
-        p >>= 1
-    need = {k // 2} if k % 2 else {k // 2 - 1, k // 2}
-    done: set[int] = set()  # wires whose final value is already written (going backwards)
-    ops = []
-    for i, j in reversed(pairs):
-        if (i, j) == (k // 2 - 1, k // 2) and k % 2 == 0 and not done & {i, j}:
-            continue  # the sum of the two middle wires does not care which is which
-        lo, hi = i in need, j in need
-        if lo or hi:
-            last = k % 2 == 1  # the middle wire's last value can go straight to the result
-            ops.append((i, j, lo, hi, last and lo and i not in done, last and hi and j not in done))
-            done |= {i, j}
-            need |= {i, j}
-    return tuple(reversed(ops))
-
-
 def _median0(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Median over the first axis of a few float frames, into ``out`` (a new array by
-    default; never a view of ``a``, which is only read).
+    """Median over the first axis of a few frames, into ``out`` (a new array by default;
+    never a view of ``a``, which is only read).
 
-    For up to 15 frames a pruned sorting network of whole-frame min/max (see ``_network``;
-    12 ufunc calls for 5 frames), its intermediate frames in buffers kept per thread, beats
+    For up to 15 frames an odd-even transposition network of whole-frame min/max beats
     np.sort, which sorts each pixel's k values one by one. Min and max pick values without
     rounding, so the values are np.median's, bit for bit.
     """
     k = len(a)
+    if k > 15:
+        s = list(np.sort(a, axis=0))
+    else:
+        s = list(a)
+        for p in range(k):
+            for i in range(p % 2, k - 1, 2):
+                lo = np.minimum(s[i], s[i + 1])
+                s[i + 1] = np.maximum(s[i], s[i + 1])
+                s[i] = lo
     if out is None:
         out = np.empty(a.shape[1:], a.dtype)
-    if k == 1:
-        np.copyto(out, a[0])
-        return out
-    if k > 15:
-        s = np.sort(a, axis=0)
-        if k % 2:
-            np.copyto(out, s[k // 2])
-        else:
-            np.divide(np.add(s[k // 2 - 1], s[k // 2], out=out), 2, out=out)
-        return out
-    ops = _network(k)
-    free = _buffers(a.shape[1:], a.dtype, k + 2)
-    s: list[np.ndarray | None] = list(a)
-    own = [False] * k  # whether s[i] is one of the buffers (else a view of a, or out)
-    for i, j, lo, hi, lo_last, hi_last in ops:
-        x, y = s[i], s[j]
-        if lo:
-            s[i] = np.minimum(x, y, out=out if lo_last else free.pop())
-        if hi:
-            s[j] = np.maximum(x, y, out=out if hi_last else free.pop())
-        for w, v, kept in ((i, x, lo), (j, y, hi)):
-            if own[w]:
-                free.append(v)  # type: ignore[arg-type]
-            own[w] = kept and s[w] is not out
-    if k % 2 == 0:
+    if k % 2:
+        np.copyto(out, s[k // 2])
+    else:
         np.divide(np.add(s[k // 2 - 1], s[k // 2], out=out), 2, out=out)
     return out
 
@@ -168,20 +123,6 @@ def _scratch_array(name: str, shape: tuple[int, ...], dtype: type = np.float32) 
     if a is None or a.shape != shape or a.dtype != dtype:
         a = arrays[name] = np.empty(shape, dtype)
     return a
-
-
-def _buffers(shape: tuple[int, ...], dtype: np.dtype, n: int) -> list[np.ndarray]:
-    """``n`` scratch frames of this shape for ``_median0`` (a new list of the kept arrays)."""
-    pool = _scratch.__dict__.setdefault("pool", {})
-    key = (shape, np.dtype(dtype).str)
-    bufs = pool.get(key)
-    if bufs is None:
-        if len(pool) >= 4:
-            pool.clear()  # another working size: do not keep every one ever seen
-        bufs = pool[key] = []
-    while len(bufs) < n:
-        bufs.append(np.empty(shape, dtype))
-    return bufs[:n]
 
 
 @dataclass
