@@ -303,14 +303,16 @@ def _check_path(path: str) -> str:
     return path
 
 
-def _events(items: list[tuple[str, datetime]], gap: float) -> dict[str, int]:
-    """Burst number per media id, within one deployment (items sorted by time)."""
+def _events(items: list[tuple[str, datetime]], gap: float, max_frames: int) -> dict[str, int]:
+    """Burst number per media id, within one deployment (items sorted by time): the watcher's
+    bursts (edge.triage.bursts), at most `gap` seconds apart and `max_frames` long."""
     out: dict[str, int] = {}
-    n, prev = 0, None
+    n, size, prev = 0, 0, None
     for media_id, t in items:
-        if prev is not None and (t - prev).total_seconds() > gap:
-            n += 1
+        if prev is not None and ((t - prev).total_seconds() > gap or size >= max_frames):
+            n, size = n + 1, 0
         out[media_id] = n
+        size += 1
         prev = t
     return out
 
@@ -507,7 +509,8 @@ def write_camtrap_dp(
     """Write datapackage.json and the three CSV tables into `folder`; return what went in.
 
     `config` gives the deployment, project and taxa sections and `triage.burst_gap_seconds`
-    (frames of a camera closer than this share an eventID). Raises :class:`CamtrapDPError`
+    and `burst_max_frames` (frames of a camera closer than this share an eventID, as many as
+    that at most). Raises :class:`CamtrapDPError`
     when the config lacks what the standard requires (coordinates, a contributor), when its
     deployment dates are out of order, or when a file path would leave the package folder.
 
@@ -564,7 +567,7 @@ def write_camtrap_dp(
             )
         deployments.append(_deployment_row(dep_id, camera, cd, span.start, span.end, span.note))
         items = span.keep
-        events = _events(items, config.triage.burst_gap_seconds)
+        events = _events(items, config.triage.burst_gap_seconds, config.triage.burst_max_frames)
         for media_id, stamp in items:
             fr = unique[media_id]
             path = _check_path(fr.dest if paths == "dest" and fr.dest else fr.relpath)

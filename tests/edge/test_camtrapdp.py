@@ -17,8 +17,9 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,22 @@ def test_a_frame_from_another_deployment_breaks_the_foreign_key(
     (tmp_path / "media.csv").write_text(text)
     result = validate_tables(tmp_path)
     assert [e[0] for e in result.flatten(["type"])] == ["foreign-key"]
+
+
+def test_events_are_the_watchers_bursts_at_most_burst_max_frames_long(tmp_path: Path) -> None:
+    """25 frames of one camera a second apart (file times of a bulk copy, say): three events
+    of 10, 10 and 5 frames, as the watcher's triage groups them, not one of 25."""
+    first = real_frames()[0]
+    frames = [replace(first, relpath=f"S90_SDZG1/f{i:02d}.JPG", sha256=f"{i:064x}",
+                      dest=f"{first.decision}/S90_SDZG1/f{i:02d}.JPG",
+                      timestamp=first.timestamp + timedelta(seconds=i))
+              for i in range(25)]
+    config = {**CONFIG, "triage": {"burst_gap_seconds": 10, "burst_max_frames": 10}}
+    write_camtrap_dp(tmp_path, frames, parse_config(config), bundle_info=BUNDLE)
+    event_of = {o["mediaID"]: o["eventID"] for o in table(tmp_path, "observations")}
+    sizes = Counter(event_of[m["mediaID"]] for m in sorted(table(tmp_path, "media"),
+                                                           key=lambda m: m["timestamp"]))
+    assert sorted(sizes.values(), reverse=True) == [10, 10, 5]
 
 
 def test_missing_coordinates_or_contributors_are_named(tmp_path: Path) -> None:
