@@ -184,19 +184,31 @@ class Journal:
         return cls(Path(out) / JOURNAL_NAME, exclusive=exclusive)
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        """Bring the schema up to date, one step per transaction. The version is read again
+        inside each one: a reader (`edge summary`) opening the journal while the watcher
+        creates it waits for it, then finds it made, instead of making it a second time."""
+        while (version := self._version()) < SCHEMA_VERSION:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                version = self._version()
+                if version < SCHEMA_VERSION:
+                    for stmt in _MIGRATIONS[version].split(";"):
+                        if stmt.strip():
+                            self._db.execute(stmt)
+                    self._db.execute(f"PRAGMA user_version={version + 1}")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise JournalError(
                 f"{self.path} has schema {version}, this tool knows {SCHEMA_VERSION}: "
                 "upgrade overmap-edge or use another output folder"
             )
-        for v in range(version, SCHEMA_VERSION):
-            self._db.execute("BEGIN IMMEDIATE")
-            for stmt in _MIGRATIONS[v].split(";"):
-                if stmt.strip():
-                    self._db.execute(stmt)
-            self._db.execute(f"PRAGMA user_version={v + 1}")
-            self._db.execute("COMMIT")
+        return version
 
     @property
     def schema_version(self) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.journal import _SCHEMA_V1 as JOURNAL_SCHEMA
 from edge.journal import SCHEMA_VERSION, Decision, Journal, JournalError, camera_of
 
 
@@ -112,3 +113,39 @@ def test_decision_is_checked() -> None:
     with pytest.raises(ValueError, match="decision"):
         Decision("maybe")
     assert camera_of("cam/x/y.jpg") == "cam" and camera_of("y.jpg") == ""
+
+
+def test_a_reader_opening_the_journal_as_it_is_created_waits_and_finds_it_made(
+    tmp_path: Path,
+) -> None:
+    """`edge summary` at the moment the watcher creates the journal: the creator has made the
+    tables but not yet committed; the reader must wait and then use them, not make them again."""
+    import threading
+
+    path = tmp_path / "journal.sqlite"
+    creator = sqlite3.connect(path, isolation_level=None)
+    creator.execute("PRAGMA journal_mode=WAL")
+    creator.execute("BEGIN IMMEDIATE")
+    creator.execute("CREATE TABLE frames (id INTEGER PRIMARY KEY)")  # its first statement
+    opened: list[object] = []
+
+    def reader() -> None:
+        try:
+            with Journal(path) as j:
+                opened.append(j.schema_version)
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            opened.append(e)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()  # waiting for the creator's transaction
+    creator.execute("DROP TABLE frames")  # the real schema, as the watcher's Journal makes it
+    for stmt in JOURNAL_SCHEMA.split(";"):
+        if stmt.strip():
+            creator.execute(stmt)
+    creator.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    creator.execute("COMMIT")
+    creator.close()
+    t.join(30)
+    assert opened == [SCHEMA_VERSION]
