@@ -409,7 +409,9 @@ def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "default")
-    ap.add_argument("--frames", type=int, default=96, help="frames per watcher/raw round")
+    ap.add_argument("--frames", type=int, default=320,
+                    help="frames per watcher/raw round (20 batches: sustained, the pipeline's "
+                         "fill and drain a small share)")
     ap.add_argument("--eager-frames", type=int, default=16, help="frames per eager round")
     ap.add_argument("--batch", type=int, default=16, help="watcher, raw and eager batch")
     ap.add_argument("--rounds", type=int, default=3)
