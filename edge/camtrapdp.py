@@ -46,8 +46,9 @@ package that holds to it:
   missing do file times set that date, with a warning saying so. The watcher records where each
   time came from (`time_source`); in a journal from before it did, a time with a fraction of a
   second is taken for a file time, since EXIF DateTimeOriginal has whole seconds.
-- deployment_start after deployment_end (possible with date-times on one day, or a camera that
-  overrides only one of them) is refused with :class:`CamtrapDPError`.
+- deployment_start after deployment_end on one day (date-times) is refused with
+  :class:`CamtrapDPError`; a camera whose own date crosses the shared one is refused when the
+  config is read.
 
 Warnings are returned in :attr:`PackageReport.warnings` and logged at WARNING on this module's
 logger.
@@ -548,14 +549,7 @@ def write_camtrap_dp(
     taxonomic: dict[str, dict[str, Any]] = {}
     for camera in sorted(by_camera):
         where = f"[deployment.cameras.{camera}]" if camera else "[deployment]"
-        try:
-            cd = dep_cfg.for_camera(camera)
-        except ValueError:  # its own start with the shared end, or the other way round
-            raise CamtrapDPError(
-                f"camera {camera or '(top folder)'!r}: its deployment_end is before its"
-                f" deployment_start once {where} is read over [deployment]; fix"
-                f" deployment_start/deployment_end in {where} of the config"
-            ) from None
+        cd = dep_cfg.for_camera(camera)  # dates in order: checked when the config was read
         dep_id = cd.deployment_id or camera
         timed = sorted(by_camera[camera], key=lambda it: (it[1], it[0]))
         span = _span(dep_id, f"[deployment] or {where}" if camera else where, cd, timed, tz)

@@ -222,6 +222,20 @@ class DeploymentConfig(CameraDeployment):
     def _zone(cls, v: str) -> str:
         return _check_timezone(v)
 
+    @model_validator(mode="after")
+    def _cameras_ordered(self) -> DeploymentConfig:
+        """A camera that sets only one date must not cross the shared other one: say so when
+        the file is read, not at the first export."""
+        for camera in self.cameras:
+            try:
+                self.for_camera(camera)
+            except ValidationError:
+                raise ValueError(
+                    f"cameras.{camera}: its deployment_end is before its deployment_start once"
+                    " the shared [deployment] dates fill in what it leaves out"
+                ) from None
+        return self
+
     def for_camera(self, camera: str) -> CameraDeployment:
         """This camera's deployment: its own values over the shared ones."""
         values = {k: getattr(self, k) for k in CameraDeployment.model_fields}

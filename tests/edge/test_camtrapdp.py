@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from edge.camtrapdp import CamtrapDPError, local_schema_descriptor, write_camtrap_dp
-from edge.config import Config, parse_config
+from edge.config import Config, ConfigError, parse_config
 from edge.results import BundleInfo, FrameRecord
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -473,8 +473,8 @@ def test_dates_out_of_order_are_refused_with_the_key_to_fix(tmp_path: Path) -> N
     crossed = {**CONFIG, "deployment": {**CONFIG["deployment"],
                "deployment_end": "2014-06-30",
                "cameras": {"S90_SDZG1": {"deployment_start": "2014-07-01"}}}}  # fmt: skip
-    with pytest.raises(CamtrapDPError, match=r"camera 'S90_SDZG1'.*deployment.cameras.S90_SDZG1"):
-        write_camtrap_dp(tmp_path, frames, parse_config(crossed), bundle_info=BUNDLE)
+    with pytest.raises(ConfigError, match=r"cameras.S90_SDZG1: its deployment_end is before"):
+        parse_config(crossed)  # refused when the config is read, before any export
     # file times only, all before the one configured date: no end can be found
     files_only = [replace(f, timestamp=datetime(2014, 7, 1, 12, 0, k, 5)) for k, f in
                   enumerate(frames)]  # fmt: skip
