@@ -1,25 +1,61 @@
-"""The picture a person looks at for a review frame: what the model saw, where it looked, where
-the animal is, and the scores, readable at a glance.
+"""The picture a person looks at for a review frame: the whole frame, what part of it the model
+saw, where it looked, where the animal is, and the scores, readable at a glance.
+
+The frame is shown whole at its own aspect. The part the classifier saw carries the heat and the
+mask's outline; with a centre crop the rest of the frame is dimmed and the view framed by a thin
+line, so that an animal the model never looked at (at the edges of a 4:3 frame) is still seen.
 
 It is drawn for every review frame, so each step is a single OpenCV call on uint8 data: the
 heat's colour and its alpha come from 256-entry tables indexed by the map's strength, the blend
-is done at the model's size and upscaled once, the outline is traced at the model's size and its
-points scaled, and the JPEG is encoded from a contiguous BGR copy (OpenCV copies a channel-
-reversed numpy view slowly, which cost more than the encoding itself).
+is done at the model's size and upscaled once into its place, the outline is traced at the
+model's size and its points scaled, and the JPEG is encoded from a contiguous BGR copy (OpenCV
+copies a channel-reversed numpy view slowly, which cost more than the encoding itself).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from edge.bundle import InputSpec
-from edge.preprocess import resize_frame
+from edge.preprocess import CROP_RATIO, resize_frame
 
 BANNER = 56
 HEAT_ALPHA = 0.6  # the heat's opacity where the map peaks; 0 where it is zero
+DIM_SHIFT = 1  # the frame outside the model's view at 1 / 2**DIM_SHIFT of its brightness
+VIEW_LINE = (200, 200, 200)  # the thin line around the view, just outside it
+
+
+class Place(NamedTuple):
+    """Where the classifier's view lies in its frame.
+
+    `crop` (x0, y0, x1, y1): the part of the view that shows the frame, in view pixels (all of
+    it, except a letterbox's padding). `box` (x0, y0, x1, y1): where that part lies in the
+    frame, as fractions of the frame's width and height (edges, not pixel centres)."""
+
+    crop: tuple[int, int, int, int]
+    box: tuple[float, float, float, float]
+
+
+def view_place(image_hw: tuple[int, int], spec: InputSpec) -> Place:
+    """Where `resize_frame(image, spec)` takes its view from in a frame of `image_hw`: the same
+    arithmetic, step for step (edge.preprocess.resize_frame, which this must mirror)."""
+    h, w = spec.size
+    ih, iw = image_hw
+    if spec.resize == "stretch":
+        return Place((0, 0, w, h), (0.0, 0.0, 1.0, 1.0))
+    if spec.resize == "center_crop":
+        scale = max(h, w) / CROP_RATIO / min(ih, iw)
+        rh, rw = max(h, round(ih * scale)), max(w, round(iw * scale))
+        y, x = (rh - h) // 2, (rw - w) // 2
+        return Place((0, 0, w, h), (x / rw, y / rh, (x + w) / rw, (y + h) / rh))
+    scale = min(h / ih, w / iw)
+    rh, rw = max(1, round(ih * scale)), max(1, round(iw * scale))
+    y, x = (h - rh) // 2, (w - rw) // 2
+    return Place((x, y, x + rw, y + rh), (0.0, 0.0, 1.0, 1.0))
 
 
 def _tables() -> tuple[np.ndarray, np.ndarray]:
@@ -44,14 +80,21 @@ def _heat(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.convertScaleAbs(heat, alpha=255.0 / peak if peak > 0 else 0.0)
 
 
-def _outline(mask: np.ndarray, view_size: tuple[int, int], out_size: tuple[int, int]) -> list:
-    """The mask's outer contours, traced at the view's size (smooth enough, 4x fewer pixels
-    than the output) and scaled to the output, pixel centre to pixel centre."""
+def _outline(
+    mask: np.ndarray,
+    view_size: tuple[int, int],
+    crop: tuple[int, int, int, int],
+    box: tuple[int, int, int, int],
+) -> list:
+    """The mask's outer contours, traced at the view's size (smooth enough, and fewer pixels
+    than the output) and mapped from the view's `crop` onto the output's `box` (x0, y0, x1, y1
+    each), pixel centre to pixel centre."""
     vw, vh = view_size
     m = cv2.resize(np.asarray(mask, np.float32), (vw, vh), interpolation=cv2.INTER_LINEAR) > 0.5
     contours, _ = cv2.findContours(m.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    s = np.array([out_size[0] / vw, out_size[1] / vh])
-    return [np.round(c * s + (s - 1) / 2).astype(np.int32) for c in contours]
+    s = np.array([(box[2] - box[0]) / (crop[2] - crop[0]), (box[3] - box[1]) / (crop[3] - crop[1])])
+    o = np.array(box[:2]) - np.array(crop[:2]) * s + (s - 1) / 2
+    return [np.round(c * s + o).astype(np.int32) for c in contours]
 
 
 def render(
@@ -65,11 +108,17 @@ def render(
     width: int = 448,
     view: np.ndarray | None = None,
 ) -> np.ndarray:
-    """An RGB uint8 overlay: the classifier's view of `image`, the map as a heatmap (alpha by
-    strength), the mask's outline in white, and a banner with the label and the scores.
+    """An RGB uint8 overlay, `width` wide: a banner with the label and the scores above the
+    whole frame at its own aspect, where the part the classifier saw carries the map as a
+    heatmap (alpha by strength) and the mask's outline in white. With "center_crop" the frame
+    outside the view is dimmed and the view framed by a thin grey line; with "stretch" and
+    "letterbox" the view is the whole frame (a letterbox's padding left out). The body is at
+    most twice as tall as it is wide (a frame taller than that is squashed to it).
 
-    `view` is that view if the caller already has it (`resize_frame(image, spec)`, uint8
-    [H,W,3] RGB at spec.size), so it is not computed twice; `image` is then not read.
+    `view` is the classifier's view if the caller already has it (`resize_frame(image, spec)`,
+    uint8 [H,W,3] RGB at spec.size), so it is not computed twice; `image` then gives only its
+    shape and, for a centre crop, the pixels outside the view. `cam` and `mask` are maps of the
+    view (any resolution).
     """
     if view is None:
         view = resize_frame(image, spec)
@@ -82,12 +131,25 @@ def render(
         cv2.multiply(view, cv2.applyColorMap(heat, KEEP), scale=1 / 255),
         cv2.applyColorMap(heat, COLOUR),
     )
-    h = round(vh * width / vw)
+    ih, iw = image.shape[:2]
+    h = min(max(1, round(ih * width / iw)), 2 * width)  # a freak 1:100 file: squashed, bounded
+    crop, (fx0, fy0, fx1, fy1) = view_place((ih, iw), spec)
+    x0, y0 = round(fx0 * width), round(fy0 * h)
+    x1, y1 = max(x0 + 1, round(fx1 * width)), max(y0 + 1, round(fy1 * h))  # never empty
     out = np.empty((BANNER + h, width, 3), np.uint8)
     body = out[BANNER:]
-    cv2.resize(blended, (width, h), dst=body, interpolation=cv2.INTER_LINEAR)
+    seen = blended[crop[1] : crop[3], crop[0] : crop[2]]
+    if (x0, y0, x1, y1) == (0, 0, width, h):
+        cv2.resize(seen, (width, h), dst=body, interpolation=cv2.INTER_LINEAR)
+    else:  # the frame around the view, dimmed; bilinear: cheap, and it is only the context
+        cv2.resize(image, (width, h), dst=body, interpolation=cv2.INTER_LINEAR)
+        for part in (body[:y0], body[y1:], body[y0:y1, :x0], body[y0:y1, x1:]):
+            np.right_shift(part, DIM_SHIFT, out=part)
+        cv2.resize(seen, (x1 - x0, y1 - y0), dst=body[y0:y1, x0:x1], interpolation=cv2.INTER_LINEAR)
+        cv2.rectangle(body, (x0 - 1, y0 - 1), (x1, y1), VIEW_LINE, 1)  # just outside the view
     if mask is not None:
-        cv2.drawContours(body, _outline(mask, (vw, vh), (width, h)), -1, (255, 255, 255), 2)
+        outline = _outline(mask, (vw, vh), crop, (x0, y0, x1, y1))
+        cv2.drawContours(body, outline, -1, (255, 255, 255), 2)
     banner = out[:BANNER]
     banner[:] = 24
     font = cv2.FONT_HERSHEY_SIMPLEX
