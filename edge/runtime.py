@@ -60,7 +60,7 @@ class Outputs:
 @dataclass
 class Prepared:
     """One batch made ready for the models: views uint8 [N,H,W,3] (the classifier's resized
-    frames, what the review overlay shows) and the normalised inputs of both models."""
+    frames, on which the review overlay blends the map) and the models' normalised inputs."""
 
     views: np.ndarray
     x_cls: np.ndarray
