@@ -284,11 +284,13 @@ def latency_run(bundle, frames: list[tuple[str, Path]], work: Path, *, settle: f
 # --------------------------------------------------------------------------- memory
 
 
-def peak_rss_mb(kind: str, size: str, n: int, batch: int, bundle: Path, threads: int) -> float:
-    """Peak RSS (MB) of a fresh process running the watcher (or the eager pipeline) on n frames."""
+def peak_rss_mb(kind: str, size: str, n: int, batch: int, bundle: Path, threads: int,
+                cameras: int = 0) -> float:
+    """Peak RSS (MB) of a fresh process running the watcher (or the eager pipeline) on n frames,
+    spread over `cameras` camera folders in consecutive blocks when > 0."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-size", size,
            "--frames", str(n), "--batch", str(batch), "--bundle", str(bundle),
-           "--threads", str(threads)]  # fmt: skip
+           "--threads", str(threads), "--child-cameras", str(cameras)]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -299,6 +301,9 @@ def child(args: argparse.Namespace) -> None:
 
     bundle = load_bundle(args.bundle)
     frames = source_frames(SOURCES[args.child_size], args.frames)
+    if args.child_cameras:  # one background model per folder: memory grows with cameras
+        per = -(-len(frames) // args.child_cameras)
+        frames = [(f"{cam}-{i // per:02d}", p) for i, (cam, p) in enumerate(frames)]
     if args.child == "watcher":
         with tempfile.TemporaryDirectory(prefix="bench_watch_rss_") as tmp:
             run_watcher_once(bundle, frames, Path(tmp), batch=args.batch,
@@ -427,7 +432,12 @@ def main() -> None:
                     help="CPU per thread, and cProfile one run_once per size")
     ap.add_argument("--watcher-threads", type=int, nargs="*", default=[],
                     help="also time the watcher with these ONNX Runtime thread counts")
+    ap.add_argument("--cameras", type=int, default=0,
+                    help="also the watcher's peak RSS over --camera-frames small frames spread "
+                         "over this many camera folders (e.g. 20)")
+    ap.add_argument("--camera-frames", type=int, default=2000)
     ap.add_argument("--child", choices=["watcher", "eager"], help=argparse.SUPPRESS)
+    ap.add_argument("--child-cameras", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--child-size", choices=list(SOURCES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -478,6 +488,9 @@ def main() -> None:
                                         args.threads if kind == "eager" else 0)
                       for kind, n in counts.items()}
                for size in args.sizes}  # fmt: skip
+        rss_cameras = (peak_rss_mb("watcher", "small", args.camera_frames, args.batch,
+                                   args.bundle, 0, cameras=args.cameras)
+                       if args.cameras else None)
         latency = {(size, s): latency_run(bundle, source_frames(SOURCES[size], 400),
                                           work / f"lat_{size}_{s}", settle=s,
                                           seconds=args.seconds, fps=args.fps, batch=args.batch,
@@ -540,6 +553,9 @@ def main() -> None:
     print(f"\npeak RSS (MB), fresh process, watcher {args.frames} frames, eager "
           f"{args.eager_frames}: " + "; ".join(
         f"{size}: watcher {v['watcher']:.0f}, eager {v['eager']:.0f}" for size, v in rss.items()))
+    if rss_cameras is not None:
+        print(f"peak RSS (MB), fresh process, watcher over {args.camera_frames} small frames in "
+              f"{args.cameras} camera folders: {rss_cameras:.0f}")
     if latency:
         print(f"\nlatency at {args.fps:g} frames/s for {args.seconds:g} s (run_forever, file "
               "events or polling as `edge watch` picks), seconds:")
