@@ -336,7 +336,7 @@ def peak_rss_kib() -> int:
 
 STAGES = {  # stage -> (module file, function) whose cumulative time is that stage's
     "decode (load_image)": ("decode.py", "load_image"),
-    "exif capture time": ("exif.py", "capture_time"),
+    "exif capture time": ("exif.py", "when_taken"),
     "bundle: resize+normalise": ("runtime.py", "prepare"),
     "bundle: classifier+segmenter": ("runtime.py", "_run_chunk"),
     "background model: foreground": ("background.py", "foreground"),

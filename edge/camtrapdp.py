@@ -40,7 +40,7 @@ package that holds to it:
   frames would lose observations; refusing would stop the whole export over one camera's clock.
   `timestampIssues` stays unset: a wrong config date is not a timestamp issue.
 - A frame without EXIF time carries the file's modification time (see
-  :func:`edge.exif.capture_time`), often when the file was copied. Such a time never widens a
+  :func:`edge.exif.when_taken`), often when the file was copied. Such a time never widens a
   deployment; a frame whose file time lies outside it is left out of the package (listed in
   `skipped`) with a warning. Only when a camera has no EXIF time at all and a config date is
   missing do file times set that date, with a warning saying so. The watcher records where each

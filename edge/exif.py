@@ -42,8 +42,3 @@ def when_taken(path: str | Path) -> tuple[datetime | None, Literal["exif", "file
         return datetime.fromtimestamp(Path(path).stat().st_mtime), "file"
     except OSError:
         return None, None
-
-
-def capture_time(path: str | Path) -> datetime | None:
-    """EXIF time, else the file's modification time (local), else None."""
-    return when_taken(path)[0]

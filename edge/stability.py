@@ -52,14 +52,6 @@ def jpeg_state(path: str | Path) -> str:
     return "whole" if tail.endswith(EOI) else "cut"
 
 
-def is_complete_jpeg(path: str | Path) -> bool:
-    """True when the file starts with SOI (FF D8) and ends with EOI (FF D9), padding allowed."""
-    try:
-        return jpeg_state(path) == "whole"
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class Verdict:
     """What the gate says about a candidate: 'whole', 'unreadable' (with reason) or 'gone'."""
@@ -113,16 +105,22 @@ class StabilityGate:
         now = self._clock()
         self._watch[path] = _Watch(st.st_size, st.st_mtime_ns, now, now)
 
-    def _readable(self, path: Path) -> str | None:
-        """None when whole, else why not; an OSError (permission denied) is the reason."""
-        with open(path, "rb"):  # else an unreadable JPEG reads as "truncated", a PNG as whole
-            pass
-        size = path.stat().st_size
+    def _readable(self, path: Path, size: int) -> str | None:
+        """None when whole, else why not; an OSError (permission denied) is the reason.
+
+        The file is opened first in every case, so that one it may not read says so instead
+        of reading as a "truncated" JPEG or a whole PNG; for a JPEG that open is jpeg_state's.
+        """
+        if path.suffix.lower() in JPEG_EXTS:
+            state = jpeg_state(path)
+        else:
+            with open(path, "rb"):
+                state = None
         if size == 0:
             return "empty file (0 bytes)"
         if size == 1:  # may still grow into anything: wait, as for an empty one
             return "too short to be an image (1 byte)"
-        if path.suffix.lower() in JPEG_EXTS and jpeg_state(path) == "cut":
+        if state == "cut":
             return "truncated JPEG (no end-of-image marker)"
         # a .jpg without SOI ('other') is no JPEG: no marker to wait for; decoding says what it is
         if self.decode:
@@ -150,7 +148,7 @@ class StabilityGate:
                 w.size, w.mtime_ns = st.st_size, st.st_mtime_ns
                 continue
             try:
-                why = self._readable(path)
+                why = self._readable(path, st.st_size)
             except OSError as e:
                 why = f"cannot read: {e.strerror or e}"
             if why is None:

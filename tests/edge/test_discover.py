@@ -15,7 +15,7 @@ import pytest
 from edge import discover
 from edge.discover import CandidateQueue, Watcher, mount_fstype, needs_polling, scan
 from edge.journal import Journal
-from edge.stability import StabilityGate, is_complete_jpeg, jpeg_state
+from edge.stability import StabilityGate, jpeg_state
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -178,17 +178,17 @@ def test_watched_folder_removed_and_recreated(tmp_path: Path, polling: bool) -> 
         assert w._thread is not None and w._thread.is_alive()
 
 
-def test_is_complete_jpeg_on_real_and_cut_frames(tmp_path: Path) -> None:
+def test_jpeg_state_on_real_cut_and_padded_frames(tmp_path: Path) -> None:
     data = _frame(0).read_bytes()
-    assert is_complete_jpeg(_frame(0))
+    assert jpeg_state(_frame(0)) == "whole"
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])
-    assert not is_complete_jpeg(cut)
+    assert jpeg_state(cut) == "cut"
     padded = tmp_path / "padded.jpg"
     padded.write_bytes(data + b"\x00" * 100)
-    assert is_complete_jpeg(padded)
+    assert jpeg_state(padded) == "whole"
     (tmp_path / "png.jpg").write_bytes(b"\x89PNG" + b"\x00" * 10)
-    assert not is_complete_jpeg(tmp_path / "png.jpg")
+    assert jpeg_state(tmp_path / "png.jpg") == "other"
 
 
 def test_gate_waits_for_a_slow_writer(tmp_path: Path) -> None:
