@@ -90,19 +90,18 @@ def decide_all(
     *,
     burst_gap_seconds: float = 10.0,
     burst_frames: int = BURST_FRAMES,
-    earlier: Sequence[tuple[Evidence, Decision]] = (),
+    earlier: Sequence[Evidence] = (),
 ) -> list[Decision]:
     """Decide every frame, then lift "empty" to "review" in bursts where another frame is not
     empty: an animal that walks out of frame in the third shot was still there.
 
-    `earlier`: frames decided before (a previous batch) with their own decisions (as `decide`
-    gave them); they take part in the bursts, so a burst split across batches is still one,
-    but get no new decision.
+    `earlier`: frames of a previous batch; they take part in the bursts, so a burst split
+    across batches is still one, but get no decision of their own here.
     """
-    decisions = [decide(e, thresholds) for e in evidence]
-    ids = bursts([*(e for e, _ in earlier), *evidence], burst_gap_seconds, burst_frames)
-    known = [*(d for _, d in earlier), *decisions]
-    busy = {b for b, d in zip(ids, known, strict=True) if d != "empty"}
-    new = ids[len(earlier):]
+    every = [*earlier, *evidence]
+    decisions = [decide(e, thresholds) for e in every]
+    ids = bursts(every, burst_gap_seconds, burst_frames)
+    busy = {b for b, d in zip(ids, decisions, strict=True) if d != "empty"}
+    n = len(earlier)
     return ["review" if d == "empty" and b in busy else d
-            for b, d in zip(new, decisions, strict=True)]
+            for b, d in zip(ids[n:], decisions[n:], strict=True)]

@@ -49,7 +49,6 @@ from edge.sink import (
 )
 from edge.stability import StabilityGate
 from edge.triage import BURST_FRAMES, Evidence, decide_all
-from edge.triage import decide as triage_decide
 from edge.tui import Stats
 
 log = logging.getLogger("edge.watch")
@@ -121,7 +120,7 @@ class Decider:
         self.min_side = math.ceil(max(*m.classifier.input.size, *m.segmenter.input.size)
                                   / CROP_RATIO)
         # the last frames of each camera, so a burst spanning two batches is still one burst
-        self.recent: dict[str, deque[tuple[Evidence, str]]] = {}
+        self.recent: dict[str, deque[Evidence]] = {}
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="edge-load")
         self._models = ThreadPoolExecutor(1, thread_name_prefix="edge-infer")
         self._ahead: dict[tuple[Path, ...], Future[tuple[_Loaded, list[Outputs]]]] = {}
@@ -242,8 +241,7 @@ class Decider:
                               burst_frames=opts.burst_frames, earlier=earlier)
         for e in evidence:
             if e.time is not None:
-                self.recent.setdefault(e.camera, deque(maxlen=opts.burst_frames)).append(
-                    (e, triage_decide(e, opts.thresholds)))
+                self.recent.setdefault(e.camera, deque(maxlen=opts.burst_frames)).append(e)
         return verdicts
 
     def _overlay(self, rel: str, image: np.ndarray, view: np.ndarray, s: Scored) -> str:

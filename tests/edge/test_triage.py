@@ -82,14 +82,12 @@ def test_a_burst_ends_after_its_most_frames_so_copies_do_not_chain_into_one() ->
 def test_a_burst_split_across_batches_is_still_one() -> None:
     """The elk was in the previous batch: the empty frame two seconds later is its burst; one
     five minutes later is not, and neither is one after a full burst."""
-    elk = ev(time=T0)
-    earlier = [(elk, decide(elk, TH))]
+    earlier = [ev(time=T0)]  # the elk
     now = [ev(time=T0 + timedelta(seconds=2), **EMPTY),
            ev(time=T0 + timedelta(minutes=5), **EMPTY)]
     assert decide_all(now, TH, burst_gap_seconds=10, earlier=earlier) == ["review", "empty"]
     # the elk's burst already holds its most frames: the next frame starts another
-    full = earlier + [(e, "empty") for e in (ev(time=T0 + timedelta(seconds=s), **EMPTY)
-                                            for s in range(1, 10))]
+    full = earlier + [ev(time=T0 + timedelta(seconds=s), **EMPTY) for s in range(1, 10)]
     later = [ev(time=T0 + timedelta(seconds=10), **EMPTY)]
     assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=10,
                       earlier=full) == ["empty"]
