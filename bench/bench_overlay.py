@@ -55,6 +55,7 @@ def old_render(
     width: int = 448,
 ) -> np.ndarray:
     """The earlier edge.overlay.render (float blend, contour at output size)."""
+    from edge.overlay import draw_banner
     from edge.preprocess import resize_frame
 
     view = resize_frame(image, spec)
@@ -71,11 +72,8 @@ def old_render(
         m = cv2.resize(mask.astype(np.float32), (width, h), interpolation=cv2.INTER_LINEAR) > 0.5
         c, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, c, -1, (255, 255, 255), 2)
-    banner = np.full((56, width, 3), 24, np.uint8)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(banner, label[:40], (8, 22), font, 0.65, (255, 255, 255), 2, cv2.LINE_AA)
-    text = "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
-    cv2.putText(banner, text[:80], (8, 46), font, 0.5, (200, 220, 255), 1, cv2.LINE_AA)
+    banner = np.empty((56, width, 3), np.uint8)
+    draw_banner(banner, label, scores)  # the banner has not changed
     return np.vstack([banner, out])
 
 
@@ -90,7 +88,7 @@ def view_only_render(
 ) -> np.ndarray:
     """The edge.overlay.render that showed only the classifier's view (given, as the runtime has
     it), blended with the tables and upscaled to width x width."""
-    from edge.overlay import COLOUR, KEEP, _heat
+    from edge.overlay import COLOUR, KEEP, _heat, draw_banner
 
     vh, vw = view.shape[:2]
     heat = _heat(cam, (vw, vh))
@@ -108,12 +106,7 @@ def view_only_render(
         sc = np.array([width / vw, h / vh])
         c = [np.round(x * sc + (sc - 1) / 2).astype(np.int32) for x in c]
         cv2.drawContours(body, c, -1, (255, 255, 255), 2)
-    banner = out[:56]
-    banner[:] = 24
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(banner, label[:40], (8, 22), font, 0.65, (255, 255, 255), 2, cv2.LINE_AA)
-    text = "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
-    cv2.putText(banner, text[:80], (8, 46), font, 0.5, (200, 220, 255), 1, cv2.LINE_AA)
+    draw_banner(out[:56], label, scores)  # the banner has not changed
     return out
 
 

@@ -150,13 +150,17 @@ def render(
     if mask is not None:
         outline = _outline(mask, (vw, vh), crop, (x0, y0, x1, y1))
         cv2.drawContours(body, outline, -1, (255, 255, 255), 2)
-    banner = out[:BANNER]
+    draw_banner(out[:BANNER], label, scores)
+    return out
+
+
+def draw_banner(banner: np.ndarray, label: str, scores: dict[str, float]) -> None:
+    """The overlay's top band, in place: the label, and the scores below it."""
     banner[:] = 24
     font = cv2.FONT_HERSHEY_SIMPLEX
     cv2.putText(banner, label[:40], (8, 22), font, 0.65, (255, 255, 255), 2, cv2.LINE_AA)
     text = "  ".join(f"{k} {v:.2f}" for k, v in scores.items())
     cv2.putText(banner, text[:80], (8, 46), font, 0.5, (200, 220, 255), 1, cv2.LINE_AA)
-    return out
 
 
 def write_overlay(path: Path, overlay: np.ndarray) -> Path:

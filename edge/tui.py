@@ -15,6 +15,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from edge.sink import TEMP_SUFFIX
+
 DECISION_STYLE = {"empty": "dim", "tagged": "green", "review": "yellow", "quarantine": "red"}
 
 
@@ -50,8 +52,7 @@ class Stats:
         and while the watcher runs; their sidecars and our temp files are not frames."""
         n = 0
         for _folder, _dirs, files in os.walk(self.out / "review"):
-            n += sum(not (f.endswith(".json") or (f.startswith(".") and f.endswith("-tmp")))
-                     for f in files)
+            n += sum(not f.endswith((".json", TEMP_SUFFIX)) for f in files)
         self.review_queue = n
 
     def throughput(self, window: float = 30.0) -> float:
