@@ -30,7 +30,7 @@ from typing import Any
 
 from edge.durable import fsync_dir
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JOURNAL_NAME = "journal.sqlite"
 
 STATES = ("seen", "decided", "done", "quarantined", "vanished")
@@ -65,8 +65,30 @@ CREATE INDEX frames_relpath ON frames (relpath, size, mtime);
 CREATE UNIQUE INDEX frames_dest ON frames (dest) WHERE dest IS NOT NULL;
 """
 
+# A person's answer to a review frame (`edge review`): the intent (where the frame goes) is
+# committed before the frame moves out of OUT/review, `done` once it lies at `dest`.
+# frame_id is UNIQUE: a frame is answered once. `previous_*`: what the watcher had decided.
+_SCHEMA_V2 = """
+CREATE TABLE answers (
+    id                INTEGER PRIMARY KEY,
+    frame_id          INTEGER NOT NULL UNIQUE REFERENCES frames (id),
+    answer            TEXT NOT NULL,        -- accept, label, empty, person or vehicle
+    label             TEXT,                 -- the person's label, NULL for empty
+    decision          TEXT NOT NULL,        -- tagged or empty
+    previous_decision TEXT NOT NULL,
+    previous_label    TEXT,
+    who               TEXT NOT NULL,
+    answered_at       REAL NOT NULL,
+    src               TEXT NOT NULL,        -- relative to OUT, where the frame lay
+    dest              TEXT NOT NULL,        -- relative to OUT, where it goes
+    state             TEXT NOT NULL DEFAULT 'intent',  -- intent, then done
+    done_at           REAL
+);
+CREATE INDEX answers_state ON answers (state);
+"""
+
 # Migration i upgrades a journal from user_version i to i + 1.
-_MIGRATIONS: list[str] = [_SCHEMA_V1]
+_MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 
 
 class JournalError(Exception):
@@ -128,6 +150,36 @@ class Frame:
     decision: str | None
     reason: str | None
     dest: str | None
+
+
+ANSWERS = ("accept", "label", "empty", "person", "vehicle")
+
+
+class AnswerRefusedError(Exception):
+    """An answer to a frame that is not waiting in the review queue; nothing was recorded."""
+
+
+class AlreadyAnsweredError(AnswerRefusedError):
+    """The frame has an answer already: a frame is answered once."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One row of the answers table: a person's word on a review frame."""
+
+    id: int
+    frame_id: int
+    answer: str  # one of ANSWERS
+    label: str | None
+    decision: str  # tagged or empty
+    previous_decision: str
+    previous_label: str | None
+    who: str
+    answered_at: float
+    src: str
+    dest: str
+    state: str  # intent or done
+    done_at: float | None
 
 
 def camera_of(relpath: str) -> str:
@@ -395,3 +447,75 @@ class Journal:
                 f"SELECT COALESCE({exprs[by]}, ''), COUNT(*) FROM frames GROUP BY 1 ORDER BY 1"
             ).fetchall()
         return {str(k): int(n) for k, n in rows}
+
+    # -- answers (edge review) --------------------------------------------------------------
+
+    def review_queue(self) -> list[Frame]:
+        """Frames the watcher kept for review and placed, not answered yet, in journal order."""
+        return self._frames(
+            "SELECT * FROM frames WHERE state='done' AND decision='review' AND id NOT IN "
+            "(SELECT frame_id FROM answers) ORDER BY id"
+        )
+
+    def record_answer(
+        self, frame_id: int, *, answer: str, label: str | None, decision: str, who: str,
+        dest: str,
+    ) -> Answer:
+        """Write-ahead intent of a person's answer, before the frame leaves OUT/review.
+
+        The frame's row takes the new decision and `dest` at once, so the destination is
+        claimed as the watcher's are (its unique index) and the summaries count the frame
+        where it is going; the answers row keeps what the watcher had decided and where the
+        frame lay. Raises AlreadyAnsweredError for a frame answered before, AnswerRefusedError
+        for one that is not waiting for review (nothing is recorded either way).
+        """
+        if answer not in ANSWERS:
+            raise ValueError(f"answer must be one of {ANSWERS}, got {answer!r}")
+        if decision not in ("tagged", "empty"):
+            raise ValueError(f"decision must be tagged or empty, got {decision!r}")
+        with self.transaction():
+            if self.answer_of(frame_id) is not None:
+                raise AlreadyAnsweredError(f"frame {frame_id} is answered already")
+            f = self.get(frame_id)
+            if f is None or f.state != "done" or f.decision != "review" or f.dest is None:
+                raise AnswerRefusedError(f"frame {frame_id} is not in the review queue")
+            try:
+                self._db.execute(
+                    "INSERT INTO answers (frame_id, answer, label, decision, previous_decision,"
+                    " previous_label, who, answered_at, src, dest) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (frame_id, answer, label, decision, f.decision, f.label, who, time.time(),
+                     f.dest, dest),
+                )
+                self._db.execute("UPDATE frames SET decision=?, dest=? WHERE id=?",
+                                 (decision, dest, frame_id))
+            except sqlite3.IntegrityError as e:  # another writer claimed it meanwhile
+                raise AnswerRefusedError(f"frame {frame_id}: {dest} is taken ({e})") from e
+        found = self.answer_of(frame_id)
+        assert found is not None
+        return found
+
+    def finish_answer(self, answer_id: int, dest: str) -> None:
+        """The answered frame lies at `dest` (relative to OUT), its sidecar written."""
+        with self.transaction():
+            row = self._db.execute("SELECT frame_id FROM answers WHERE id=?",
+                                   (answer_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"no answer {answer_id}")
+            self._db.execute("UPDATE answers SET state='done', done_at=?, dest=? WHERE id=?",
+                             (time.time(), dest, answer_id))
+            self._db.execute("UPDATE frames SET dest=? WHERE id=?", (dest, row[0]))
+
+    def _answers(self, sql: str, args: Iterable[Any] = ()) -> list[Answer]:
+        with self._lock:
+            rows = self._db.execute(sql, tuple(args)).fetchall()
+        return [Answer(**dict(r)) for r in rows]
+
+    def answers(self, state: str | None = None) -> list[Answer]:
+        """Every answer (or those in `state`: 'intent' are moves a crash cut short)."""
+        if state is None:
+            return self._answers("SELECT * FROM answers ORDER BY id")
+        return self._answers("SELECT * FROM answers WHERE state=? ORDER BY id", (state,))
+
+    def answer_of(self, frame_id: int) -> Answer | None:
+        rows = self._answers("SELECT * FROM answers WHERE frame_id=?", (frame_id,))
+        return rows[0] if rows else None
