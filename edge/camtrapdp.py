@@ -394,7 +394,9 @@ def _observations(
         note = f"machine label '{frame.label}' below the tag threshold; kept for review"
         row = {"observationType": "unknown", "observationComments": note}
         return [base | row | {"observationID": f"{media_id}-0"}]
-    taxon = _taxon(frame.label, taxa) if kind in ("animal", "human") else None
+    # a person is Homo sapiens whatever the class is called ("scuba_diver", "groom")
+    taxon = (_taxon(frame.label, taxa) if kind == "animal"
+             else _taxon(frame.label, taxa) or TAXA["human"] if kind == "human" else None)
     row = {
         "observationType": kind,
         "scientificName": taxon[0] if taxon else "",

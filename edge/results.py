@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge import __version__
+from edge.kinds import Kind, is_vehicle, kind_of
 
 FORMAT_VERSION = "1.6"
 DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
 ANIMAL, PERSON, VEHICLE = "1", "2", "3"
-VEHICLE_NAMES = ("vehicle", "car", "truck", "motorcycle", "motorbike", "bicycle")
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 
 Box = tuple[float, float, float, float]
@@ -93,22 +93,15 @@ class BundleInfo:
             classes=tuple(c.classes),
             empty_classes=tuple(c.empty_classes),
             human_classes=tuple(c.human_classes),
-            vehicle_classes=tuple(n for n in c.classes if n.lower() in VEHICLE_NAMES),
+            vehicle_classes=tuple(n for n in c.classes if is_vehicle(n)),
             segmenter=manifest.segmenter.name,
             thresholds=dict(manifest.thresholds),
         )
 
-    def kind(self, label: str | None) -> str:
-        """'empty', 'human', 'vehicle' or 'animal' for a class name."""
-        if label is None:
-            return "animal"
-        if label in self.empty_classes:
-            return "empty"
-        if label in self.human_classes:
-            return "human"
-        if label in self.vehicle_classes or label.lower() in VEHICLE_NAMES:
-            return "vehicle"
-        return "animal"
+    def kind(self, label: str | None) -> Kind:
+        """'empty', 'human', 'vehicle' or 'animal' for a class name (see `edge.kinds`)."""
+        return kind_of(label, empty=self.empty_classes, human=self.human_classes,
+                       vehicle=self.vehicle_classes)
 
 
 def is_empty(frame: FrameRecord, bundle: BundleInfo) -> bool:
