@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -63,6 +64,15 @@ def _reduction(size: tuple[int, int] | None, min_side: int | None, jpeg: bool) -
     return max((r for r in (1, 2, 4, 8) if short // r >= min_side), default=1)
 
 
+class Decoded(NamedTuple):
+    """A decoded frame and the size of the original (EXIF orientation applied), which a
+    reduced decode does not have: the results file reports the frame, not our copy of it."""
+
+    image: np.ndarray
+    width: int
+    height: int
+
+
 def load_image(
     path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
 ) -> np.ndarray:
@@ -73,6 +83,23 @@ def load_image(
     scale (in the DCT, several times faster) as long as its short side stays >= min_side; a
     model that looks at 224 pixels gains nothing from decoding a 12-megapixel frame in full.
     """
+    return decode_frame(path, max_pixels=max_pixels, min_side=min_side).image
+
+
+def _full_size(image: np.ndarray, size: tuple[int, int] | None, r: int) -> tuple[int, int]:
+    """(width, height) of the frame before a 1/r decode, as displayed (EXIF orientation)."""
+    h, w = image.shape[:2]
+    if size is None or r == 1:
+        return w, h
+    sw, sh = size  # from the header, before the orientation was applied
+    # libjpeg rounds a scaled size up; a quarter turn shows as width and height swapped
+    return (sw, sh) if (h, w) == (-(-sh // r), -(-sw // r)) else (sh, sw)
+
+
+def decode_frame(
+    path: str | Path, *, max_pixels: int = MAX_PIXELS, min_side: int | None = None
+) -> Decoded:
+    """:func:`load_image`, with the original frame's width and height."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -97,7 +124,7 @@ def load_image(
     image = cv2.imdecode(data, _REDUCED[r] if r > 1 else cv2.IMREAD_COLOR)
     if image is None:
         raise DecodeError("not a decodable image (corrupt, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return Decoded(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), *_full_size(image, size, r))
 
 
 def is_greyscale(image: np.ndarray, tol: int = 6) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 
 from edge.background import CameraBackgrounds
 from edge.bundle import Bundle
-from edge.decode import DecodeError, load_image
+from edge.decode import DecodeError, decode_frame
 from edge.discover import Watcher, scan
 from edge.durable import make_dirs
 from edge.exif import when_taken
@@ -97,6 +97,7 @@ class _Loaded:
     times: list[datetime | None]
     time_sources: list[str | None]  # "exif", "file" (modification time) or None
     batches: list[Prepared]  # in chunks of at most the runtime's max_batch
+    sizes: list[tuple[int, int]]  # the original frames' (width, height), not the decode's
 
 
 class Decider:
@@ -166,21 +167,23 @@ class Decider:
         return decisions
 
     def _load(self, paths: list[Path]) -> _Loaded:
-        failed, denied, index, images, times, sources = {}, {}, [], [], [], []
+        failed, denied, index, images, times, sources, sizes = {}, {}, [], [], [], [], []
         for i, p in enumerate(paths):
             try:
-                images.append(load_image(p, min_side=self.min_side))
+                image, width, height = decode_frame(p, min_side=self.min_side)
             except DecodeError as e:
                 # a mode that changed since the frame was journaled is no fault of the frame's
                 (denied if isinstance(e.__cause__, PermissionError) else failed)[i] = str(e)
                 continue
+            images.append(image)
+            sizes.append((width, height))
             index.append(i)
             t, source = when_taken(p)
             times.append(t)
             sources.append(source)
         runtime, step = self.scorer.runtime, self.scorer.runtime.max_batch
         batches = [runtime.prepare(images[i : i + step]) for i in range(0, len(images), step)]
-        return _Loaded(paths, failed, denied, index, images, times, sources, batches)
+        return _Loaded(paths, failed, denied, index, images, times, sources, batches, sizes)
 
     def _infer(self, loaded: _Loaded) -> tuple[_Loaded, list[Outputs]]:
         return loaded, [self.scorer.runtime.infer(b) for b in loaded.batches]
@@ -212,7 +215,7 @@ class Decider:
                 extra = {
                     "time": times[k].isoformat() if times[k] else None,
                     "time_source": loaded.time_sources[k],
-                    "width": int(images[k].shape[1]), "height": int(images[k].shape[0]),
+                    "width": loaded.sizes[k][0], "height": loaded.sizes[k][1],
                     "entropy": s.entropy, "foreground": s.score.foreground_fraction,
                     "mask_source": s.score.mask_source, "measure": s.score.measure,
                     "top": [[n, p] for n, p in s.score.top_k],
