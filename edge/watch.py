@@ -15,10 +15,11 @@ import errno
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -324,6 +325,22 @@ def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None 
 
 def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
     """Count a frame left in the inbox because it may not be read; log it once per reason,
+def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
+    """Camera by camera (first subfolder), each camera's frames in the order they were taken:
+    EXIF DateTimeOriginal, else the file's time; then the name, digits as numbers (a burst's
+    frames share a second). A card's directory order is no order at all, and bursts and the
+    background models need each camera's frames as they came."""
+
+    def key(p: Path) -> tuple:
+        rel = p.relative_to(inbox).as_posix()
+        t, _source = when_taken(p)
+        name = tuple((0, int(s), "") if s.isdigit() else (1, 0, s)
+                     for s in re.split(r"(\d+)", rel) if s)
+        return camera_of(rel), t is None, t or datetime.min, name
+
+    return sorted(paths, key=key)
+
+
     not again each time a rescan finds it still locked."""
     if stats.unreadable.get(rel) != why:
         log.error("%s; left in the inbox, taken once it is readable", why)
@@ -419,9 +436,9 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         # frames already on a card are whole or never will be: no need to wait long for them
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
         gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
-        for p in scan(opts.inbox, exclude=[opts.out]):
-            if _known(journal, opts.inbox, p):
-                continue
+        found = [p for p in scan(opts.inbox, exclude=[opts.out])
+                 if not _known(journal, opts.inbox, p)]
+        for p in capture_order(opts.inbox, found):  # the gate hands them on in this order
             gate.add(p)
             decider.arrived[p] = time.monotonic()
         total = len(gate)

@@ -4,6 +4,7 @@ dashboard. Real frames, a real bundle, real folders and journals, the real comma
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,43 @@ def test_the_results_give_the_original_frame_size_not_the_reduced_decode(tiny_bu
     assert got == {"level.jpg": (width, height), "turned.jpg": (height, width)}
     assert {(f.extra["width"], f.extra["height"]) for f in rows.values()} == {
         (width, height), (height, width)}
+
+
+def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle: Path,
+                                                                    tmp_path: Path):
+    """Names and directory order say nothing: one camera's frames carry EXIF times in a
+    shuffled order, another's have no EXIF and only their files' times; each camera's frames
+    are journaled (and so decided, bursts and background models fed) in capture order."""
+    import random
+    from datetime import datetime, timedelta
+
+    import cv2
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "exif").mkdir(parents=True)
+    (inbox / "plain").mkdir()
+    rng = random.Random(7)
+    start = datetime(2024, 3, 1, 6, 0, 0)
+    minutes = rng.sample(range(1, 500), 10)
+    for i, (src, m) in enumerate(zip(sorted(CA01.iterdir())[:10], minutes, strict=True)):
+        dst = shutil.copy(src, inbox / "exif" / f"IMG_{i:04d}.JPG")
+        stamp = (start + timedelta(minutes=m)).strftime("%Y:%m:%d %H:%M:%S").encode()
+        piexif.insert(piexif.dump({"Exif": {piexif.ExifIFD.DateTimeOriginal: stamp}}), str(dst))
+    seconds = rng.sample(range(1, 5000), 6)
+    for i, (src, s) in enumerate(zip(sorted(PERU.glob("*.JPG"))[:6], seconds, strict=True)):
+        ok, data = cv2.imencode(".jpg", cv2.imread(str(src)))  # re-encoded: no EXIF block
+        dst = inbox / "plain" / f"frame{i}.jpg"
+        dst.write_bytes(data.tobytes())
+        os.utime(dst, (1_700_000_000 + s, 1_700_000_000 + s))
+    run_once(load_bundle(tiny_bundle), options(inbox, out, copy=True), Stats(out=out))
+    with Journal.open(out) as j:
+        rows = j.frames()  # in journal order: the order they were admitted and decided
+    assert len(rows) == 16
+    for camera, source in (("exif", "exif"), ("plain", "file")):
+        mine = [f for f in rows if f.camera == camera]
+        times = [f.extra["time"] for f in mine]
+        assert {f.extra["time_source"] for f in mine} == {source}
+        assert times == sorted(times) and len(set(times)) == len(times)
+    # and not by chance: the names' order is another order
+    names = [f.relpath for f in rows if f.camera == "exif"]
+    assert names != sorted(names)
