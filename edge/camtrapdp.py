@@ -379,17 +379,30 @@ def _observations(
     }
     if frame.decision is None or frame.decision == "quarantine":
         return [base | {"observationID": f"{media_id}-0", "observationType": "unclassified"}]
-    base |= {
-        "classificationMethod": "machine",
-        "classifiedBy": f"overmap-edge {__version__} ({bundle.name})",
-        "classificationTimestamp": classified_at,
-        "classificationProbability": _num(
-            None if frame.confidence is None else min(1.0, max(0.0, frame.confidence))
-        ),
-    }
+    human = frame.classification_method == "human"  # answered in `edge review`
+    if human:
+        when = frame.classified_at
+        base |= {
+            "classificationMethod": "human",
+            "classifiedBy": frame.classified_by or "",
+            "classificationTimestamp": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if when else classified_at,
+            "classificationProbability": "",
+        }
+    else:
+        base |= {
+            "classificationMethod": "machine",
+            "classifiedBy": f"overmap-edge {__version__} ({bundle.name})",
+            "classificationTimestamp": classified_at,
+            "classificationProbability": _num(
+                None if frame.confidence is None else min(1.0, max(0.0, frame.confidence))
+            ),
+        }
+    said = f"; machine label '{frame.machine_label}'" if human and frame.machine_label else ""
     kind = bundle.kind(frame.label)
     if frame.decision == "empty" or (frame.decision == "tagged" and kind == "empty"):
-        return [base | {"observationID": f"{media_id}-0", "observationType": "blank"}]
+        row = {"observationComments": f"empty by a person{said}"} if human else {}
+        return [base | row | {"observationID": f"{media_id}-0", "observationType": "blank"}]
     if frame.decision == "review":
         note = f"machine label '{frame.label}' below the tag threshold; kept for review"
         row = {"observationType": "unknown", "observationComments": note}
@@ -400,7 +413,8 @@ def _observations(
     row = {
         "observationType": kind,
         "scientificName": taxon[0] if taxon else "",
-        "observationComments": "" if taxon else f"machine label '{frame.label}'",
+        "observationComments": (f"label '{frame.label}' by a person{said}" if human
+                                else "" if taxon else f"machine label '{frame.label}'"),
     }
     if not frame.boxes:
         return [base | row | {"observationID": f"{media_id}-0"}]

@@ -589,6 +589,48 @@ def export_dp_cmd(
                   f"media, {report.observations} observations; {len(report.skipped)} skipped)")
 
 
+@app.command("review")
+def review_cmd(
+    out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
+    host: Annotated[str | None, typer.Option(
+        help="Address to listen on (default 127.0.0.1: this machine only; any other needs "
+             "the token).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8321).")]
+    = None,
+    token: Annotated[str | None, typer.Option(
+        help="Access token (default: the config's; made up and printed beyond localhost).")]
+    = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config ([review], [triage]).")]
+    = None,
+    bundle: Annotated[Path | None, typer.Option(
+        help="The bundle the frames were sorted with: its labels, and the results file.")]
+    = None,
+) -> None:
+    """The review queue as a local web page: answer doubtful frames with the keyboard.
+
+    Keys: a accept, l another label, e empty, p person, v vehicle, s or arrows to move;
+    Shift + key answers the whole burst. Answers go into the journal and move the frame
+    from OUT/review to OUT/tagged or OUT/empty, once.
+    """
+    from edge.journal import JournalError
+    from edge.review.server import address, serve
+
+    if not (out / "journal.sqlite").is_file():
+        err.print(f"[red]{out}: no journal.sqlite here[/] (the OUT folder of `edge watch`?)")
+        raise typer.Exit(2)
+    if token is not None and len(token) < 16:
+        err.print("[red]--token:[/] at least 16 characters")
+        raise typer.Exit(2)
+    cfg = _load_config_or_exit(config)
+    try:
+        serve(out, cfg, address(cfg, host, port, token),
+              bundle or cfg.runtime.bundle or default_bundle(),
+              lambda text: console.print(escape(text)))
+    except JournalError as e:
+        err.print(f"[red]journal:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -134,6 +134,15 @@ class RuntimeConfig(_Section):
         return [resolve_name(n) for n in names]
 
 
+class ReviewConfig(_Section):
+    """`edge review`: where the page listens, and its access token (required when `host` is
+    not a loopback address; one is made up and printed when none is set)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8321, ge=1, le=65535)
+    token: str | None = Field(None, min_length=16)
+
+
 def _check_timezone(text: str) -> str:
     if _OFFSET.match(text):
         return text
@@ -293,6 +302,7 @@ class Config(_Section):
     watch: WatchConfig = Field(default_factory=WatchConfig)
     triage: TriageConfig = Field(default_factory=TriageConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     project: ProjectConfig = Field(default_factory=ProjectConfig)
     taxa: dict[str, str] = Field(default_factory=dict)

@@ -5,25 +5,27 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console, Group
 from rich.table import Table
 
 from edge.bundle import Manifest
-from edge.journal import Frame, Journal
+from edge.journal import Answer, Frame, Journal
 from edge.results import BundleInfo, FrameRecord, write_md_results
 
 DECISIONS = ("tagged", "review", "empty", "quarantine")
 MD_RESULTS = "results/megadetector.json"
 
 
-def record_of(frame: Frame) -> FrameRecord:
-    """A journal row as the results writers want it."""
+def record_of(frame: Frame, answer: Answer | None = None) -> FrameRecord:
+    """A journal row as the results writers want it; with a person's `answer` (edge review)
+    the label and decision are theirs, classified by a human."""
     extra = frame.extra or {}
     when = extra.get("time")
-    return FrameRecord(
+    record = FrameRecord(
         relpath=frame.relpath, camera=frame.camera, sha256=frame.sha256,
         timestamp=datetime.fromisoformat(when) if when else None,
         time_source=extra.get("time_source"),
@@ -32,12 +34,19 @@ def record_of(frame: Frame) -> FrameRecord:
         confidence=frame.confidence, decision=frame.decision,
         failure=frame.reason if frame.decision == "quarantine" else None, dest=frame.dest,
     )  # fmt: skip
+    if answer is None:
+        return record
+    return replace(record, label=answer.label, decision=answer.decision,
+                   classification_method="human", classified_by=answer.who,
+                   classified_at=datetime.fromtimestamp(answer.answered_at, UTC),
+                   machine_label=answer.previous_label)
 
 
 def records(journal: Journal, *, deleted: bool = True) -> list[FrameRecord]:
-    """Every decided or finished frame, in the order they were seen; `deleted=False` leaves
-    out the empties deleted past their retention."""
-    return [record_of(f) for f in journal.frames()
+    """Every decided or finished frame, in the order they were seen, with the answers given
+    in `edge review`; `deleted=False` leaves out the empties deleted past their retention."""
+    answers = {a.frame_id: a for a in journal.answers()}
+    return [record_of(f, answers.get(f.id)) for f in journal.frames()
             if f.decision is not None and (deleted or f.state != "deleted")]
 
 

@@ -68,6 +68,12 @@ class FrameRecord:
     dest: str | None = None
     boxes: tuple[Box, ...] = ()
     top: tuple[tuple[int, float], ...] = ()
+    # "human" once a person answered the frame in `edge review`: `label` and `decision` are
+    # then theirs, `machine_label` what the model said, `classified_by`/`_at` who and when
+    classification_method: Literal["machine", "human"] = "machine"
+    classified_by: str | None = None
+    classified_at: datetime | None = None
+    machine_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,9 @@ def _conf(x: float | None) -> float:
 
 
 def _classifications(frame: FrameRecord, bundle: BundleInfo) -> list[list[Any]]:
+    if frame.classification_method == "human":  # a person's word: certain, the bundle's class
+        names = list(bundle.classes)
+        return [[str(names.index(frame.label)), 1.0]] if frame.label in names else []
     pairs = list(frame.top)
     if not pairs and frame.class_index is not None:
         pairs = [(frame.class_index, frame.softmax if frame.softmax is not None else 0.0)]
@@ -144,7 +153,8 @@ def image_entry(
         for box in frame.boxes or (WHOLE_IMAGE,):
             det: dict[str, Any] = {
                 "category": category,
-                "conf": _conf(frame.confidence),
+                "conf": _conf(1.0 if frame.classification_method == "human"
+                              else frame.confidence),
                 "bbox": [round(float(v), 4) for v in box],
             }
             if classifications:
@@ -161,6 +171,9 @@ def image_entry(
         "width": frame.width,
         "height": frame.height,
     }
+    if frame.classification_method == "human":  # MegaDetector readers ignore extra keys
+        extra |= {"classification_method": "human", "classified_by": frame.classified_by,
+                  "machine_label": frame.machine_label}
     for key, value in extra.items():
         if value is not None:
             entry[key] = round(value, 4) if isinstance(value, float) else value
