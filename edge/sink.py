@@ -415,6 +415,7 @@ def process_pending(
     sidecars: bool = True,
     prefetch: Callable[[list[Path]], None] | None = None,
     lookahead: int = 2,
+    stop: Callable[[], bool] | None = None,
 ) -> int:
     """Bring every pending journal row to a terminal state; returns how many were finished.
 
@@ -431,10 +432,13 @@ def process_pending(
     hint: what it starts must have no side effects, since nothing is recorded until `decide`
     returns. The cursor over journal ids means a row left pending (a source that cannot be
     read) is tried once per call, not again and again.
+
+    `stop`, when given, is asked before each batch: once it says True the call returns, the
+    rows not reached left pending for the next call (Ctrl-C is answered within a batch).
     """
     inbox, out = Path(inbox), Path(out)
     finished, cursor = 0, 0
-    while rows := journal.pending(limit=batch, after_id=cursor):
+    while not (stop and stop()) and (rows := journal.pending(limit=batch, after_id=cursor)):
         cursor = rows[-1].id
         seen = [r for r in rows if r.state == "seen"]
         gone = [r for r in seen if not (inbox / r.relpath).exists()]

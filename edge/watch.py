@@ -323,8 +323,6 @@ def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None 
     return journal.is_known(path.relative_to(inbox).as_posix(), st.st_size, st.st_mtime)
 
 
-def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
-    """Count a frame left in the inbox because it may not be read; log it once per reason,
 def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
     """Camera by camera (first subfolder), each camera's frames in the order they were taken:
     EXIF DateTimeOriginal, else the file's time; then the name, digits as numbers (a burst's
@@ -343,6 +341,8 @@ def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
 
     not again each time a rescan finds it still locked."""
     if stats.unreadable.get(rel) != why:
+def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
+    """Count a frame left in the inbox because it may not be read; log it once per reason,
         log.error("%s; left in the inbox, taken once it is readable", why)
     stats.unreadable[rel] = why
 
@@ -392,7 +392,8 @@ def _process(journal: Journal, decider: Decider, opts: WatchOptions, stats: Stat
         try:
             process_pending(journal, opts.inbox, opts.out, decider, copy=opts.copy,
                             batch=opts.batch, lookahead=opts.lookahead,
-                            prefetch=decider.prefetch if opts.lookahead > 0 else None)
+                            prefetch=decider.prefetch if opts.lookahead > 0 else None,
+                            stop=opts.stop.is_set)
             if stats.status.startswith("paused"):
                 stats.status = "watching"
             return
@@ -454,13 +455,15 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
             if len(gate):
                 time.sleep(min(0.2, opts.settle))
         _process(journal, decider, opts, stats, pause=False)
-        for f in journal.pending():  # journaled, then unreadable: placed by a later run
+        for f in [] if opts.stop.is_set() else journal.pending():
+            # journaled, then unreadable: placed by a later run (after a stop, merely not yet)
             stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
         if opts.delete_empty_after_days:
             purge_empties(journal, opts.out, opts.delete_empty_after_days)
         _write_results(journal, opts, bundle)
     return stats
 
+    stats.status = "stopped" if opts.stop.is_set() else "done"
 
 def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                 on_tick: Callable[[], None] | None = None) -> Stats:
@@ -518,22 +521,41 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
 
 def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console) -> int:
     """Run the watcher with a progress bar (`once`) or a live dashboard; write the results
-    file when it stops. SIGTERM and Ctrl-C stop it between batches; returns an exit code."""
+    file when it stops. SIGTERM and Ctrl-C stop it after the batch at hand, the results file
+    written as for any other end (a second Ctrl-C stops it at once); returns an exit code."""
     import signal
 
     from rich.live import Live
     from rich.markup import escape
+    stats = Stats(out=opts.out)
+    signals: list[str] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and opts.stop.is_set():
+            raise KeyboardInterrupt  # asked twice: now, not after the batch
+        signals.append(signal.Signals(signum).name)
+        stats.status = "stopping"
+        opts.stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # only there can one listen
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _watch(bundle, opts, stats, signals, once=once, tui=tui, console=console)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str], *,
+           once: bool, tui: bool, console) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from edge.journal import JournalError
     from edge.tui import render
 
-    def stop(signum: int, _frame: object) -> None:
-        opts.stop.set()
-
-    signal.signal(signal.SIGTERM, stop)
     make_dirs(opts.out)  # OUT's own name survives a power cut, with all below it
-    stats = Stats(out=opts.out)
+    results = opts.out / MD_RESULTS
     try:
         if once:
             with Progress("[progress.description]{task.description}", BarColumn(),
@@ -550,7 +572,11 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
         else:
             run_forever(bundle, opts, stats)
     except KeyboardInterrupt:
-        console.print("stopped; every frame handled so far is in the journal")
+        console.print("stopped at once: every frame handled so far is in the journal; the "
+                      "results file is brought up to date by the next run")
+        if results.is_file():
+            console.print(f"results (from before this stop): {results}", soft_wrap=True)
+        return 130
     except JournalError as e:
         console.print(f"[red]journal:[/] {escape(str(e))}")
         return 1
@@ -558,7 +584,12 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
         console.print(f"[red]stopped:[/] {escape(str(e))}. Nothing is lost: the frames not "
                       "sorted yet are still in the inbox; run again once this is fixed.")
         return 1
-    console.print(f"results: {opts.out / MD_RESULTS}")
+    if signals:
+        console.print(f"stopped ({signals[0]}): {sum(stats.decisions.values())} frame(s) "
+                      "handled this run, all in the journal and the results file"
+                      + ("; run again to sort the rest" if once else ""))
+    if results.is_file():
+        console.print(f"results: {results}", soft_wrap=True)  # a path in one piece
     if stats.unreadable:
         first = ", ".join(escape(f) for f in list(stats.unreadable)[:3])
         console.print(f"[red]{len(stats.unreadable)} frame(s) could not be read[/] and were "

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import piexif
+import pytest
 from PIL import Image
 
 from edge.bundle import load_bundle
@@ -92,3 +98,83 @@ def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle
     # and not by chance: the names' order is another order
     names = [f.relpath for f in rows if f.camera == "exif"]
     assert names != sorted(names)
+
+
+def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
+           "--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _done(out: Path) -> list:
+    if not (out / "journal.sqlite").exists():
+        return []
+    with Journal.open(out) as j:
+        return [f for f in j.frames() if f.state == "done"]
+
+
+def _wait(cond, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _named_paths_exist(text: str, out: Path) -> None:
+    """Every path under OUT that the stop message names is there."""
+    named = re.findall(re.escape(str(out)) + r"\S*", text)
+    assert named, text
+    assert all(Path(p.rstrip(".,;)")).exists() for p in named), text
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_by_signal_writes_the_results_file_with_every_frame_handled(
+    tiny_bundle: Path, tmp_path: Path, sig: signal.Signals
+):
+    """The live watcher, stopped well within the minute between its rewrites of the results
+    file: the file is written on the way out, with every frame of the journal."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    proc = _spawn(tiny_bundle, inbox, out)
+    try:
+        frames = sorted(CA01.iterdir())[:6]
+        for p in frames:
+            shutil.copy(p, inbox / "cam")
+        _wait(lambda: len(_done(out)) == len(frames))
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    done = _done(out)
+    assert len(done) == len(frames)
+    assert sorted(results(out)) == sorted(f.dest for f in done)
+    assert f"stopped ({sig.name})" in stdout and "Traceback" not in stdout + stderr
+    _named_paths_exist(stdout, out)
+
+
+def test_ctrl_c_in_a_batch_run_stops_after_the_batch_and_the_results_hold_what_was_done(
+    tiny_bundle: Path, tmp_path: Path
+):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frames = sorted(CA01.iterdir())[:120]
+    for p in frames:
+        shutil.copy(p, inbox / "cam")
+    proc = _spawn(tiny_bundle, inbox, out, "--once", "--batch", "1")
+    try:
+        _wait(lambda: len(_done(out)) >= 3)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    done = _done(out)
+    assert 3 <= len(done) < len(frames)  # stopped, not run to the end
+    assert sorted(results(out)) == sorted(f.dest for f in done)
+    left = list((inbox / "cam").iterdir())
+    assert len(left) + len(done) == len(frames)  # the rest wait in the inbox, none lost
+    assert "stopped (SIGINT)" in stdout and "could not be read" not in stdout
+    assert "Traceback" not in stdout + stderr
+    _named_paths_exist(stdout, out)
