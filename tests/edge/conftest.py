@@ -76,11 +76,14 @@ def build_bundle(
     seg_resize: str = "stretch",
     cam_outputs: tuple[str, str] = ("logits", "cam"),
     dynamic: bool = True,
+    learnable: bool = False,
 ) -> Path:
     """Export a tiny classifier + segmenter into `root` and write its manifest.
 
     `seg_size`/`seg_resize` let a test give the segmenter its own geometry; `cam_outputs`
     and `dynamic=False` (a batch fixed at 2) export a classifier that breaks the contract.
+    `learnable`: the classifier also returns `features` [N,16] and `fmap` [N,16,h,w], what a
+    learned head (`edge learn`) is fitted on and applied to.
     """
     torch = pytest.importorskip("torch")
     from torch import nn
@@ -96,10 +99,13 @@ def build_bundle(
         nn.ReLU(),
     )
     classifier = CamClassifier(features, nn.Linear(16, len(CLASSES)), "features").eval()
+    outputs = list(cam_outputs)
+    if learnable:
+        classifier, outputs = _WithFeatures(classifier).eval(), [*outputs, "features", "fmap"]
     segmenter = nn.Sequential(nn.Conv2d(3, 1, 3, stride=4, padding=1), nn.Sigmoid()).eval()
     seg_size = seg_size or size
     with torch.no_grad():
-        _export(classifier, root / "classifier.onnx", size, list(cam_outputs), dynamic)
+        _export(classifier, root / "classifier.onnx", size, outputs, dynamic)
         _export(segmenter, root / "segmenter.onnx", seg_size, ["foreground"])
     lite = InputSpec(size=size, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
     imagenet = InputSpec(
@@ -137,6 +143,23 @@ def build_bundle(
     )
     write_manifest(root, manifest)
     return root
+
+
+def _WithFeatures(classifier: Any) -> Any:
+    """The classifier with its pooled vector and map layer as two more outputs."""
+    from torch import nn
+
+    class WithFeatures(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, x: Any) -> tuple[Any, ...]:
+            a = self.classifier.features(x)
+            logits, cam = self.classifier.from_features(a)
+            return logits, cam, a.mean(dim=(2, 3)), a
+
+    return WithFeatures()
 
 
 @pytest.fixture(scope="session")
