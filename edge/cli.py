@@ -282,6 +282,11 @@ def watch_cmd(
         raise typer.Exit(2)
     if not inbox.is_dir():
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
+    if inbox.exists() and not inbox.is_dir():
+        err.print(f"[red]{escape(str(inbox))} is a file, not a folder:[/] INBOX is the folder "
+                  "the camera's frames land in (its parent, "
+                  f"{escape(str(inbox.parent))}, perhaps?)")
+        raise typer.Exit(2)
         raise typer.Exit(2)
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
     try:

@@ -36,6 +36,7 @@ class Stats:
     status: str = "watching"
     unreadable: dict[str, str] = field(default_factory=dict)  # left in the inbox: file -> why
     review_queue: int = 0  # frames waiting in OUT/review, earlier runs' too (see recount)
+    already_known: int = 0  # a batch run's frames skipped as already in the journal
 
     def record(self, file: str, label: str, decision: str, confidence: float,
                latency: float) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 from edge.background import CameraBackgrounds
 from edge.bundle import Bundle
 from edge.decode import DecodeError, decode_frame
-from edge.discover import Watcher, scan
+from edge.discover import EXTS, Watcher, scan
 from edge.durable import make_dirs
 from edge.exif import when_taken
 from edge.journal import Decision, Journal, camera_of
@@ -339,12 +339,12 @@ def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=key)
 
 
-    not again each time a rescan finds it still locked."""
-    if stats.unreadable.get(rel) != why:
 def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
     """Count a frame left in the inbox because it may not be read; log it once per reason,
         log.error("%s; left in the inbox, taken once it is readable", why)
     stats.unreadable[rel] = why
+    not again each time a rescan finds it still locked."""
+    if stats.unreadable.get(rel) != why:
 
 
 def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> int:
@@ -437,8 +437,9 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         # frames already on a card are whole or never will be: no need to wait long for them
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
         gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
-        found = [p for p in scan(opts.inbox, exclude=[opts.out])
-                 if not _known(journal, opts.inbox, p)]
+        everything = list(scan(opts.inbox, exclude=[opts.out]))
+        found = [p for p in everything if not _known(journal, opts.inbox, p)]
+        stats.already_known = len(everything) - len(found)
         for p in capture_order(opts.inbox, found):  # the gate hands them on in this order
             gate.add(p)
             decider.arrived[p] = time.monotonic()
@@ -525,8 +526,6 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     written as for any other end (a second Ctrl-C stops it at once); returns an exit code."""
     import signal
 
-    from rich.live import Live
-    from rich.markup import escape
     stats = Stats(out=opts.out)
     signals: list[str] = []
 
@@ -549,8 +548,22 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
 
 def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str], *,
            once: bool, tui: bool, console) -> int:
+def _nothing_found(inbox: Path, known: int) -> str:
+    """What a batch run that found nothing to do says, so an empty card reads as one."""
+    from rich.markup import escape
+
+    if known:
+        return (f"no new frames in {escape(str(inbox))}: its {known} frame(s) are already "
+                "in the journal")
+    kinds = ", ".join(e.lstrip(".") for e in EXTS)
+    return (f"[yellow]no frames found in {escape(str(inbox))}[/] (looked for {kinds} files, "
+            "in it and its subfolders)")
+
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from rich.live import Live
+    from rich.markup import escape
     from edge.journal import JournalError
     from edge.tui import render
 
@@ -568,6 +581,8 @@ def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str],
             console.print(render(stats))
         elif tui:
             with Live(render(stats), console=console, refresh_per_second=2) as live:
+            if not stats.seen and not sum(stats.decisions.values()):
+                console.print(_nothing_found(opts.inbox, stats.already_known), soft_wrap=True)
                 run_forever(bundle, opts, stats, on_tick=lambda: live.update(render(stats)))
         else:
             run_forever(bundle, opts, stats)

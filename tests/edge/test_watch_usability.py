@@ -16,8 +16,10 @@ from pathlib import Path
 import piexif
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from edge.bundle import load_bundle
+from edge.cli import app
 from edge.journal import Journal
 from edge.tui import Stats
 from edge.watch import WatchOptions, run_once
@@ -26,6 +28,7 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CA01 = DATA / "camtrap" / "mlwic_examples" / "CA-01"
 PERU = DATA / "camtrap" / "peru_s90_animl" / "S90_SDZG1"
 RESULTS = Path("results") / "megadetector.json"
+runner = CliRunner()
 
 
 def options(inbox: Path, out: Path, **kw) -> WatchOptions:
@@ -178,3 +181,42 @@ def test_ctrl_c_in_a_batch_run_stops_after_the_batch_and_the_results_hold_what_w
     assert "stopped (SIGINT)" in stdout and "could not be read" not in stdout
     assert "Traceback" not in stdout + stderr
     _named_paths_exist(stdout, out)
+
+
+def flat(text: str) -> str:
+    """Rich wraps to the terminal's width; compare words, not line breaks."""
+    return " ".join(text.split())
+
+
+def test_watch_on_a_file_says_it_is_a_file_and_a_folder_is_needed(tiny_bundle: Path,
+                                                                  tmp_path: Path):
+    frame = Path(shutil.copy(sorted(CA01.iterdir())[0], tmp_path / "IMG_0001.JPG"))
+    r = runner.invoke(app, ["watch", str(frame), "--bundle", str(tiny_bundle), "--once"])
+    assert r.exit_code == 2
+    text = flat(r.output)
+    assert "is a file, not a folder" in text and "no such folder" not in text
+    assert str(tmp_path) in text  # the folder it is in, which is what was meant
+    assert frame.exists() and not (tmp_path / "sorted").exists()
+
+
+def test_once_on_an_empty_folder_says_no_frames_were_found_and_is_done_not_watching(
+    tiny_bundle: Path, tmp_path: Path
+):
+    inbox, out = tmp_path / "empty card", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "notes.txt").write_text("not a frame\n")
+    args = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
+            "--no-tui"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    text = flat(r.output)
+    assert f"no frames found in {inbox}" in text
+    assert "watching" not in text and "status done" in text
+    # frames there, all sorted by an earlier run: that is said instead
+    (inbox / "cam").mkdir()
+    shutil.copy(sorted(CA01.iterdir())[0], inbox / "cam")
+    r = runner.invoke(app, [*args, "--copy", "--settle", "0.1"])
+    assert r.exit_code == 0 and "no frames found" not in flat(r.output)
+    assert "watching" not in flat(r.output) and "status done" in flat(r.output)
+    r = runner.invoke(app, [*args, "--copy"])
+    assert r.exit_code == 0 and "already in the journal" in flat(r.output)
