@@ -11,7 +11,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 SESSION_COOKIE = "edge_review_session"
 CSRF_HEADER = "x-csrf-token"
@@ -50,7 +50,7 @@ def resolve_inside(root: Path, rel: str, *, under: tuple[str, ...] = ()) -> Path
     """
     if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or os.path.isabs(rel):
         return None
-    parts = PurePosixPath(rel).parts
+    parts = rel.split("/")  # as written: PurePosixPath would drop "." and "//" silently
     if any(p in ("..", ".", "") for p in parts) or (under and parts[0] not in under):
         return None
     real_root = root.resolve()
