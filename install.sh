@@ -59,6 +59,17 @@ if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
     || echo "install.sh: could not install dosfstools/fusefat; the FAT tests will skip" >&2
 fi
 
+# The review page's browser test drives Debian's chromium with playwright (never
+# `playwright install`: no download); it skips, saying why, where chromium is missing.
+if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium for the review page's browser test"
+  { apt-get install -y -q chromium >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 \
+         && apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+    || echo "install.sh: could not install chromium; the browser test will skip" >&2
+fi
+
 if [ "$bundle" = 1 ]; then
   if [ "$rebuild" = 0 ] && .venv/bin/edge bundle bundles/default >/dev/null 2>&1; then
     echo "bundles/default is there and verifies (--rebuild to build it again)"
