@@ -95,6 +95,10 @@ class JournalError(Exception):
     """The journal cannot be used (newer schema, corrupt file); the message says what to do."""
 
 
+class JournalMissingError(JournalError):
+    """A reader asked for a journal that is not there (a wrong OUT folder, most likely)."""
+
+
 class DiskFullError(Exception):
     """No space left in OUT for the journal, a frame, a sidecar or an overlay: nothing was
     committed or moved, so nothing is lost; pause and retry once there is room. Defined here,
@@ -191,15 +195,22 @@ def camera_of(relpath: str) -> str:
 class Journal:
     """The frames table of OUT/journal.sqlite; safe to share between threads (one lock)."""
 
-    def __init__(self, path: str | Path, *, exclusive: bool = False) -> None:
+    def __init__(self, path: str | Path, *, exclusive: bool = False, create: bool = True) -> None:
         """Open or create the journal at `path`.
 
         `exclusive=True` (the watcher) holds an advisory lock on `path`.lock so that a second
         watcher on the same OUT is refused; the kernel drops it when the process dies, so a
         crash never leaves a stale lock. Readers (summaries) open without it.
+
+        `create=False` (readers): a journal that is not there raises JournalMissingError, and
+        nothing is made, not even its folder; a mistyped OUT must not get an empty journal.
         """
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not create and not self.path.is_file():
+            raise JournalMissingError(f"{self.path.parent}: no {self.path.name} here (is it "
+                                      "the OUT folder of `edge watch`?)")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
         if exclusive:
             fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -212,7 +223,8 @@ class Journal:
         db, new = None, not self.path.exists()
         try:
             self._db = db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path if create else f"{self.path.resolve().as_uri()}?mode=rw",
+                isolation_level=None, check_same_thread=False, timeout=30.0, uri=not create,
             )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -231,9 +243,9 @@ class Journal:
         self._lock = threading.RLock()
 
     @classmethod
-    def open(cls, out: str | Path, *, exclusive: bool = False) -> Journal:
-        """Open (or create) the journal that lives in the output folder `out`."""
-        return cls(Path(out) / JOURNAL_NAME, exclusive=exclusive)
+    def open(cls, out: str | Path, *, exclusive: bool = False, create: bool = True) -> Journal:
+        """Open (or create, unless `create=False`) the journal in the output folder `out`."""
+        return cls(Path(out) / JOURNAL_NAME, exclusive=exclusive, create=create)
 
     def _migrate(self) -> None:
         """Bring the schema up to date, one step per transaction. The version is read again
