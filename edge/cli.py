@@ -280,13 +280,13 @@ def watch_cmd(
     if inbox is None:
         err.print("[red]which folder?[/] give INBOX, or \\[watch] inbox in --config")
         raise typer.Exit(2)
-    if not inbox.is_dir():
-        err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
     if inbox.exists() and not inbox.is_dir():
         err.print(f"[red]{escape(str(inbox))} is a file, not a folder:[/] INBOX is the folder "
                   "the camera's frames land in (its parent, "
                   f"{escape(str(inbox.parent))}, perhaps?)")
         raise typer.Exit(2)
+    if not inbox.is_dir():
+        err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
         raise typer.Exit(2)
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
     try:
@@ -334,19 +334,28 @@ def watch_cmd(
     raise typer.Exit(code)
 
 
+def _reader_journal(out: Path):
+    """OUT's journal for a command that only reads it: never created (a mistyped OUT would
+    get an empty one); where there is none, a clear message and exit 2."""
+    from edge.journal import Journal, JournalMissingError
+
+    try:
+        return Journal.open(out, create=False)
+    except JournalMissingError as e:
+        err.print(f"[red]{escape(str(e))}[/]")
+        raise typer.Exit(2) from None
+
+
 @app.command("summary")
 def summary_cmd(
     out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
 ) -> None:
     """What the camera saw: decisions per camera and per day, and the species."""
-    from edge.journal import Journal, JournalError
+    from edge.journal import JournalError
     from edge.reports import print_summary
 
-    if not (out / "journal.sqlite").is_file():
-        err.print(f"[red]{out}: no journal.sqlite here[/] (the OUT folder of `edge watch`?)")
-        raise typer.Exit(2)
     try:
-        with Journal.open(out) as j:
+        with _reader_journal(out) as j:
             print_summary(j, console)
     except JournalError as e:
         err.print(f"[red]journal:[/] {escape(str(e))}")
@@ -576,14 +585,18 @@ def export_dp_cmd(
 ) -> None:
     """Write a Camtrap DP 1.0 data package (deployments, media, observations) from the journal."""
     from edge.camtrapdp import CamtrapDPError, write_camtrap_dp
-    from edge.journal import Journal
+    from edge.journal import JournalError
     from edge.reports import records
     from edge.results import BundleInfo
 
     cfg = _load_config_or_exit(config)
+    try:
+        with _reader_journal(out) as j:
+            frames = records(j)
+    except JournalError as e:
+        err.print(f"[red]journal:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
-    with Journal.open(out) as j:
-        frames = records(j)
     try:
         report = write_camtrap_dp(folder or out / "camtrap-dp", frames, cfg,
                                   bundle_info=BundleInfo.from_manifest(b.manifest), paths="dest")

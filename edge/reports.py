@@ -70,8 +70,10 @@ def _day(frame: Frame) -> str:
 
 
 def summary(journal: Journal) -> Group:
-    """Tables: decisions per camera, per day, and the species seen (tagged + review)."""
+    """Tables: decisions per camera, per day, and the species seen (tagged + review); a
+    frame answered in `edge review` counts under the person's label."""
     frames = journal.frames()
+    answered = {a.frame_id: a.label for a in journal.answers()}
     per_cam: dict[str, Counter[str]] = {}
     per_day: dict[str, Counter[str]] = {}
     species: Counter[str] = Counter()
@@ -80,9 +82,10 @@ def summary(journal: Journal) -> Group:
         d = f.decision or f.state
         per_cam.setdefault(f.camera or "(top)", Counter())[d] += 1
         per_day.setdefault(_day(f), Counter())[d] += 1
-        if f.decision in ("tagged", "review") and f.label:
-            species[f.label] += 1
-            review[f.label] += f.decision == "review"
+        label = answered.get(f.id, f.label)
+        if f.decision in ("tagged", "review") and label:
+            species[label] += 1
+            review[label] += f.decision == "review"
 
     def crosstab(title: str, key: str, rows: dict[str, Counter[str]]) -> Table:
         t = Table(title=title)
@@ -102,7 +105,8 @@ def summary(journal: Journal) -> Group:
     for name, n in species.most_common():
         sp.add_row(name, str(n), str(review[name]))
     return Group(
-        f"[bold]{len(frames)}[/] frames in the journal",
+        f"[bold]{len(frames)}[/] frames in the journal"
+        + (f", {len(answered)} answered by a person (edge review)" if answered else ""),
         crosstab("per camera", "camera", per_cam),
         crosstab("per day", "day", per_day),
         sp,

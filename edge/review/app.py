@@ -102,7 +102,10 @@ def create_app(settings: Settings) -> FastAPI:
                              autoescape=True)
     env.filters["pct"] = _pct
     templates = Jinja2Templates(env=env)
-    default_who = getpass.getuser()
+    try:
+        default_who = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container, a service user)
+        default_who = "unnamed"
 
     app = FastAPI(title="edge review", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.add_event_handler("shutdown", journal.close)

@@ -4,6 +4,7 @@ sidecars, a crash at each step of a move, and the exports that carry the person'
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,29 @@ def test_results_and_camtrap_dp_carry_the_human_label(out: Path):
         ("human", "blank")
     assert (obs(machine)["classificationMethod"], obs(machine)["observationType"]) == \
         ("machine", "unknown")
+
+
+def test_the_summary_counts_the_persons_label(out: Path):
+    from rich.console import Console
+
+    from edge.reports import summary
+
+    ids = frames_by_name(out)
+    with Journal.open(out) as j:
+        answer_frames(j, out, [ids["EK000002.JPG"], ids["EK000004.JPG"]], "label",
+                      label="bobcat", who="ana")
+        console = Console(record=True, width=120)
+        console.print(summary(j))
+    text = console.export_text()
+    assert "2 answered by a person" in text
+    row = next(line for line in text.splitlines() if "bobcat" in line)
+    assert re.findall(r"\d+", row) == ["2", "0"]  # two frames, neither waiting for review
+
+
+def test_the_review_side_never_imports_torch(tmp_path: Path):
+    code = ("import sys; import edge.review.app, edge.review.server, edge.cli;"
+            "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
+            "sys.exit(repr(bad) if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr + r.stdout
