@@ -56,3 +56,63 @@ def test_readers_read_a_journal_that_is_there(tiny_bundle: Path, tmp_path: Path)
         assert len(j.frames()) == 2
     r = runner.invoke(app, ["summary", str(out)])
     assert r.exit_code == 0 and "2 frames in the journal" in flat(r.output)
+
+
+EXAMPLE = ROOT / "examples" / "edge.toml"
+
+
+def _paths(value, where: str = "") -> list[tuple[str, Path]]:
+    """Every path in a loaded config, with its key."""
+    if isinstance(value, Path):
+        return [(where, value)]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _paths(v, f"{where}.{k}".strip("."))]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _paths(v, f"{where}[{i}]")]
+    if hasattr(type(value), "model_fields"):
+        return [p for k in type(value).model_fields
+                for p in _paths(getattr(value, k), f"{where}.{k}".strip("."))]
+    return []
+
+
+def test_the_example_config_names_only_paths_that_are_there_or_leaves_them_out():
+    """Loaded with the real loader: each path it names is relative (it travels with the
+    checkout), resolved against the file's folder, and there (OUT: its parent, the watcher
+    makes OUT); a path it leaves out takes the default (the bundle: default_bundle())."""
+    import tomllib
+
+    from edge.config import load_config
+
+    raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
+    cfg = load_config(EXAMPLE)
+    named = [(k, p) for k, p in _paths(cfg) if k != "source"]
+    assert {k for k, _ in named} >= {"watch.inbox", "watch.out"}
+    for key, path in named:
+        section, _, name = key.partition(".")
+        written = raw[section][name]
+        assert not Path(written).is_absolute(), f"{key} = {written!r}"
+        assert path == EXAMPLE.parent / written
+        assert (path.parent if key == "watch.out" else path).exists(), f"{key} = {written!r}"
+    assert "bundle" not in raw.get("runtime", {}) and cfg.runtime.bundle is None
+
+
+def test_the_readmes_export_dp_command_works_with_the_example_config(tiny_bundle: Path,
+                                                                     tmp_path: Path):
+    """`edge export-dp sorted --config examples/edge.toml` after the quick start's watch run
+    (here into a temporary OUT, with the test bundle)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "edge export-dp sorted --config examples/edge.toml" in readme
+    assert "edge watch samples/camtrap --out sorted --copy --once" in readme
+    out = tmp_path / "sorted"
+    r = runner.invoke(app, ["watch", str(ROOT / "samples" / "camtrap"), "--out", str(out),
+                            "--copy", "--once", "--no-tui", "--settle", "0.1", "--bundle",
+                            str(tiny_bundle), "--config", str(EXAMPLE)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["export-dp", str(out), "--config", str(EXAMPLE), "--bundle",
+                            str(tiny_bundle)])
+    assert r.exit_code == 0, r.output
+    package = out / "camtrap-dp"
+    assert {p.name for p in package.iterdir()} >= {"datapackage.json", "media.csv",
+                                                   "deployments.csv", "observations.csv"}
+    media = (package / "media.csv").read_text(encoding="utf-8").splitlines()
+    assert len(media) > 1 and len(media) - 1 == len(list((ROOT / "samples" / "camtrap").rglob("*.JPG")))

@@ -20,7 +20,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_the_shipped_example_loads_with_its_values() -> None:
     cfg = load_config(EXAMPLE)
-    assert cfg.watch.poll == "auto" and cfg.watch.copy_files is False
+    assert cfg.watch.poll == "auto" and cfg.watch.copy_files is True  # the samples stay put
     assert cfg.triage.tag == 0.7 and cfg.triage.delete_empty is False
     assert cfg.runtime.providers == [
         "TensorrtExecutionProvider",
