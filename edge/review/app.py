@@ -10,7 +10,8 @@ script. Files are served only from OUT/review and OUT/overlays, by a checked rea
 from __future__ import annotations
 
 import getpass
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -107,8 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
     except (KeyError, OSError):  # no name for this uid (a container, a service user)
         default_who = "unnamed"
 
-    app = FastAPI(title="edge review", docs_url=None, redoc_url=None, openapi_url=None)
-    app.router.add_event_handler("shutdown", journal.close)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            journal.close()
+
+    app = FastAPI(title="edge review", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def cookie(response: Response, sid: str) -> None:

@@ -152,7 +152,8 @@ def _crash_answer(out: Path, frame_id: int, step: str) -> None:
 
 
 @pytest.mark.parametrize("step", ["move_before_rename", "move_before_unlink"])
-def test_a_crash_mid_answer_is_finished_at_the_next_start(out: Path, step: str):
+@pytest.mark.parametrize("then", ["finish_pending", "the next answer", "the next start"])
+def test_a_crash_mid_answer_is_finished_later(out: Path, step: str, then: str):
     ids = frames_by_name(out)
     fid = ids["EK000005.JPG"]
     src, dst = out / "review/S90/EK000005.JPG", out / "tagged/S90/EK000005.JPG"
@@ -160,7 +161,17 @@ def test_a_crash_mid_answer_is_finished_at_the_next_start(out: Path, step: str):
     with Journal.open(out) as j:
         assert j.answer_of(fid).state == "intent"  # journaled before the move
         assert src.exists() and dst.exists() == (step == "move_before_unlink")
-        assert finish_pending(j, out) == 1
+        if then == "finish_pending":
+            assert finish_pending(j, out) == 1
+        elif then == "the next answer":
+            answer_frames(j, out, [ids["EK000006.JPG"]], "empty", who="bo")
+        else:
+            from fastapi.testclient import TestClient
+
+            from edge.review.app import Settings, create_app
+
+            with TestClient(create_app(Settings(out=out))):  # the page's app starts, stops
+                pass
         assert j.answer_of(fid).state == "done" and j.get(fid).dest == "tagged/S90/EK000005.JPG"
         assert finish_pending(j, out) == 0
         with pytest.raises(AlreadyAnsweredError):
