@@ -398,6 +398,7 @@ def train_cmd(
     `edge export --classifier cam.pt --val DIR`.
     """
     _need_export_extra("train")
+    _labels_or_exit(labels)
     from export.train_head import train_command
 
     first, last = _rows(rows)
@@ -409,16 +410,32 @@ def train_cmd(
         raise typer.Exit(2) from None
 
 
+def _labels_or_exit(labels: Path) -> None:
+    """A labels CSV that is not there (or is a folder) named plainly, exit 2."""
+    if labels.is_dir():
+        err.print(f"[red]{escape(str(labels))}: a folder, not a CSV file[/] (one with at least "
+                  "`file,label` columns)")
+        raise typer.Exit(2)
+    if not labels.exists():
+        err.print(f"[red]{escape(str(labels))}: no such file[/] (the CSV with at least "
+                  "`file,label` columns)")
+        raise typer.Exit(2)
+
+
 def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, background):
     from rich.progress import Progress
 
     from edge.evaluate import read_rows, run_frames
 
+    _labels_or_exit(labels)  # before the bundle: the likelier mistake, and a cheap one to name
     b = _load_bundle_or_exit(bundle or default_bundle())
     try:
         table = read_rows(labels, images_root=images_root, source=source, masks_column=masks,
                           boxes_column=boxes)
-    except (OSError, ValueError) as e:
+    except OSError as e:  # a bare "[Errno 13]" says nothing of which file
+        err.print(f"[red]{escape(str(e.filename or labels))}: {escape(e.strerror or str(e))}[/]")
+        raise typer.Exit(2) from None
+    except ValueError as e:
         err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     start, end = _rows(rows)

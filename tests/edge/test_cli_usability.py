@@ -115,4 +115,19 @@ def test_the_readmes_export_dp_command_works_with_the_example_config(tiny_bundle
     assert {p.name for p in package.iterdir()} >= {"datapackage.json", "media.csv",
                                                    "deployments.csv", "observations.csv"}
     media = (package / "media.csv").read_text(encoding="utf-8").splitlines()
-    assert len(media) > 1 and len(media) - 1 == len(list((ROOT / "samples" / "camtrap").rglob("*.JPG")))
+    samples = list((ROOT / "samples" / "camtrap").rglob("*.JPG"))
+    assert samples and len(media) - 1 == len(samples)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "calibrate"])
+def test_a_missing_labels_csv_is_named_plainly(tiny_bundle: Path, tmp_path: Path, command: str):
+    missing = tmp_path / "LABELS.csv"
+    before = (tiny_bundle / "manifest.json").read_bytes()
+    r = runner.invoke(app, [command, str(missing), "--bundle", str(tiny_bundle)])
+    assert r.exit_code == 2, r.output
+    text = flat(r.output)
+    assert f"{missing}: no such file" in text
+    assert "Errno" not in text and "Traceback" not in r.output
+    r = runner.invoke(app, [command, str(tmp_path), "--bundle", str(tiny_bundle)])
+    assert r.exit_code == 2 and "a folder, not a CSV file" in flat(r.output)
+    assert (tiny_bundle / "manifest.json").read_bytes() == before  # calibrate changed nothing
