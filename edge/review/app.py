@@ -99,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     finish_pending(journal, out)  # an answer a crash cut short is completed first
     sessions = Sessions()
     hosts = allowed_hosts(settings.host, settings.port)
+    cookie_name = f"{SESSION_COOKIE}_{settings.port}"  # cookies ignore ports: one a server
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True)
     env.filters["pct"] = _pct
@@ -120,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def cookie(response: Response, sid: str) -> None:
-        response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", path="/")
+        response.set_cookie(cookie_name, sid, httponly=True, samesite="strict", path="/")
 
     def deny(status: int, text: str) -> Response:
         return PlainTextResponse(text, status, headers=HEADERS)
@@ -129,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def _guard(request: Request, call_next: Callable) -> Response:
         if hosts is not None and request.headers.get("host", "") not in hosts:
             return deny(400, "unexpected Host header: open the address `edge review` printed")
-        sid = request.cookies.get(SESSION_COOKIE)
+        sid = request.cookies.get(cookie_name)
         sid = sid if sessions.csrf(sid) else None
         by_header, new_sid = False, None
         if settings.token is not None:

@@ -240,3 +240,45 @@ def test_the_review_side_never_imports_torch(tmp_path: Path):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr + r.stdout
+
+
+def test_a_camtrap_dp_package_of_an_answered_out_is_valid(out: Path, tmp_path: Path):
+    """The whole way: the watcher's OUT, answers, then the package `edge export-dp` writes,
+    checked against the standard's table schemas."""
+    import csv
+
+    from edge.camtrapdp import local_schema_descriptor, write_camtrap_dp
+    from edge.config import parse_config
+
+    frictionless = pytest.importorskip("frictionless")
+    schemas = ROOT.parent / "shared" / "data" / "camtrap-dp"
+    if not schemas.is_dir():
+        pytest.skip(f"reference data missing: {schemas}")
+    ids = frames_by_name(out)
+    with Journal.open(out) as j:
+        answer_frames(j, out, [ids["EK000001.JPG"], ids["EK000002.JPG"]], "label",
+                      label="deer", who="ana")
+        answer_frames(j, out, [ids["EK000004.JPG"]], "empty", who="bo")
+        frames = records(j)
+    cfg = parse_config({
+        "deployment": {"deployment_id": "s90", "latitude": -12.58, "longitude": -69.2,
+                       "timezone": "America/Lima"},
+        "project": {"title": "review test", "contributors": [{"title": "Field Team",
+                                                              "role": "contact"}]},
+        "taxa": {"deer": "Mazama americana"},
+    })  # fmt: skip
+    folder = out / "camtrap-dp"
+    write_camtrap_dp(folder, frames, cfg, bundle_info=BUNDLE, paths="dest")
+    desc = local_schema_descriptor(folder, schemas)
+    assert frictionless.Package(desc, basepath=str(folder)).validate().valid
+    media = {m["mediaID"]: m["filePath"]
+             for m in csv.DictReader(open(folder / "media.csv", encoding="utf-8"))}
+    obs = {media[o["mediaID"]]: o
+           for o in csv.DictReader(open(folder / "observations.csv", encoding="utf-8"))}
+    deer = obs["tagged/S90/EK000001.JPG"]
+    assert (deer["classificationMethod"], deer["classifiedBy"], deer["scientificName"]) == \
+        ("human", "ana", "Mazama americana")
+    assert obs["empty/S90/EK000004.JPG"]["observationType"] == "blank"
+    assert obs["empty/S90/EK000004.JPG"]["classificationMethod"] == "human"
+    assert obs["review/S90/EK000005.JPG"]["classificationMethod"] == "machine"
+    assert all((out / path).is_file() for path in media.values())
