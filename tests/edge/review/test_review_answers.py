@@ -282,3 +282,36 @@ def test_a_camtrap_dp_package_of_an_answered_out_is_valid(out: Path, tmp_path: P
     assert obs["empty/S90/EK000004.JPG"]["classificationMethod"] == "human"
     assert obs["review/S90/EK000005.JPG"]["classificationMethod"] == "machine"
     assert all((out / path).is_file() for path in media.values())
+
+
+def test_the_watchers_next_run_keeps_the_answers_and_writes_them_out(
+        out: Path, tmp_path: Path, tiny_bundle: Path):
+    """Answers while a watcher holds OUT's journal, then the watcher's next run: the answered
+    frames stay where the person sent them and its results file carries their labels."""
+    import json
+    import shutil
+
+    from review_helpers import ALL_REVIEW, CA01
+
+    from edge.bundle import load_bundle
+    from edge.tui import Stats
+    from edge.watch import WatchOptions, run_once
+
+    ids = frames_by_name(out)
+    with Journal.open(out, exclusive=True):  # the watcher's lock: readers and answers go on
+        with Journal.open(out) as j:
+            answer_frames(j, out, [ids["EK000002.JPG"]], "label", label="deer", who="ana")
+    inbox = tmp_path / "inbox2"
+    (inbox / "CA01").mkdir(parents=True)
+    shutil.copy(sorted(CA01.iterdir())[5], inbox / "CA01" / "new.jpg")
+    run_once(load_bundle(tiny_bundle),
+             WatchOptions(inbox=inbox, out=out, thresholds=ALL_REVIEW, settle=0.1,
+                          give_up=2.0, batch=4), Stats(out=out))
+    assert (out / "tagged/S90/EK000002.JPG").is_file()
+    assert "review/CA01/new.jpg" in files_under(out, "review")
+    entries = {e["file"]: e for e in
+               json.loads((out / "results/megadetector.json").read_text())["images"]}
+    deer = entries["tagged/S90/EK000002.JPG"]
+    assert deer["label"] == "deer" and deer["classification_method"] == "human"
+    assert deer["decision"] == "tagged" and deer["classified_by"] == "ana"
+    assert entries["review/CA01/new.jpg"]["decision"] == "review"
