@@ -232,8 +232,7 @@ class Decider:
         for p, d in zip(paths, decisions, strict=True):
             if d is not None:
                 arrived = self.arrived.pop(p, now)
-                self.stats.record(p.relative_to(inbox).as_posix(), d.label or d.reason or "",
-                                  d.decision, d.confidence or 0.0, now - arrived)
+                _record(self.stats, p.relative_to(inbox).as_posix(), d, now - arrived)
         return decisions
 
     def _decide(self, evidence: list[Evidence]) -> list[str]:
@@ -311,7 +310,20 @@ def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
     scorer = Scorer(runtime, bundle.manifest, backgrounds=CameraBackgrounds(),
                     measure=opts.measure)
     provider = runtime.providers.get("classifier", "?")
+    log.info("start: bundle %s, inbox %s, out %s, providers %s", bundle.root, opts.inbox,
+             opts.out, ", ".join(f"{m} {p}" for m, p in runtime.providers.items()))
     return scorer, provider
+
+
+def _record(stats: Stats, rel: str, d: Decision, latency: float) -> None:
+    """Count a frame on the dashboard and log it in one line (all a service's journal sees
+    of the frames: the file, the decision, the label and the fused confidence)."""
+    stats.record(rel, d.label or d.reason or "", d.decision, d.confidence or 0.0, latency)
+    if d.decision == "quarantine":
+        log.info("%s: quarantine (%s)", rel, d.reason or "unreadable")
+    else:
+        log.info("%s: %s, %s, confidence %.2f", rel, d.decision, d.label,
+                 d.confidence or 0.0)
 
 
 def _known(journal: Journal, inbox: Path, path: Path, st: os.stat_result | None = None) -> bool:
@@ -341,10 +353,10 @@ def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
 
 def _left_unreadable(stats: Stats, rel: str, why: str) -> None:
     """Count a frame left in the inbox because it may not be read; log it once per reason,
-        log.error("%s; left in the inbox, taken once it is readable", why)
-    stats.unreadable[rel] = why
     not again each time a rescan finds it still locked."""
     if stats.unreadable.get(rel) != why:
+        log.error("%s; left in the inbox, taken once it is readable", why)
+    stats.unreadable[rel] = why
 
 
 def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> int:
@@ -369,8 +381,8 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                             journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
                         ) is not None:
                             arrived = decider.arrived.pop(v.path, time.monotonic())
-                            decider.stats.record(rel, v.reason or "", "quarantine", 0.0,
-                                                 time.monotonic() - arrived)
+                            _record(decider.stats, rel, Decision("quarantine", reason=v.reason),
+                                    time.monotonic() - arrived)
                         n += 1
                     else:
                         decider.arrived.pop(v.path, None)
@@ -462,9 +474,9 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
         if opts.delete_empty_after_days:
             purge_empties(journal, opts.out, opts.delete_empty_after_days)
         _write_results(journal, opts, bundle)
+    stats.status = "stopped" if opts.stop.is_set() else "done"
     return stats
 
-    stats.status = "stopped" if opts.stop.is_set() else "done"
 
 def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                 on_tick: Callable[[], None] | None = None) -> Stats:
@@ -539,15 +551,43 @@ def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console)
     previous = {}
     if threading.current_thread() is threading.main_thread():  # only there can one listen
         previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    undo_logging = None if tui else _log_to_stderr()
     try:
         return _watch(bundle, opts, stats, signals, once=once, tui=tui, console=console)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if undo_logging:
+            undo_logging()
 
 
-def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str], *,
-           once: bool, tui: bool, console) -> int:
+def _log_to_stderr() -> Callable[[], None]:
+    """Without the dashboard the log is all there is (a service's stderr goes to journald):
+    the edge loggers at INFO, one line each, on stderr. Returns how to undo it."""
+    import sys
+
+    logger = logging.getLogger("edge")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    return undo
+
+
+def _log_stop(stats: Stats, results: Path) -> None:
+    d = stats.decisions
+    log.info("stop: %d frame(s) handled (%s), %d left unreadable%s", sum(d.values()),
+             ", ".join(f"{k} {d[k]}" for k in ("tagged", "review", "empty", "quarantine")),
+             len(stats.unreadable), f"; results {results}" if results.is_file() else "")
+
+
 def _nothing_found(inbox: Path, known: int) -> str:
     """What a batch run that found nothing to do says, so an empty card reads as one."""
     from rich.markup import escape
@@ -560,10 +600,12 @@ def _nothing_found(inbox: Path, known: int) -> str:
             "in it and its subfolders)")
 
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
+def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str], *,
+           once: bool, tui: bool, console) -> int:
     from rich.live import Live
     from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
     from edge.journal import JournalError
     from edge.tui import render
 
@@ -579,10 +621,10 @@ def _nothing_found(inbox: Path, known: int) -> str:
                          progress=lambda done, total: bar.update(task, completed=done,
                                                                  total=total))
             console.print(render(stats))
-        elif tui:
-            with Live(render(stats), console=console, refresh_per_second=2) as live:
             if not stats.seen and not sum(stats.decisions.values()):
                 console.print(_nothing_found(opts.inbox, stats.already_known), soft_wrap=True)
+        elif tui:
+            with Live(render(stats), console=console, refresh_per_second=2) as live:
                 run_forever(bundle, opts, stats, on_tick=lambda: live.update(render(stats)))
         else:
             run_forever(bundle, opts, stats)
@@ -599,6 +641,8 @@ def _nothing_found(inbox: Path, known: int) -> str:
         console.print(f"[red]stopped:[/] {escape(str(e))}. Nothing is lost: the frames not "
                       "sorted yet are still in the inbox; run again once this is fixed.")
         return 1
+    finally:
+        _log_stop(stats, results)
     if signals:
         console.print(f"stopped ({signals[0]}): {sum(stats.decisions.values())} frame(s) "
                       "handled this run, all in the journal and the results file"

@@ -154,6 +154,7 @@ def test_a_stop_by_signal_writes_the_results_file_with_every_frame_handled(
     assert sorted(results(out)) == sorted(f.dest for f in done)
     assert f"stopped ({sig.name})" in stdout and "Traceback" not in stdout + stderr
     _named_paths_exist(stdout, out)
+    _frame_lines(stderr, done)  # the live watcher logs each frame as it goes
 
 
 def test_ctrl_c_in_a_batch_run_stops_after_the_batch_and_the_results_hold_what_was_done(
@@ -220,3 +221,48 @@ def test_once_on_an_empty_folder_says_no_frames_were_found_and_is_done_not_watch
     assert "watching" not in flat(r.output) and "status done" in flat(r.output)
     r = runner.invoke(app, [*args, "--copy"])
     assert r.exit_code == 0 and "already in the journal" in flat(r.output)
+
+
+def _frame_lines(stderr: str, rows: list) -> dict[str, str]:
+    """The log line of each journaled frame (exactly one each)."""
+    lines = stderr.splitlines()
+    found = {}
+    for f in rows:
+        mine = [line for line in lines if f"{f.relpath}: {f.decision}" in line]
+        assert len(mine) == 1, (f.relpath, mine)
+        found[f.relpath] = mine[0]
+    return found
+
+
+def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(tiny_bundle: Path,
+                                                                      tmp_path: Path):
+    """What journald gets from the service (`--no-tui`): stderr, one concise line a frame."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    for p in sorted(CA01.iterdir())[:5]:
+        shutil.copy(p, inbox / "cam")
+    (inbox / "cam" / "broken.jpg").write_bytes(b"not a picture")
+    proc = _spawn(tiny_bundle, inbox, out, "--once")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    with Journal.open(out) as j:
+        rows = j.frames()
+    assert len(rows) == 6
+    lines = _frame_lines(stderr, rows)
+    for f in rows:
+        if f.decision == "quarantine":
+            assert "quarantine" in lines[f.relpath]
+        else:
+            assert f.label in lines[f.relpath]
+            assert f"confidence {f.confidence:.2f}" in lines[f.relpath]
+    start = [line for line in stderr.splitlines() if "start:" in line]
+    assert len(start) == 1
+    assert all(s in start[0] for s in (str(tiny_bundle), str(inbox), str(out),
+                                       "CPUExecutionProvider"))
+    stop = [line for line in stderr.splitlines() if "stop:" in line]
+    counts = {d: sum(f.decision == d for f in rows) for d in ("tagged", "review", "empty")}
+    assert len(stop) == 1 and "6 frame(s) handled" in stop[0]
+    assert all(f"{d} {n}" in stop[0] for d, n in counts.items())
+    assert "quarantine 1" in stop[0] and str(out / RESULTS) in stop[0]
+    # the dashboard at the end goes to stdout, the log lines do not
+    assert "start:" not in stdout and "confidence" not in stdout
