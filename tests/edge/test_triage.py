@@ -31,10 +31,19 @@ def test_empty_needs_the_class_and_a_quiet_frame() -> None:
     assert decide(replace(empty, softmax=0.4, fused=0.4), TH) == "review"
 
 
-def test_without_an_empty_class_the_ready_background_model_decides_quiet_frames() -> None:
+def test_a_quiet_frame_is_never_empty_without_an_empty_class() -> None:
+    # a still animal the background model has absorbed, named doubtfully: a person looks
     quiet = ev(label="tench", fused=0.3, foreground=0.0)
-    assert decide(quiet, TH) == "empty"
+    assert decide(quiet, TH) == "review"
     assert decide(replace(quiet, background_ready=False), TH) == "review"
+    assert decide(replace(quiet, fused=0.9), TH) == "tagged"
+
+
+def test_an_empty_label_without_conviction_is_reviewed_even_on_a_quiet_frame() -> None:
+    empty = ev(label="empty", is_empty_class=True, foreground=0.0)
+    # fused may be high (a calibrated "the label is right"), but "empty" needs its own bar
+    assert decide(replace(empty, softmax=0.59, fused=0.95), TH) == "review"
+    assert decide(replace(empty, softmax=0.6, fused=0.95), TH) == "empty"
 
 
 def test_thresholds_are_honoured() -> None:
