@@ -68,6 +68,16 @@ class ClassifierSpec(_Strict):
     cam_layer: str
     cam_size: tuple[int, int]
     precision: Precision
+    # a second head on the same features: output `guess` [N, len(guess_classes)], logits of a
+    # finer vocabulary (the ImageNet names) shown as a species *guess* beside the category
+    guess_classes: list[str] = Field(default_factory=list)
+    # a learned linear head (`head.npz`: weight [C,K], bias [C]) on the graph's `features`
+    # [N,K] and `fmap` [N,K,h,w] outputs; when set, `classes` are the head's and the device
+    # computes logits and cam from it in numpy (edge.linear_head), the graph's own ignored
+    head: FileEntry | None = None
+    # the first labels: the training set's pooled features (`features` [M,K], `labels` [M]
+    # class names, optional `files` [M]), which `edge learn` trains on beside the answers
+    train_features: FileEntry | None = None
 
     @field_validator("empty_classes", "human_classes")
     @classmethod
@@ -125,6 +135,12 @@ class Bundle:
     def segmenter_path(self) -> Path:
         return self.root / self.manifest.segmenter.file.path
 
+    @property
+    def head_path(self) -> Path | None:
+        """The learned head's file, None when the graph's own head is used."""
+        head = self.manifest.classifier.head
+        return None if head is None else self.root / head.path
+
     def __repr__(self) -> str:
         m = self.manifest
         return f"Bundle({str(self.root)!r}, target={m.target}, classifier={m.classifier.name})"
@@ -171,7 +187,9 @@ def read_manifest(root: Path) -> Manifest:
 
 def verify_files(root: Path, manifest: Manifest) -> None:
     """Check every model file's size and sha256 against the manifest; raise naming the file."""
-    for entry in (manifest.classifier.file, manifest.segmenter.file):
+    c = manifest.classifier
+    extras = [e for e in (c.head, c.train_features) if e is not None]
+    for entry in (c.file, manifest.segmenter.file, *extras):
         p = Path(root) / entry.path
         if not p.is_file():
             raise BundleError(f"{p}: missing from the bundle")

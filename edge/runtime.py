@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge.bundle import Bundle, InputSpec
+from edge.linear_head import apply_head, load_head
 from edge.preprocess import normalise, resize_frame
 from edge.providers import OpenedSession, open_session, provider_order
 
@@ -34,6 +35,10 @@ class Outputs:
     cam: np.ndarray
     foreground: np.ndarray
     providers: dict[str, str] = field(default_factory=dict)
+    guess: np.ndarray | None = None  # softmax [N,G] of the bundle's guess head, if it has one
+    # the backbone's pooled vector [N,K] and map layer [N,K,h,w], when asked for (learning)
+    features: np.ndarray | None = None
+    fmap: np.ndarray | None = None
 
     @property
     def top(self) -> np.ndarray:
@@ -54,7 +59,14 @@ class Outputs:
             cam=np.concatenate([p.cam for p in parts]),
             foreground=np.concatenate([p.foreground for p in parts]),
             providers=parts[0].providers,
+            guess=None if parts[0].guess is None else np.concatenate([p.guess for p in parts]),
+            features=_cat([p.features for p in parts]),
+            fmap=_cat([p.fmap for p in parts]),
         )
+
+
+def _cat(arrays: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    return None if arrays[0] is None else np.concatenate(arrays)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -76,8 +88,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _dim_ok(actual: object, expected: int) -> bool:
-    """A symbolic (str) or unknown (None) dimension accepts anything; an int must match."""
-    return not isinstance(actual, int) or actual == expected
+    """A symbolic (str) or unknown (None) dimension accepts anything; an int must match,
+    unless the expected one is negative (any size will do)."""
+    return not isinstance(actual, int) or expected < 0 or actual == expected
 
 
 def _check_io(
@@ -138,6 +151,7 @@ class Runtime:
         segmenter: OpenedSession | None,
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
+        features: bool = False,
     ) -> None:
         self.bundle = bundle
         self.classifier = classifier
@@ -148,6 +162,9 @@ class Runtime:
         self._seg_spec = m.segmenter.input
         self._shared = _shared_geometry(self._cls_spec, self._seg_spec)
         self._cls_dtype = _input_dtype(classifier.session)
+        self._guess = bool(m.classifier.guess_classes)
+        self._features = features
+        self._head = _read_head(bundle, len(m.classifier.classes))
         # None: the classifier's graph returns `foreground` too (one backbone pass)
         self._seg_dtype = _input_dtype(segmenter.session) if segmenter else self._cls_dtype
 
@@ -159,23 +176,34 @@ class Runtime:
         providers: Sequence[str] | None = None,
         threads: int | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        features: bool = False,
     ) -> Runtime:
         """Open both models with the first working provider each (see `edge.providers`).
 
         `providers`: an explicit order (short or full names); None means $OVERMAP_PROVIDERS,
         else the bundle's list, else TensorRT, CUDA, CPU. `threads`: intra-op threads per
         session (default all cores). Each session must run a zero batch before it is kept.
+        `features`: also return the backbone's `features` and `fmap` (what `edge learn`
+        trains on); the graph must have them, as it must for a bundle with a learned head.
         Raises RuntimeError naming the file when a model does not match the manifest.
         """
         m = bundle.manifest
         order = provider_order(providers, fallback=m.providers)
         c, s = m.classifier, m.segmenter
         n_classes = len(c.classes)
+        head = _read_head(bundle, n_classes)
 
         def check_classifier(session: ort.InferenceSession) -> None:
-            outputs = {"logits": (n_classes,), "cam": tuple(c.cam_size)}
+            outputs: dict[str, tuple[int, ...]] = {}
+            if head is None:
+                outputs = {"logits": (n_classes,), "cam": tuple(c.cam_size)}
+            if head is not None or features:
+                k = (head[0].shape[1],) if head is not None else (-1,)
+                outputs |= {"features": k, "fmap": (*k, *c.cam_size)}
             if s.in_classifier:
                 outputs["foreground"] = (1, *s.output_size)
+            if c.guess_classes:
+                outputs["guess"] = (len(c.guess_classes),)
             _check_io(session, str(bundle.classifier_path), c.input, outputs)
 
         def check_segmenter(session: ort.InferenceSession) -> None:
@@ -200,7 +228,7 @@ class Runtime:
                 )
             )
         segmenter = opened[1] if len(opened) > 1 else None
-        return cls(bundle, opened[0], segmenter, max_batch=max_batch)
+        return cls(bundle, opened[0], segmenter, max_batch=max_batch, features=features)
 
     @property
     def providers(self) -> dict[str, str]:
@@ -241,25 +269,58 @@ class Runtime:
         if len(batch.views) > self.max_batch:
             raise ValueError(f"{len(batch.views)} frames in one batch, at most {self.max_batch}")
         feed = {"image": batch.x_cls.astype(self._cls_dtype, copy=False)}
+        names = ["logits", "cam"] if self._head is None else []
+        if self._head is not None or self._features:
+            names += ["features", "fmap"]
         if self.segmenter is None:
-            logits, cam, foreground = self.classifier.session.run(
-                ["logits", "cam", "foreground"], feed)
-        else:
-            logits, cam = self.classifier.session.run(["logits", "cam"], feed)
-            (foreground,) = self.segmenter.session.run(
+            names.append("foreground")
+        if self._guess:
+            names.append("guess")
+        got = dict(zip(names, self.classifier.session.run(names, feed), strict=True))
+        if self.segmenter is not None:
+            (got["foreground"],) = self.segmenter.session.run(
                 ["foreground"], {"image": batch.x_seg.astype(self._seg_dtype, copy=False)}
             )
-        logits = np.asarray(logits, np.float32)
+        feats = fmap = None
+        if "features" in got:
+            feats = np.asarray(got["features"], np.float32)
+            fmap = np.asarray(got["fmap"], np.float32)
+        if self._head is not None:
+            logits, cam = apply_head(*self._head, feats, fmap)
+        else:
+            logits = np.asarray(got["logits"], np.float32)
+            cam = np.asarray(got["cam"], np.float32)
+        guess = got.get("guess")
         return Outputs(
             logits=logits,
             probs=softmax(logits),
-            cam=np.asarray(cam, np.float32),
-            foreground=np.asarray(foreground, np.float32),
+            cam=cam,
+            foreground=np.asarray(got["foreground"], np.float32),
             providers=self.providers,
+            guess=None if guess is None else softmax(np.asarray(guess, np.float32)),
+            features=feats if self._features else None,
+            fmap=fmap if self._features else None,
         )
 
     def __repr__(self) -> str:
         return f"Runtime({self.bundle!r}, providers={self.providers})"
+
+
+def _read_head(bundle: Bundle, n_classes: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The bundle's learned head (weight [C,K], bias [C]), None without one; RuntimeError
+    naming the file when it is unreadable or does not fit the manifest's classes."""
+    path = bundle.head_path
+    if path is None:
+        return None
+    try:
+        weight, bias = load_head(path)
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"{path}: not a usable head ({e})") from e
+    if weight.shape[0] != n_classes:
+        raise RuntimeError(
+            f"{path}: {weight.shape[0]} classes, the manifest names {n_classes}"
+        )
+    return weight, bias
 
 
 def _input_dtype(session: ort.InferenceSession) -> type[np.floating]:

@@ -34,6 +34,7 @@ class Scored:
     probs: np.ndarray
     cam: np.ndarray
     cues: np.ndarray | None = None  # the frame's row of edge.fusion.features, FEATURES order
+    guess: tuple[str, float] | None = None  # the guess head's top name and probability
 
 
 class Scorer:
@@ -98,6 +99,11 @@ class Scorer:
         )
         fused = apply_fusion(self.fusion, X)
         ent = entropy(out.probs, normalise=True)
+        names = self.manifest.classifier.guess_classes
+        guesses: list[tuple[str, float] | None] = [None] * len(scores)
+        if out.guess is not None and names:
+            top = out.guess.argmax(1)
+            guesses = [(names[k], float(out.guess[i, k])) for i, k in enumerate(top)]
         result = []
         for i, s in enumerate(scores):
             is_empty = s.class_index in self.empty
@@ -105,6 +111,7 @@ class Scorer:
                 score=s, fused=float(fused[i]), entropy=float(np.atleast_1d(ent)[i]),
                 is_empty_class=is_empty, is_human=s.class_index in self.human,
                 background_ready=ready[i], probs=out.probs[i], cam=out.cam[i], cues=X[i],
+                guess=guesses[i],
             ))  # fmt: skip
             if self.backgrounds is not None:
                 # a frame confidently showing an animal stays out of the scene's memory

@@ -221,6 +221,8 @@ class Decider:
                     "mask_source": s.score.mask_source, "measure": s.score.measure,
                     "top": [[n, p] for n, p in s.score.top_k],
                 }  # fmt: skip
+                if s.guess is not None:  # a finer name, marked as a guess wherever shown
+                    extra["species_guess"] = [s.guess[0], round(s.guess[1], 4)]
                 if verdict == "review" and self.opts.overlays:
                     extra["overlay"] = self._overlay(rels[k], images[k], views[k], s)
                 decisions[i] = Decision(
