@@ -289,7 +289,7 @@ def learn_step(
     n, n_cls = len(examples), len(classes)
     test = held_back(n, test_share=test_share, min_test=min_test)
     report: dict[str, Any] = {"answers": n, "held_back": int(test.size),
-                              "target_error": target_error}
+                              "target_error": target_error, "install": False}
     if n < min_answers or n - test.size < 2:
         return Step(False, None, {**report, "reason": f"fewer than {min_answers} answers"})
     if current_probs.shape != (test.size, n_cls):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CAMTRAP, CLASSES
 
 from edge.bundle import file_entry, load_bundle, read_manifest, write_manifest
 from edge.decode import load_image
@@ -31,8 +32,6 @@ from edge.linear_head import HEAD_FILE, fit_head, load_head, save_head
 from edge.review.answers import answer_frames
 from edge.runtime import Runtime
 from edge.sink import file_sha256
-
-from conftest import CAMTRAP, CLASSES
 
 N_FRAMES = 60
 

@@ -133,4 +133,5 @@ def test_head_file_round_trip_and_cam_is_relu(tmp_path: Path) -> None:
     np.testing.assert_array_equal(br, b)
     fmap = np.ones((1, 3, 2, 2), np.float32)
     assert (head_cam(w, fmap, np.array([0])) == 0).all()  # -2-1+0 < 0: clipped
-    np.testing.assert_allclose(head_cam(w, fmap, np.array([1])), np.full((1, 2, 2), 6 / 4))  # (1+2+3)/(h*w)
+    # (1 + 2 + 3) / (h * w)
+    np.testing.assert_allclose(head_cam(w, fmap, np.array([1])), np.full((1, 2, 2), 6 / 4))
