@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from review_helpers import build_out, copy_out
+
+from .review_helpers import build_out, copy_out
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,12 @@ def build_out(bundle: Path, root: Path) -> Path:
                         batch=4)
     run_once(load_bundle(bundle), opts, Stats(out=out))
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def copy_out(template: Path, dst: Path) -> Path:

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from review_helpers import files_under, frames_by_name, sidecar_of
 
 from edge.camtrapdp import _observations
 from edge.journal import AlreadyAnsweredError, AnswerRefusedError, Journal
@@ -18,6 +17,8 @@ from edge.reports import records
 from edge.results import BundleInfo, image_entry
 from edge.review.answers import answer_frames, finish_pending, outcome
 from edge.review.queue import load_queue, words
+
+from .review_helpers import ALL_REVIEW, CA01, files_under, frames_by_name, sidecar_of
 
 ROOT = Path(__file__).resolve().parents[3]
 BUNDLE = BundleInfo(name="tiny-cnn", classes=("empty", "deer", "fox", "human"),
@@ -290,8 +291,6 @@ def test_the_watchers_next_run_keeps_the_answers_and_writes_them_out(
     frames stay where the person sent them and its results file carries their labels."""
     import json
     import shutil
-
-    from review_helpers import ALL_REVIEW, CA01
 
     from edge.bundle import load_bundle
     from edge.tui import Stats

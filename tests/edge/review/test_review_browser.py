@@ -4,27 +4,21 @@ server (uvicorn on 127.0.0.1, a free port), answered with the keyboard alone."""
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from review_helpers import files_under, frames_by_name, sidecar_of
 
 from edge.journal import Journal
 from edge.review.app import Settings, create_app
 
+from .review_helpers import files_under, frames_by_name, free_port, sidecar_of
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from review_helpers import files_under, frames_by_name
 
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -14,6 +13,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from edge.journal import Journal  # noqa: E402
 from edge.review.app import Settings, create_app  # noqa: E402
 from edge.review.security import CSRF_HEADER, SESSION_COOKIE, TOKEN_HEADER  # noqa: E402
+
+from .review_helpers import files_under, frames_by_name
 
 TOKEN = "a-field-token-0123456789"
 LOCAL = "http://127.0.0.1:8321"

@@ -14,14 +14,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from review_helpers import frames_by_name
-from test_review_browser import free_port
 from typer.testing import CliRunner
 
 from edge.cli import app
 from edge.config import parse_config
 from edge.review.security import TOKEN_HEADER, allowed_hosts, is_loopback, resolve_inside
 from edge.review.server import address
+
+from .review_helpers import frames_by_name, free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "cli-token-0123456789abcdef"
