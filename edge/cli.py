@@ -660,7 +660,7 @@ def review_cmd(
     try:
         serve(out, cfg, address(cfg, host, port, token),
               bundle or cfg.runtime.bundle or default_bundle(),
-              lambda text: console.print(escape(text)))
+              lambda text: console.print(escape(text), soft_wrap=True))  # URL unbroken
     except JournalError as e:
         err.print(f"[red]journal:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
