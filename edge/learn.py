@@ -152,6 +152,27 @@ def first_labels(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | 
     return X, y, np.asarray(files).astype(str)
 
 
+def add_first_labels(root: Path, features: Any, labels: Sequence[str],
+                     files: Sequence[str] | None = None) -> Path:
+    """Ship a training set's features in the bundle at `root` (what the exporter calls):
+    `train_features.npz` with features [M,K] as float16, labels [M] (class names) and files
+    [M] (the frames' paths, so a replay can leave a camera's own frames out), named in the
+    manifest with its sha256. Returns the file's path."""
+    X = np.asarray(features, np.float32)
+    if X.ndim != 2 or len(labels) != len(X) or (files is not None and len(files) != len(X)):
+        raise ValueError(f"features [M, K] with one label (and file) per row, got {X.shape}, "
+                         f"{len(labels)} labels")
+    path = Path(root) / TRAIN_FEATURES
+    with open(path, "wb") as f:
+        np.savez(f, features=X.astype(np.float16), labels=np.asarray(labels, str),
+                 files=np.asarray(files if files is not None else [""] * len(X), str))
+    m = load_bundle(root, verify=False).manifest
+    spec = m.classifier.model_copy(update={"train_features": file_entry(Path(root),
+                                                                        TRAIN_FEATURES)})
+    write_manifest(Path(root), m.model_copy(update={"classifier": spec}))
+    return path
+
+
 # ---- the confidence and the thresholds -----------------------------------------------------
 
 

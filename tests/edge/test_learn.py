@@ -208,3 +208,45 @@ def test_tag_threshold_edges() -> None:
     assert tag_threshold(conf, ok, target_error=0.05, min_count=20) == 0.8
     with pytest.raises(ValueError, match="correctness"):
         tag_threshold([0.5, 0.6], [True])
+
+
+def test_learning_needs_no_torch() -> None:
+    """The device learns: fitting a head imports neither torch nor the workstation's side."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, edge.learn, edge.simulate;"
+            "from edge.linear_head import fit_head;"
+            "fit_head(np.random.default_rng(0).normal(size=(40, 8)), np.arange(40) % 2);"
+            "sys.exit('torch' in sys.modules or 'export' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_the_command_learns_and_says_what_it_did(tmp_path: Path, learnable: Path,
+                                                 stream: list[tuple[Path, str]]) -> None:
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    target = with_head(learnable, tmp_path / "bundle", np.zeros((4, 16), np.float32),
+                       np.array([0, 0, 8, 0], np.float32))
+    out = answered_out(tmp_path / "out", stream)
+    res = CliRunner().invoke(app, ["learn", str(out), "--bundle", str(target)])
+    assert res.exit_code == 0, res.output
+    assert "installed" in res.output and (tmp_path / "bundle.prev").is_dir()
+    res = CliRunner().invoke(app, ["learn", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "no journal.sqlite" in res.output
+
+
+def test_the_packaged_bundle_is_never_written(tmp_path: Path, learnable: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge
+    from edge.cli import _learn_paths
+
+    monkeypatch.delenv("OVERMAP_BUNDLE", raising=False)
+    out = tmp_path / "out"
+    source, target = _learn_paths(out, None)
+    assert source.is_relative_to(Path(edge.__file__).parent) and target == out / "bundle"
+    shutil.copytree(learnable, out / "bundle")  # once learned, OUT/bundle is the one
+    assert _learn_paths(out, None) == (out / "bundle", out / "bundle")
+    assert _learn_paths(out, learnable) == (learnable, learnable)

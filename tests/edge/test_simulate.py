@@ -13,9 +13,10 @@ import pytest
 from conftest import CAMTRAP
 from typer.testing import CliRunner
 
-from edge.bundle import file_entry, load_bundle, read_manifest, write_manifest
+from edge.bundle import load_bundle
 from edge.cli import app
 from edge.decode import load_image
+from edge.learn import add_first_labels
 from edge.runtime import Runtime
 from edge.simulate import figures, simulate
 
@@ -101,15 +102,10 @@ def test_the_streams_own_frames_are_left_out_of_the_first_labels(
     rt = Runtime.from_bundle(load_bundle(bundle), threads=1, features=True)
     feats = rt.run([load_image(CAMTRAP / r["file"]) for r in rows[:30]]).features
     other = np.random.default_rng(0).normal(size=(20, 16)).astype(np.float32)
-    np.savez(bundle / "train_features.npz",
-             features=np.concatenate([feats, other]).astype(np.float16),
-             labels=np.array([r["label"] for r in rows[:30]] + ["deer", "human"] * 10),
-             files=np.array([r["file"] for r in rows[:30]] + [f"elsewhere/{i}.jpg"
-                                                               for i in range(20)]))
-    m = read_manifest(bundle)
-    c = m.classifier.model_copy(update={"train_features":
-                                        file_entry(bundle, "train_features.npz")})
-    write_manifest(bundle, m.model_copy(update={"classifier": c}))
+    add_first_labels(bundle, np.concatenate([feats, other]),
+                     [r["label"] for r in rows[:30]] + ["deer", "human"] * 10,
+                     [r["file"] for r in rows[:30]] + [f"elsewhere/{i}.jpg" for i in range(20)])
+    assert load_bundle(bundle).manifest.classifier.train_features is not None  # verified
     r = simulate(labels_csv, CAMTRAP, bundle, every=0, threads=1, limit=40)
     assert r["first_labels_left_out"] == 30 and r["first_labels"] == 20
     kept = simulate(labels_csv, CAMTRAP, bundle, every=0, threads=1, limit=40,
