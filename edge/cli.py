@@ -666,6 +666,112 @@ def review_cmd(
         raise typer.Exit(1) from None
 
 
+def _learn_paths(out: Path, bundle: Path | None) -> tuple[Path, Path]:
+    """(the bundle to learn from, where the learned one goes): `bundle` itself; without it
+    OUT/bundle once learned, else the default bundle. The bundle shipped inside the package
+    is never written: what is learned from it goes to OUT/bundle."""
+    mine = out / "bundle"
+    source = bundle or (mine if (mine / "manifest.json").is_file() else default_bundle())
+    packaged = Path(__file__).resolve().parent
+    target = mine if source.resolve().is_relative_to(packaged) else source
+    return source, target
+
+
+@app.command("learn")
+def learn_cmd(
+    out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch` (its answers).")],
+    bundle: Annotated[Path | None, typer.Option(
+        help="The bundle to learn from and replace (default: OUT/bundle once learned, else "
+             "the default bundle, whose learned copy goes to OUT/bundle).")] = None,
+    every: Annotated[int, typer.Option(
+        min=0, help="Learn only once this many answers came since the last step.")] = 0,
+    target_error: Annotated[float, typer.Option(
+        min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")] = 0.02,
+) -> None:
+    """Learn a new head from the review page's answers; install it only if it does better.
+
+    The answers' frames are run once through the bundle (features cached in OUT/learn), a
+    head is fitted in seconds on the frozen backbone's features, its confidence calibrated
+    and its `tag` threshold set for --target-error, and it is compared with the current
+    bundle on the latest answers, which neither has seen. A better bundle replaces the old
+    one in one step (the old one kept as BUNDLE.prev); every decision goes to
+    OUT/learn/log.jsonl. Restart `edge watch` (with --bundle at the installed folder) to use it.
+    """
+    from edge.learn import run_learn
+
+    if not (out / "journal.sqlite").is_file():
+        err.print(f"[red]{out}: no journal.sqlite here[/] (the OUT folder of `edge watch`?)")
+        raise typer.Exit(2)
+    source, target = _learn_paths(out, bundle)
+    _load_bundle_or_exit(source)
+    try:
+        entry = run_learn(out, source, target=target, target_error=target_error, every=every)
+    except (RuntimeError, ValueError) as e:
+        err.print(f"[red]learn failed:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    if entry.get("installed"):
+        new, old = entry["candidate"], entry["current"]
+        console.print(f"[green]installed[/] {entry['installed']} (previous kept at "
+                      f"{entry['previous']}): on {new['frames']} held-out frames "
+                      f"{new['reviewed']} reviews and {new['wrong_auto']} wrong, against "
+                      f"{old['reviewed']} and {old['wrong_auto']}; tag threshold "
+                      f"{entry['calibration']['tag']:.3f}")
+    else:
+        console.print(f"not installed: {escape(str(entry.get('reason')))} "
+                      f"({entry.get('answers_total', entry.get('answers', 0))} answers)")
+
+
+@app.command("simulate")
+def simulate_cmd(
+    labels: LabelsArg,
+    images_root: Annotated[Path, typer.Option(help="Folder the CSV's `file` paths are in.")],
+    json_out: Annotated[Path, typer.Option("--json", help="Write the report here.")],
+    target_error: Annotated[float, typer.Option(
+        min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")] = 0.02,
+    every: Annotated[int, typer.Option(min=0, help="Learn every N answers (0: never).")] = 50,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder.")] = None,
+    source: SourceOpt = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N frames only.")] = None,
+    leave_stream_out: Annotated[bool, typer.Option(
+        help="Refit the starting head without the stream's own frames when the bundle's "
+             "first labels hold them (a camera it has never seen).")] = True,
+) -> None:
+    """Replay a labelled stream in order through the watcher's decisions, a reviewer answering
+    every review frame with the CSV's label and the bundle learning every N answers.
+
+    Reports the share of frames reviewed, the wrong labels left among the others, and the
+    animals set aside as empty, beside reviewing everything and a fixed softmax threshold.
+    Example: `edge simulate labels.csv --images-root DIR --source mlwic_examples --json s.json`
+    """
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from edge.simulate import simulate, write_report
+
+    b = _load_bundle_or_exit(bundle or default_bundle())
+    try:
+        with Progress(console=err) as bar:
+            task = bar.add_task("replaying", total=None)
+            report = simulate(labels, images_root, b.root, target_error=target_error,
+                              every=every, source=source, limit=limit,
+                              leave_stream_out=leave_stream_out,
+                              progress=lambda d, n: bar.update(task, completed=d, total=n))
+    except (OSError, RuntimeError, ValueError) as e:
+        err.print(f"[red]simulate failed:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    write_report(json_out, report)
+    t = Table(title=f"{report['n_frames']} frames, target error {target_error:.1%}")
+    for col in ("policy", "reviewed", "residual error", "empty lost"):
+        t.add_column(col, justify="left" if col == "policy" else "right")
+    rows = {f"learning every {every} answers": report, **report["baselines"]}
+    for name, r in rows.items():
+        t.add_row(name, f"{r['reviewed_share']:.1%}", f"{r['residual_error']:.2%}",
+                  f"{r['empty_lost']:.2%}")
+    console.print(t)
+    console.print(f"{report['installs']} bundles installed in {len(report['steps'])} steps; "
+                  f"json: {json_out}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
