@@ -42,6 +42,7 @@ from edge.review.security import (
     resolve_inside,
     same,
 )
+from edge.sink import SinkError
 from edge.triage import BURST_FRAMES
 
 HERE = Path(__file__).resolve().parent
@@ -221,6 +222,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(404, str(e)) from None
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
+        except SinkError as e:  # journaled, not moved: finished once the frame can be moved
+            raise HTTPException(500, f"answer recorded, frame not moved yet: {e}") from None
         if settings.on_answer is not None:
             settings.on_answer()
         return JSONResponse({"applied": [asdict(a) for a in applied],

@@ -62,7 +62,9 @@
       });
       const data = await res.json().catch(() => ({}));
       if (!res.ok) {
-        say(`refused (${res.status}): ${data.detail || res.statusText}`, true);
+        const why = typeof data.detail === "string" ? data.detail
+          : data.detail ? JSON.stringify(data.detail) : res.statusText;
+        say(`refused (${res.status}): ${why}`, true);
         return;
       }
       for (const a of data.applied) {
