@@ -376,7 +376,10 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                 rel = v.path.relative_to(opts.inbox).as_posix()
                 try:
                     if v.status == "whole":
-                        n += admit(journal, opts.inbox, opts.out, v.path) is not None
+                        if admit(journal, opts.inbox, opts.out, v.path) is None:
+                            decider.arrived.pop(v.path, None)  # known: nothing pending
+                        else:
+                            n += 1
                         decider.stats.unreadable.pop(rel, None)
                     elif v.status == "unreadable":
                         if not _known(journal, opts.inbox, v.path) and admit(
@@ -385,6 +388,7 @@ def _admit_verdicts(journal: Journal, gate: StabilityGate, decider: Decider) -> 
                             arrived = decider.arrived.pop(v.path, time.monotonic())
                             _record(decider.stats, rel, Decision("quarantine", reason=v.reason),
                                     time.monotonic() - arrived)
+                        decider.arrived.pop(v.path, None)
                         n += 1
                     else:
                         decider.arrived.pop(v.path, None)
@@ -465,11 +469,13 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
             before = sum(stats.decisions.values())
             _process(journal, decider, opts, stats, pause=False)
             done += sum(stats.decisions.values()) - before
+            stats.pending = len(decider.arrived)
             if progress:
                 progress(done, total)
             if len(gate):
                 time.sleep(min(0.2, opts.settle))
         _process(journal, decider, opts, stats, pause=False)
+        stats.pending = len(decider.arrived)
         for f in [] if opts.stop.is_set() else journal.pending():
             # journaled, then unreadable: placed by a later run (after a stop, merely not yet)
             stats.unreadable.setdefault(f.relpath, "could not be read to be placed")
@@ -513,6 +519,7 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     continue
                 if admitted:
                     _process(journal, decider, opts, stats)
+                stats.pending = len(decider.arrived)
                 if on_tick:
                     on_tick()
                 days = opts.delete_empty_after_days
@@ -648,7 +655,8 @@ def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str],
     if signals:
         console.print(f"stopped ({signals[0]}): {sum(stats.decisions.values())} frame(s) "
                       "handled this run, all in the journal and the results file"
-                      + ("; run again to sort the rest" if once else ""))
+                      + (f"; {stats.pending} not sorted yet: run again to sort them"
+                         if once and stats.pending else ""))
     if results.is_file():
         console.print(f"results: {results}", soft_wrap=True)  # a path in one piece
     if stats.unreadable:

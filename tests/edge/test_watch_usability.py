@@ -266,3 +266,86 @@ def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(tiny_bundle
     assert "quarantine 1" in stop[0] and str(out / RESULTS) in stop[0]
     # the dashboard at the end goes to stdout, the log lines do not
     assert "start:" not in stdout and "confidence" not in stdout
+
+
+def _dashboard(stats: Stats) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    from edge.tui import render
+
+    console = Console(width=80, height=24, record=True, file=io.StringIO())
+    console.print(render(stats))
+    return console.export_text().splitlines()
+
+
+def test_the_dashboard_fits_80x24_with_cameras_pending_last_frame_uptime_and_review_folder(
+    tiny_bundle: Path, tmp_path: Path
+):
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "CA 01 ünï").mkdir(parents=True)
+    (inbox / "S90").mkdir()
+    for p in sorted(CA01.iterdir())[:4]:
+        shutil.copy(p, inbox / "CA 01 ünï")
+    for p in sorted(PERU.glob("*.JPG"))[:3]:
+        shutil.copy(p, inbox / "S90")
+    stats = run_once(load_bundle(tiny_bundle), options(inbox, out), Stats(out=out))
+    lines = _dashboard(stats)
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80
+    end = next(i for i, line in enumerate(lines) if line.startswith("╰"))
+    header = lines[: end + 1]
+    assert len(header) == 2 + 4, "\n".join(header)  # 3 rows and the status: none wrapped
+    text = "\n".join(header)
+    for item in ("seen 7 this run", "pending 0", "frames/s", f"review queue {stats.review_queue}",
+                 "latency p50", "provider CPU", "disk free", "status done"):
+        assert item in text, item
+    assert re.search(r"last frame \d\d:\d\d:\d\d", text) and re.search(r"up \d+:\d\d:\d\d", text)
+    with Journal.open(out) as j:
+        review = {c: sum(f.camera == c and f.decision == "review" for f in j.frames())
+                  for c in ("CA 01 ünï", "S90")}
+    body = "\n".join(lines[end + 1:])
+    for camera, n in (("CA 01 ünï", 4), ("S90", 3)):  # frames, of which review, per camera
+        assert re.search(rf"{camera}\s*│\s*{n}\s*│\s*{review[camera]}\s", body), body
+    assert str(out / "review") in "".join(line.rstrip() for line in lines)
+    # a long status (a paused watcher's reason) is cut, never wrapped
+    stats.status = "paused: no space left writing " + "/very/long/path" * 10
+    header = _dashboard(stats)
+    assert len(header[: next(i for i, x in enumerate(header) if x.startswith("╰")) + 1]) == 6
+
+
+def test_frames_per_second_is_the_recent_rate_not_a_long_average(tmp_path: Path):
+    stats = Stats(out=tmp_path)
+    now = time.monotonic()
+    stats.started = now - 600  # the watcher has run for ten minutes
+    stats.done_times.extend(now - 6 + 6 * i / 89 for i in range(90))  # a burst: 90 in 6 s
+    assert 13 < stats.throughput() < 16
+    stats.done_times.clear()
+    stats.done_times.extend(now - 60 + 6 * i / 89 for i in range(90))  # a minute ago
+    assert stats.throughput() == 0
+
+
+def test_the_dashboard_counts_the_frames_pending(tiny_bundle: Path, tmp_path: Path):
+    """Frames found and not decided yet: here waiting the settle time out in the gate."""
+    import threading
+
+    from edge.watch import run_forever
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    (inbox / "cam").mkdir(parents=True)
+    frames = sorted(CA01.iterdir())[:4]
+    for p in frames:
+        shutil.copy(p, inbox / "cam")
+    opts = options(inbox, out, settle=1.5)
+    stats = Stats(out=out)
+    seen: list[int] = []
+    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats),
+                         kwargs={"on_tick": lambda: seen.append(stats.pending)})
+    t.start()
+    try:
+        _wait(lambda: sum(stats.decisions.values()) == len(frames))
+        _wait(lambda: seen and seen[-1] == 0, timeout=5)
+    finally:
+        opts.stop.set()
+        t.join(30)
+    assert max(seen) == len(frames) and seen[-1] == 0
