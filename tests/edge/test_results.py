@@ -1,8 +1,8 @@
 """The MegaDetector results file, checked against the format's rules on real camera-trap frames.
 
 `check_md_format` restates the rules of https://lila.science/megadetector-output-format (and of
-MegaDetector's `validate_batch_results.py`, v10.0.28) so the test needs no heavy package; when
-the `megadetector` package is importable its own validator runs too.
+MegaDetector's `validate_batch_results.py`, v10.0.28); MegaDetector's own validator runs too,
+from the `megadetector-utils` package (the `dev` extra installs it).
 """
 
 from __future__ import annotations
@@ -222,13 +222,21 @@ def test_the_format_check_catches_broken_files(frames: list[FrameRecord]) -> Non
     assert any("format_version" in e for e in errors)
 
 
-def test_megadetector_own_validator_when_installed(
+def test_megadetector_own_validator_accepts_the_file_and_refuses_a_broken_one(
     tmp_path: Path, frames: list[FrameRecord]
 ) -> None:
-    vbr = pytest.importorskip("megadetector.postprocessing.validate_batch_results")
+    # not importorskip: a missing dev extra must fail here, not skip the check for ever
+    from megadetector.postprocessing import validate_batch_results as vbr
+
     path = write_md_results(tmp_path / "md.json", frames, bundle=BUNDLE)
     result = vbr.validate_batch_results(str(path))["validation_results"]
     assert result["errors"] == [] and result["warnings"] == []
+    broken = json.loads(path.read_text(encoding="utf-8"))
+    animal = next(im for im in broken["images"] if im.get("detections"))
+    animal["detections"][0]["category"] = "7"
+    (tmp_path / "broken.json").write_text(json.dumps(broken), encoding="utf-8")
+    result = vbr.validate_batch_results(str(tmp_path / "broken.json"))["validation_results"]
+    assert any("unmapped category 7" in e for e in result["errors"])
 
 
 def test_from_manifest_reads_the_bundle_contract() -> None:
