@@ -61,6 +61,10 @@ def test_the_results_give_the_original_frame_size_not_the_reduced_decode(tiny_bu
     assert got == {"level.jpg": (width, height), "turned.jpg": (height, width)}
     assert {(f.extra["width"], f.extra["height"]) for f in rows.values()} == {
         (width, height), (height, width)}
+    from megadetector.postprocessing import validate_batch_results as vbr
+
+    checked = vbr.validate_batch_results(str(out / RESULTS))["validation_results"]
+    assert checked["errors"] == [] and checked["warnings"] == []  # the watcher's own file
 
 
 def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle: Path,
