@@ -6,13 +6,17 @@ The frozen backbone never changes, so learning is logistic regression on the poo
 1. the latest answers (`test_share`, at least `min_test`) are held back to validate on;
 2. the others get out-of-fold probabilities (contiguous folds, each predicted by a head that
    did not see it), from which the fused confidence is calibrated (edge.fusion.fit_fusion)
-   and the `tag` threshold chosen for a target error rate (:func:`tag_threshold`);
+   and the `tag` threshold chosen for a target error rate among tagged frames
+   (:func:`tag_threshold`), the `empty` one likewise among frames set aside as empty;
 3. the candidate head is fitted on the bundle's first labels (its training set's features,
    when shipped) and every answer but the held-back ones;
 4. candidate and current bundle triage the held-back answers, which neither has seen; the
    candidate is installed only when its workload there is lower: fewer reviews, where one
    wrong automatic decision costs 1 / target_error reviews, and no more animals, people or
-   vehicles set aside as empty. A worse bundle is never installed.
+   vehicles set aside as empty. A worse bundle is never installed. The held-back answers
+   are frames the current bundle doubted, so the frames it decided by itself in that time
+   are checked too (`unreviewed`): a candidate must not send them to review or decide them
+   otherwise unseen.
 
 `edge learn OUT` runs the step on the review page's answers (:func:`run_learn`): it caches
 the frames' features in OUT/learn, writes the new bundle beside the current one, swaps them
@@ -253,6 +257,7 @@ def workload(decisions: Sequence[str], pred: np.ndarray, y: np.ndarray, *,
     reviewed, n_wrong = int((~auto).sum()), int(wrong.sum())
     return {"frames": int(d.size), "reviewed": reviewed, "wrong_auto": n_wrong,
             "empty_lost": int((said_empty & ~empty_true).sum()),
+            "non_empty": int((~empty_true).sum()),
             "cost": reviewed + n_wrong / max(target_error, 1e-9)}
 
 
@@ -292,6 +297,8 @@ def learn_step(
     min_count: int = 20,
     C: float = 0.1,
     answer_weight: float | None = None,
+    empty_error: float | None = None,
+    max_empty_lost: float = 0.01,
     measure: str = "energy",
 ) -> Step:
     """One learning step on answered frames in time order (see the module docstring).
@@ -306,6 +313,10 @@ def learn_step(
     otherwise; on these frames a review costs 1 and a different decision counts as wrong.
     answer_weight: each answer's weight against a first label's; None: the answers together
     weigh as much as the first labels (at least 1 each).
+    empty_error: the share of frames set aside as empty that may be something else, which
+    sets the `empty` threshold (default: target_error). max_empty_lost: the share of the
+    held-out non-empty frames a candidate may set aside as empty, if the current bundle
+    loses fewer.
     """
     n, n_cls = len(examples), len(classes)
     test = held_back(n, test_share=test_share, min_test=min_test)
@@ -350,14 +361,19 @@ def learn_step(
     except ValueError as e:  # all right (or all wrong): nothing to calibrate on yet
         fusion, report["fusion_note"] = None, str(e)
     conf = apply_fusion(fusion, X_cal)
-    animal = ~np.isin(p_cal.argmax(1), empty_index)
-    tag = tag_threshold(conf[animal], right[animal], target_error=target_error,
+    said_empty = np.isin(p_cal.argmax(1), empty_index)
+    tag = tag_threshold(conf[~said_empty], right[~said_empty], target_error=target_error,
                         min_count=min_count)
+    thresholds = {**current.thresholds, "tag": tag}
+    if len(empty_index):  # "empty" acts on the softmax: non-empty frames set aside stay rare
+        thresholds["empty"] = tag_threshold(
+            p_cal.max(1)[said_empty], np.isin(y_cal, empty_index)[said_empty],
+            target_error=target_error if empty_error is None else empty_error,
+            min_count=min_count)
     head = fit(rest)
     if head is None:
         return Step(False, None, {**report, "reason": "the answers hold a single class"})
-    candidate = Policy(head["weight"], head["bias"], fusion,
-                       {**current.thresholds, "tag": tag})
+    candidate = Policy(head["weight"], head["bias"], fusion, thresholds)
 
     # both bundles on the held-back answers (and the watcher's own decisions of that time),
     # which neither has trained on
@@ -375,11 +391,14 @@ def learn_step(
             figures[who][name] = workload(d, pred, ex.y, **wk) | {
                 "accuracy": float((pred == ex.y).mean())}
     new, old = (_total(figures[w]) | figures[w] for w in ("candidate", "current"))
-    better = new["cost"] < old["cost"] and new["empty_lost"] <= old["empty_lost"]
+    # and no more animals, people or vehicles set aside than before, or than `max_empty_lost`
+    # of the non-empty frames
+    allowed = max(old["empty_lost"], math.floor(max_empty_lost * new["non_empty"]))
+    better = new["cost"] < old["cost"] and new["empty_lost"] <= allowed
     report |= {
         "calibration": {"frames": int(calib.size), "accuracy": float(right.mean()),
                         "fusion": None if fusion is None else fusion.get("chosen"),
-                        "tag": tag},
+                        "tag": tag, "empty": thresholds.get("empty")},
         "first_labels": int(len(y0)), "answer_weight": w,
         "candidate": new, "current": old, "install": bool(better),
         "reason": "lower workload on the held-back answers" if better
@@ -389,7 +408,7 @@ def learn_step(
 
 
 def _total(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    keys = ("frames", "reviewed", "wrong_auto", "empty_lost", "cost")
+    keys = ("frames", "reviewed", "wrong_auto", "empty_lost", "non_empty", "cost")
     return {k: sum(p[k] for p in parts.values()) for k in keys}
 
 
@@ -599,10 +618,23 @@ def run_learn(
     else:
         cur_probs = np.zeros((0, len(classes)), np.float32)
         cur_cam = np.zeros((0, *m.classifier.cam_size), np.float32)
+    un = un_p = un_c = None
+    if test.size:
+        since = usable[test[0]][0].frame_id
+        with Journal.open(out) as journal:
+            rows = _unreviewed(journal, out, since, classes, m.classifier.empty_classes,
+                               UNREVIEWED_PER_ANSWER * int(test.size))
+        if rows:
+            o = runtime.run([load_image(out / f.dest) for f, _ in rows])  # type: ignore[operator]
+            assert o.features is not None and o.fmap is not None
+            un = Examples([f"{f.id}:{f.sha256}" for f, _ in rows], o.features, o.fmap,
+                          o.foreground, np.array([k for _, k in rows], int))
+            un_p, un_c = o.probs, o.cam
     first = first_labels(bundle)
     step = learn_step(ex, classes=classes, empty_index=empty, current=policy_of(bundle),
                       current_probs=cur_probs, current_cam=cur_cam,
-                      first=None if first is None else first[:2], target_error=target_error)
+                      first=None if first is None else first[:2], unreviewed=un,
+                      unreviewed_probs=un_p, unreviewed_cam=un_c, target_error=target_error)
     entry |= step.report | {"answers_total": len(answers), "answers_usable": len(usable)}
     if step.install and step.policy is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -614,6 +646,25 @@ def run_learn(
         entry |= {"installed": str(target), "previous": None if prev is None else str(prev)}
     log_step(out, entry)
     return entry
+
+
+UNREVIEWED_PER_ANSWER = 4  # at most this many unreviewed frames per held-back answer
+
+
+def _unreviewed(journal: Journal, out: Path, since_id: int, classes: Sequence[str],
+                empty_classes: Sequence[str], limit: int) -> list[tuple[Any, int]]:
+    """The latest frames the watcher tagged or set aside by itself (not answered), from
+    journal row `since_id` on, with the class it decided; at most `limit`."""
+    answered_ids = {a.frame_id for a in journal.answers()}
+    rows = []
+    for f in journal.frames(state="done"):
+        if f.id < since_id or f.id in answered_ids or f.decision not in ("tagged", "empty"):
+            continue
+        k = (class_index(None, classes, empty_classes) if f.decision == "empty"
+             else class_index(f.label, classes, empty_classes))
+        if k is not None and f.dest and (out / f.dest).is_file():
+            rows.append((f, k))
+    return rows[-limit:] if limit else []
 
 
 def _last_logged(out: Path) -> dict[str, Any] | None:

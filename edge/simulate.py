@@ -34,6 +34,7 @@ from edge.bundle import Bundle, load_bundle
 from edge.decode import decode_frame
 from edge.exif import exif_time
 from edge.learn import (
+    UNREVIEWED_PER_ANSWER,
     Examples,
     Policy,
     class_index,
@@ -314,9 +315,6 @@ class _Store:
         logits, cam = apply_head(policy.weight, policy.bias, ex.features,
                                  ex.fmap.astype(np.float32))
         return softmax(logits), cam
-
-
-UNREVIEWED_PER_ANSWER = 4  # at most this many unreviewed frames per held-back answer
 
 
 def _learn(track: _Track, answers: _Store, auto: _Store, classes: Sequence[str],
