@@ -2,15 +2,17 @@
 
 The default bundle's head predicts exactly these (in this order); labels from any source
 (species names, "empty", "human", MegaDetector classes) map onto them with :func:`md_category`.
+Which names mean a person or a vehicle is `edge.kinds`' rule, the one the results file and
+the Camtrap DP export follow too.
 """
 
 from __future__ import annotations
 
+from edge.kinds import is_human, is_vehicle
+
 CATEGORIES = ("animal", "empty", "person", "vehicle")  # sorted: the head's class order
 
 _EMPTY = {"empty", "blank", "none", "nothing"}
-_PERSON = {"person", "human", "people", "humans", "homo sapiens"}
-_VEHICLE = {"vehicle", "car", "truck", "motorcycle", "motorbike", "bicycle"}
 _UNKNOWN = {"", "unknown", "unidentified", "unclassified"}
 
 
@@ -21,9 +23,9 @@ def md_category(label: str) -> str | None:
     if all(p in _UNKNOWN for p in parts):
         return None
     for p in parts:
-        if p in _PERSON:
+        if is_human(p):
             return "person"
-        if p in _VEHICLE:
+        if is_vehicle(p):
             return "vehicle"
     if all(p in _EMPTY for p in parts):
         return "empty"
