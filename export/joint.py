@@ -22,17 +22,28 @@ from export.segmenter import Lite0Seg, SegmenterSource, lite0_taps
 
 
 class JointLite0(nn.Module):
-    """image -> (logits, cam, foreground), the Lite0 backbone computed once."""
+    """image -> (logits, cam, foreground[, guess]), the Lite0 backbone computed once.
 
-    def __init__(self, classifier: CamClassifier, segmenter: Lite0Seg) -> None:
+    `guess`: a second linear head on the same pooled features (the ImageNet classifier beside a
+    camera-trap head), whose logits name a species guess at the cost of one small matmul."""
+
+    def __init__(self, classifier: CamClassifier, segmenter: Lite0Seg,
+                 guess: nn.Linear | None = None) -> None:
         super().__init__()
         self.classifier = classifier
         self.seg_head = segmenter.head
+        self.guess = guess
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f8, f16, deep = lite0_taps(self.classifier.features, x)
         logits, cam = self.classifier.from_features(deep)
-        return logits, cam, torch.sigmoid(self.seg_head(f8, f16, deep))
+        fg = torch.sigmoid(self.seg_head(f8, f16, deep))
+        pooled = deep.mean(dim=(2, 3))
+        # `features` and `fmap` let the device fit and apply a new linear head (learning from
+        # a person's answers) with numpy alone: logits = features @ W.T + b, and the head's
+        # Grad-CAM is ReLU(sum_k W[c,k] fmap_k) / (h*w), as in export.cam
+        guess = () if self.guess is None else (self.guess(pooled),)
+        return logits, cam, fg, *guess, pooled, deep
 
 
 def shares_backbone(clf: ClassifierSource, seg: SegmenterSource) -> bool:
@@ -47,6 +58,8 @@ def shares_backbone(clf: ClassifierSource, seg: SegmenterSource) -> bool:
 
 
 def export_joint_onnx(model: JointLite0, path: Path, size: tuple[int, int]) -> Path:
-    """The classifier's ONNX export with the third output `foreground` [N,1,h,w]."""
-    return export_classifier_onnx(model, path, size,  # type: ignore[arg-type]
-                                  outputs=("logits", "cam", "foreground"))
+    """The classifier's ONNX export with the outputs `foreground` [N,1,h,w], `guess` [N,G]
+    (when the model has a guess head), `features` [N,K] and `fmap` [N,K,h,w] added."""
+    names = ("logits", "cam", "foreground", *(("guess",) if model.guess is not None else ()),
+             "features", "fmap")
+    return export_classifier_onnx(model, path, size, outputs=names)  # type: ignore[arg-type]

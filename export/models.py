@@ -47,6 +47,8 @@ class ClassifierSource:
     cam_layer: str
     empty_classes: list[str] = field(default_factory=list)
     human_classes: list[str] = field(default_factory=list)
+    guess: nn.Linear | None = None  # a second head on the pooled features (species guess)
+    guess_classes: list[str] = field(default_factory=list)
 
 
 # ---- splitting a model at its last convolutional block --------------------------------------
@@ -179,9 +181,11 @@ def save_checkpoint(
     input: InputSpec,
     empty_classes: Sequence[str] = (),
     human_classes: Sequence[str] = (),
+    guess: tuple[torch.Tensor, torch.Tensor, Sequence[str]] | None = None,
 ) -> Path:
     """Write a project checkpoint: the weights of `arch` (a name build_classifier knows) with
-    len(classes) outputs, and what a bundle needs to use it."""
+    len(classes) outputs, and what a bundle needs to use it. `guess`: (weight [G,F], bias [G],
+    names) of a second linear head on the same pooled features, exported as output `guess`."""
     unknown = [n for n in (*empty_classes, *human_classes) if n not in classes]
     if unknown:
         raise ValueError(f"empty/human class names {unknown} are not among the classes")
@@ -197,6 +201,9 @@ def save_checkpoint(
             "input": input.model_dump(mode="json"),
             "empty_classes": list(empty_classes),
             "human_classes": list(human_classes),
+            **({} if guess is None else {"guess": {
+                "weight": guess[0].detach().cpu(), "bias": guess[1].detach().cpu(),
+                "classes": list(guess[2])}}),
         },
         path,
     )
@@ -270,6 +277,18 @@ def _arch_model(arch: str, num_classes: int, state: dict[str, torch.Tensor] | No
     return model.eval()
 
 
+def _guess_head(entry: dict[str, Any] | None) -> tuple[nn.Linear | None, list[str]]:
+    """The checkpoint's guess head as an eval-mode Linear, and its class names."""
+    if entry is None:
+        return None, []
+    w, b = entry["weight"], entry["bias"]
+    if w.ndim != 2 or b.shape != (w.shape[0],) or len(entry["classes"]) != w.shape[0]:
+        raise ValueError("the checkpoint's guess head does not match its class names")
+    head = nn.Linear(w.shape[1], w.shape[0])
+    head.load_state_dict({"weight": w, "bias": b})
+    return head.eval(), list(entry["classes"])
+
+
 def _head_size(state: dict[str, torch.Tensor]) -> int | None:
     # The last 2-D weight of a state dict is the final Linear's: its rows are the classes.
     mats = [v for k, v in state.items() if k.endswith("weight") and v.ndim == 2]
@@ -312,9 +331,10 @@ def build_classifier(
         names = read_classes(classes) if classes is not None else list(ckpt["classes"])
         model = _arch_model(ckpt["arch"], len(names), ckpt["state_dict"])
         cam, layer = cam_classifier(model)
+        guess, guess_classes = _guess_head(ckpt.get("guess"))
         return ClassifierSource(cam, ckpt["arch"], names, ckpt["input"], layer,
                                 list(ckpt.get("empty_classes", [])),
-                                list(ckpt.get("human_classes", [])))
+                                list(ckpt.get("human_classes", [])), guess, guess_classes)
 
     if loaded is not None and not isinstance(loaded, dict):
         raise ValueError(f"{weights}: expected a state dict or a project checkpoint")

@@ -189,8 +189,11 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
         if joint:
             console.print("segmenter shares the classifier's backbone: one graph returns "
                           "logits, cam and foreground")
-            export_joint_onnx(JointLite0(clf.model, seg.model), fp32_c, size)
+            export_joint_onnx(JointLite0(clf.model, seg.model, clf.guess), fp32_c, size)
         else:
+            if clf.guess is not None:
+                console.print("[yellow]the guess head needs the shared backbone: left out[/]")
+                clf.guess_classes = []
             export_classifier_onnx(clf.model, fp32_c, size)
         export_segmenter_onnx(seg, fp32_s, seg.input.size)
 
@@ -244,6 +247,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
                 cam_layer=clf.cam_layer,
                 cam_size=_cam_size(work / "classifier.onnx", clf.input),
                 precision=opts.precision,
+                guess_classes=clf.guess_classes if joint else [],
             ),
             segmenter=SegmenterSpec(
                 file=file_entry(work, "segmenter.onnx"),
