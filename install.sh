@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Install overmap-edge into ./.venv and build the default bundle. Safe to run again.
+# Install overmap-edge into ./.venv. Safe to run again. The default bundle ships inside the
+# package (edge/default_bundle), so nothing is built and the device needs no torch.
 #
-#   ./install.sh              device runtime + export tools, then build bundles/default
+#   ./install.sh --device     device runtime only (onnxruntime, OpenCV; no torch): enough to watch
+#   ./install.sh              the device runtime + the workstation's export tools (torch)
 #   ./install.sh --dev        the same, plus the test tools (and, as root, dosfstools + fusefat)
-#   ./install.sh --device     device runtime only (no torch); copy a bundle from a workstation
-#   ./install.sh --no-bundle  skip building the default bundle
-#   ./install.sh --rebuild    rebuild the default bundle even if a valid one exists
+#   ./install.sh --rebuild    also rebuild edge/default_bundle from ../shared/data (minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
 
-dev=0 device=0 bundle=1 rebuild=0
+dev=0 device=0 rebuild=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
-    --device) device=1 bundle=0 ;;
-    --no-bundle) bundle=0 ;;
+    --device) device=1 ;;
+    --no-bundle) ;;  # kept for old scripts: nothing is built unless --rebuild
     --rebuild) rebuild=1 ;;
     -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
@@ -70,12 +70,11 @@ if [ "$dev" = 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
     || echo "install.sh: could not install chromium; the browser test will skip" >&2
 fi
 
-if [ "$bundle" = 1 ]; then
-  if [ "$rebuild" = 0 ] && .venv/bin/edge bundle bundles/default >/dev/null 2>&1; then
-    echo "bundles/default is there and verifies (--rebuild to build it again)"
-  else
-    echo "building the default bundle (EfficientNet-Lite0 INT8 + segmenter) in bundles/default"
-    .venv/bin/edge export --target cpu --out bundles/default
-  fi
+if [ "$rebuild" = 1 ]; then
+  [ "$device" = 0 ] || { echo "install.sh: --rebuild needs the export tools (not --device)" >&2; exit 2; }
+  echo "rebuilding edge/default_bundle (camera-trap head, measured leave-one-source-out)"
+  .venv/bin/python -m export.default_bundle --out edge/default_bundle
 fi
+.venv/bin/edge bundle edge/default_bundle >/dev/null \
+  || { echo "install.sh: edge/default_bundle does not verify (see: .venv/bin/edge bundle edge/default_bundle)" >&2; exit 1; }
 echo "done: .venv/bin/edge --help"

@@ -149,11 +149,13 @@ def export_cmd(
 
 
 def default_bundle() -> Path:
-    """$OVERMAP_BUNDLE, else bundles/default of this checkout (what install.sh builds)."""
+    """$OVERMAP_BUNDLE, else the bundle shipped inside the package (`edge/default_bundle`:
+    empty / animal / person / vehicle on Lite0, INT8, with an ImageNet species guess), which
+    needs no building and no torch."""
     env = os.environ.get("OVERMAP_BUNDLE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "bundles" / "default"
+    return Path(__file__).resolve().parent / "default_bundle"
 
 
 def _load_config_or_exit(path: Path | None):
