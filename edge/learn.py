@@ -134,26 +134,44 @@ class Examples:
                         self.foreground[idx], self.y[idx])
 
 
-def first_labels(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The bundle's training-set features (X [M,K] float32, y [M] class indices, files [M]),
-    None when the bundle ships none. Labels are class names (or indices) of the bundle's
-    classes; rows whose label the bundle does not know are dropped."""
-    entry = bundle.manifest.classifier.train_features
-    if entry is None:
-        return None
+@dataclass(frozen=True)
+class FirstLabels:
+    """The training set a bundle shipped: X [M,K] float32, y [M] class indices, and for each
+    row its file and source ("" when unknown), so a replay can leave a camera's frames out."""
+
+    X: np.ndarray
+    y: np.ndarray
+    files: np.ndarray
+    sources: np.ndarray
+
+    def keep(self, mask: np.ndarray) -> FirstLabels:
+        return FirstLabels(self.X[mask], self.y[mask], self.files[mask], self.sources[mask])
+
+
+def first_labels(bundle: Bundle) -> FirstLabels | None:
+    """The bundle's training-set features (`train_features.npz`), None when it ships none.
+
+    The file is the one the manifest names (checked by sha256 at load); a bundle that ships
+    it without naming it is read too. Labels are class names, or indices into the file's
+    own `classes` (else the bundle's); rows whose label the bundle has no class for are
+    dropped. Optional `files` and `sources` say where each row came from."""
     c = bundle.manifest.classifier
-    with np.load(bundle.root / entry.path, allow_pickle=False) as z:
+    path = bundle.root / (c.train_features.path if c.train_features else TRAIN_FEATURES)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
         X = z["features"].astype(np.float32)
         labels = z["labels"]
-        files = z["files"] if "files" in z else np.array([""] * len(X))
+        names = z["classes"].astype(str) if "classes" in z else np.asarray(c.classes)
+        blank = np.array([""] * len(X))
+        files = z["files"].astype(str) if "files" in z else blank
+        sources = z["sources"].astype(str) if "sources" in z else blank
     if labels.dtype.kind in "iu":
-        y = labels.astype(int)
-    else:
-        y = np.array([class_index(str(s), c.classes, c.empty_classes) if str(s) else None
-                      for s in labels], dtype=object)
-        known = np.array([v is not None for v in y], bool)
-        X, y, files = X[known], y[known].astype(int), files[known]
-    return X, y, np.asarray(files).astype(str)
+        labels = names[labels.astype(int)]
+    y = np.array([class_index(str(s), c.classes, c.empty_classes) if str(s) else None
+                  for s in labels], dtype=object)
+    known = np.array([v is not None for v in y], bool)
+    return FirstLabels(X[known], y[known].astype(int), files[known], sources[known])
 
 
 def add_first_labels(root: Path, features: Any, labels: Sequence[str],
@@ -633,7 +651,7 @@ def run_learn(
     first = first_labels(bundle)
     step = learn_step(ex, classes=classes, empty_index=empty, current=policy_of(bundle),
                       current_probs=cur_probs, current_cam=cur_cam,
-                      first=None if first is None else first[:2], unreviewed=un,
+                      first=None if first is None else (first.X, first.y), unreviewed=un,
                       unreviewed_probs=un_p, unreviewed_cam=un_c, target_error=target_error)
     entry |= step.report | {"answers_total": len(answers), "answers_usable": len(usable)}
     if step.install and step.policy is not None:

@@ -11,9 +11,10 @@ the frames nobody looked at, and the animals, people and vehicles set aside as e
 Measured in the same run, on the same frames: reviewing everything; a fixed softmax threshold
 (0.7) with no learning; and the bundle as shipped, with its own thresholds and no learning.
 
-When the bundle's first labels (its training set's features) include frames of the stream,
-they are left out and the starting head is refitted without them (`leave_stream_out`), so
-the figures are those of a camera the bundle has never seen.
+When the bundle's first labels (its training set's features) include frames of the stream
+(the same files, or the same source), they are left out and the starting head is refitted
+without them (`leave_stream_out`), so the figures are those of a camera the bundle has never
+seen.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ SOFTMAX_TAG = 0.7  # the fixed-threshold baseline
 @dataclass(frozen=True)
 class Row:
     file: str
+    source: str
     label: str  # the CSV's label
     y: int  # its class in the bundle
     camera: str
@@ -80,7 +82,8 @@ def read_stream(labels_csv: Path, classes: Sequence[str], empty_classes: Sequenc
             t = _time(r.get("datetime") or "")
             if t is None and images_root is not None:
                 t = exif_time(images_root / r["file"])
-            rows.append(Row(r["file"], r["label"], k, r.get("camera_or_sequence") or
+            rows.append(Row(r["file"], r.get("source") or "", r["label"], k,
+                            r.get("camera_or_sequence") or
                             Path(r["file"]).parent.as_posix(), t))
     return rows, skipped
 
@@ -153,22 +156,25 @@ class _Track:
         return verdicts, out
 
 
-def _starting_policy(bundle: Bundle, stream_files: set[str], leave_stream_out: bool, *,
+def _starting_policy(bundle: Bundle, rows: Sequence[Row], leave_stream_out: bool, *,
                      C: float) -> tuple[Policy, tuple[np.ndarray, np.ndarray] | None, int]:
     """The bundle's policy, its first labels, and how many of them were the stream's own
-    frames (left out, the head refitted without them, when asked)."""
+    frames (the same file, or the same source): left out, and the head refitted without
+    them, when asked."""
     policy = policy_of(bundle)
     first = first_labels(bundle)
     if first is None:
         return policy, None, 0
-    X, y, files = first
-    mine = np.array([f in stream_files for f in files], bool)
+    files = {r.file for r in rows}
+    sources = {r.source for r in rows} - {""}
+    mine = np.array([f in files or s in sources for f, s in zip(first.files, first.sources,
+                                                                  strict=True)], bool)
     if not (leave_stream_out and mine.any()):
-        return policy, (X, y), 0
-    X, y = X[~mine], y[~mine]
-    head = fit_head(X, y, C=C, n_classes=len(bundle.manifest.classifier.classes))
-    return (Policy(head["weight"], head["bias"], policy.fusion, policy.thresholds), (X, y),
-            int(mine.sum()))
+        return policy, (first.X, first.y), 0
+    first = first.keep(~mine)
+    head = fit_head(first.X, first.y, C=C, n_classes=len(bundle.manifest.classifier.classes))
+    return (Policy(head["weight"], head["bias"], policy.fusion, policy.thresholds),
+            (first.X, first.y), int(mine.sum()))
 
 
 def simulate(
@@ -205,8 +211,7 @@ def simulate(
         raise ValueError(f"{labels_csv}: no frame with a label the bundle knows"
                          + (f" in source {source!r}" if source else ""))
     runtime = Runtime.from_bundle(bundle, features=True, threads=threads)
-    start, first, left_out = _starting_policy(bundle, {r.file for r in rows}, leave_stream_out,
-                                              C=C)
+    start, first, left_out = _starting_policy(bundle, rows, leave_stream_out, C=C)
 
     def track(name: str, policy: Policy, softmax_only: bool = False) -> _Track:
         scorer = Scorer(runtime, m, backgrounds=CameraBackgrounds(), fusion=policy.fusion)

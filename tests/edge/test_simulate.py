@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CAMTRAP
+from conftest import CAMTRAP, CLASSES
 from typer.testing import CliRunner
 
 from edge.bundle import load_bundle
@@ -123,3 +123,27 @@ def test_the_command_writes_the_report(learnable: Path, labels_csv: Path,
     r = json.loads(out.read_text())
     assert len(r["frames"]) == r["n_frames"] == 30 and "30 frames" in res.output
     assert figures(r["frames"], ["empty"])["reviewed_share"] == r["reviewed_share"]
+
+
+def test_first_labels_shipped_unlisted_with_sources(learnable: Path, labels_csv: Path,
+                                                    tmp_path: Path) -> None:
+    """A training set shipped as the default bundle's exporter writes it (label indices into
+    its own class list, each row's source, not named in the manifest) is read, and the
+    stream's own source is left out."""
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(learnable, bundle)
+    rng = np.random.default_rng(0)
+    names = np.array(["human", "deer", "fox", "empty"])  # another order than the bundle's
+    np.savez_compressed(bundle / "train_features.npz",
+                        features=rng.normal(size=(50, 16)).astype(np.float16),
+                        labels=np.arange(50) % 4, classes=names,
+                        sources=np.array(["peru_s90_animl"] * 30 + ["elsewhere"] * 20))
+    from edge.learn import first_labels
+
+    first = first_labels(load_bundle(bundle))
+    assert first is not None and len(first.y) == 50
+    assert [CLASSES[k] for k in first.y[:4]] == ["human", "deer", "fox", "empty"]
+    r = simulate(labels_csv, CAMTRAP, bundle, every=0, threads=1, limit=20)
+    assert r["first_labels_left_out"] == 30 and r["first_labels"] == 20
