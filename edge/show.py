@@ -78,9 +78,24 @@ def validation_table(validation: dict[str, Any]) -> Table:
     table.add_column("value", justify="right")
     known = [k for k in FIGURES if k in validation]
     for key in known + [k for k in validation if k not in FIGURES]:
+        if key == "camtrap_loso":
+            table.add_row("new cameras (leave one source out)", _loso(validation[key]))
+            continue
         label, kind = FIGURES.get(key, (key, "num"))
         table.add_row(label, _value(validation[key], kind))
     return table
+
+
+def _loso(r: dict[str, Any]) -> str:
+    """The held-out sources in one line each: what went to empty/, right and wrong."""
+    per = r.get("per_source", {})
+    aside = sum(v["empties_set_aside"] for v in per.values())
+    empties = sum(v["empties"] for v in per.values())
+    lost = sum(v["non_empty_lost"] for v in per.values())
+    others = sum(v["non_empty"] for v in per.values())
+    return (f"{len(per)} sources: empties set aside {aside}/{empties}, animals, people and "
+            f"vehicles in empty {lost}/{others} (P(empty) >= {r.get('t_empty')}; "
+            "docs/default_bundle.md)")
 
 
 def show_bundle(bundle: Bundle, console: Console) -> None:

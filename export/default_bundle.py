@@ -147,7 +147,8 @@ def build(out: Path, report_path: Path | None, *, data: Path = DATA,
     np.savez_compressed(out / TRAIN_FEATURES, features=cues[mode]["features"].astype(np.float16),
                         labels=y, classes=np.array(CATEGORIES),
                         sources=np.array([f.source for f in frames]))
-    _add_to_manifest(out, {"camtrap_loso": _summary(report)})
+    _add_to_manifest(out, {"camtrap_loso": _summary(report),
+                           "val_dir": f"256 frames spread over {data.name} (every source)"})
     if report_path is not None:
         report_path.write_text(json.dumps(report, indent=1) + "\n")
     return report
