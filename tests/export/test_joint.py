@@ -45,3 +45,28 @@ def test_a_different_backbone_or_input_is_not_shared(pair) -> None:
     assert not shares_backbone(clf, changed)
     moved = build_segmenter(input=clf.input.model_copy(update={"resize": "stretch"}))
     assert not shares_backbone(clf, moved)
+
+
+def test_the_guess_head_and_the_features_for_learning_come_out_of_the_same_pass(
+        pair, tmp_path: Path) -> None:
+    """`guess` is the ImageNet head on the pooled features; `features` and `fmap` let the device
+    recompute the graph's own logits and map with numpy, so a learned head can replace it."""
+    from torch import nn
+
+    clf, seg = pair
+    head = clf.model.chain[-1]
+    four = nn.Linear(1280, 4)  # a small camera-trap head beside the ImageNet one as the guess
+    clf4 = type(clf.model)(clf.model.features, four, clf.model.cam_layer).eval()
+    path = export_joint_onnx(JointLite0(clf4, seg.model, head), tmp_path / "g.onnx", (224, 224))
+    x = torch.randn(2, 3, 224, 224)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, cam, guess, feats, fmap = sess.run(["logits", "cam", "guess", "features", "fmap"],
+                                               {"image": x.numpy()})
+    with torch.no_grad():
+        imagenet, _ = clf.model(x)
+    np.testing.assert_allclose(guess, imagenet.numpy(), rtol=1e-3, atol=1e-3)
+    w, b = four.weight.detach().numpy(), four.bias.detach().numpy()
+    np.testing.assert_allclose(feats @ w.T + b, logits, rtol=1e-3, atol=1e-4)
+    top = logits.argmax(1)
+    mine = np.maximum(np.einsum("nk,nkhw->nhw", w[top], fmap), 0) / (fmap.shape[2] * fmap.shape[3])
+    np.testing.assert_allclose(mine, cam, rtol=1e-3, atol=1e-5)
