@@ -333,7 +333,8 @@ def _learn(track: _Track, answers: _Store, auto: _Store, classes: Sequence[str],
     probs, cam = answers.outputs_of(track.policy, test)
     since = answers.pos[test[0]] if test.size else 0
     recent = [i for i, p in enumerate(auto.pos) if p >= since]
-    recent = recent[-UNREVIEWED_PER_ANSWER * max(1, test.size):]
+    cap = UNREVIEWED_PER_ANSWER * int(test.size)
+    recent = recent[max(0, len(recent) - cap):] if cap else []
     un = un_p = un_c = None
     if recent:
         un = auto.examples(recent)
