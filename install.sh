@@ -42,7 +42,7 @@ fi
 extras=()
 [ -n "$runtime" ] && extras+=("$runtime")
 [ "$device" = 1 ] || extras+=("export" "eval")
-[ "$dev" = 1 ] && extras+=("dev")
+[ "$dev" = 1 ] && extras+=("dev" "batch")
 spec="."
 [ ${#extras[@]} -gt 0 ] && spec=".[$(IFS=,; echo "${extras[*]}")]"
 echo "installing overmap-edge $spec into .venv"

@@ -336,6 +336,91 @@ def watch_cmd(
     raise typer.Exit(code)
 
 
+class Links(StrEnum):
+    hard = "hard"
+    sym = "sym"
+
+
+@app.command("batch")
+def batch_cmd(
+    source: Annotated[Path, typer.Argument(
+        help="A folder tree (one subfolder per camera) or a list file of frame paths.")],
+    out: Annotated[Path, typer.Option(help="Where shards, results (and copies) are written.")],
+    address: Annotated[str | None, typer.Option(
+        help="A Ray cluster's address (default: a Ray started on this machine).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Actors, one model session each.")] = 1,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder (default: $OVERMAP_BUNDLE or the built-in).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(
+        help="TOML config: thresholds and bursts as for `edge watch`.")] = None,
+    camtrap_dp: Annotated[Path | None, typer.Option(
+        "--camtrap-dp", help="Also write OUT/camtrap-dp, with this config's [deployment].")]
+    = None,
+    sorted_copy: Annotated[bool, typer.Option(
+        "--sorted-copy", help="Copy frames into OUT/{empty,tagged,review,quarantine}/.")] = False,
+    links: Annotated[Links | None, typer.Option(
+        help="Hard or symbolic links there instead of copies.")] = None,
+    chunk: Annotated[int, typer.Option(min=1, help="Frames per chunk (one shard each).")] = 256,
+    gpus: Annotated[bool | None, typer.Option(
+        "--gpus/--no-gpus", show_default=False,
+        help="One GPU per actor (default: where the cluster has enough).")] = None,
+) -> None:
+    """Classify, score and triage a whole archive on a Ray cluster, resumably.
+
+    Frames are decoded in Ray tasks and scored by a pool of actors exactly as `edge watch`
+    scores them (each camera in capture order); each chunk's results are a shard in OUT, so a
+    rerun skips what is done. The originals are never moved. Needs the batch extra.
+
+    Example: `edge batch /archive --out /data/batch --address ray-head:6379 --workers 8`
+    """
+    if importlib.util.find_spec("ray") is None:
+        err.print("[red]`edge batch` needs the batch extra (ray not installed).[/]\n"
+                  "Install it with:  [bold]pip install 'overmap-edge\\[batch]'[/]")
+        raise typer.Exit(2)
+    if sorted_copy and links:
+        err.print("[red]--sorted-copy or --links, not both[/]")
+        raise typer.Exit(2)
+    from edge.config import ConfigError, resolve_thresholds
+
+    cfg = _load_config_or_exit(config)
+    if camtrap_dp is not None:
+        _load_config_or_exit(camtrap_dp)
+    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
+    try:
+        thresholds = resolve_thresholds(b.manifest.thresholds, cfg, {})
+    except ConfigError as e:
+        err.print(f"[red]{escape(str(e))}[/]")
+        raise typer.Exit(2) from None
+    from edge.batch.listing import ListingError
+    from edge.batch.pipeline import BatchOptions, run_batch
+    from edge.camtrapdp import CamtrapDPError
+
+    opts = BatchOptions(
+        source=source, out=out, bundle=b.root, thresholds=thresholds, address=address,
+        workers=workers, chunk_frames=chunk, burst_gap=cfg.triage.burst_gap_seconds,
+        burst_frames=cfg.triage.burst_max_frames, gpus=gpus,
+        place="copy" if sorted_copy else (links.value if links else None),
+        camtrap_config=camtrap_dp, providers=cfg.runtime.providers,
+        log=lambda s: err.print(escape(s)),
+    )  # fmt: skip
+    try:
+        report = run_batch(opts)
+    except (ListingError, CamtrapDPError) as e:
+        err.print(f"[red]edge batch:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    console.print(f"{report.frames} frames ({report.failures} unreadable) in {report.chunks} "
+                  f"chunks, {report.chunks_done_before} done before this run, "
+                  f"{report.seconds:.1f} s")
+    for path in report.results:
+        console.print(f"results: {path}", soft_wrap=True)
+    if report.camtrap is not None:
+        console.print(f"package: {report.camtrap.folder}", soft_wrap=True)
+    if report.missing:
+        err.print(f"[red]{len(report.missing)} frame(s) have no results yet[/]; run again")
+        raise typer.Exit(1)
+
+
 def _reader_journal(out: Path):
     """OUT's journal for a command that only reads it: never created (a mistyped OUT would
     get an empty one); where there is none, a clear message and exit 2."""
