@@ -1,0 +1,310 @@
+"""`edge batch` on Ray: real frames, real bad files, a real Ray (local, or a two-node cluster
+started here on 127.0.0.1), a worker and a driver killed mid-run, then resumed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from edge.batch.listing import Listed, capture_order, list_frames, make_chunks
+from edge.batch.merge import merge
+from edge.batch.shards import is_complete, read_shard, write_shard
+from edge.batch.worker import ChunkOptions, ChunkScorer, decode_many
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+CA01 = DATA / "camtrap" / "mlwic_examples" / "CA-01"
+PERU = DATA / "camtrap" / "peru_s90_animl" / "S90_SDZG1"
+THRESHOLDS = {"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02}
+BIN = Path(sys.executable).parent
+BAD = {"S90/text.jpg": "not a decodable image", "S90/cut.jpg": "truncated JPEG"}
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fill_inbox(inbox: Path, n_ca: int = 6, n_peru: int = 3) -> list[str]:
+    """Real frames of two cameras and two bad files (text named .jpg, a cut JPEG)."""
+    if not CA01.is_dir() or not PERU.is_dir():
+        pytest.skip(f"reference data missing: {CA01.parent}")
+    (inbox / "CA01").mkdir(parents=True)
+    (inbox / "S90").mkdir()
+    for p in sorted(CA01.iterdir())[:n_ca]:
+        shutil.copy2(p, inbox / "CA01" / p.name)
+    for p in sorted(PERU.iterdir())[:n_peru]:
+        shutil.copy2(p, inbox / "S90" / p.name)
+    (inbox / "S90" / "text.jpg").write_bytes(b"this is not a picture\n")
+    (inbox / "S90" / "cut.jpg").write_bytes((PERU / "EK000001.JPG").read_bytes()[:5000])
+    return sorted(p.relative_to(inbox).as_posix() for p in inbox.rglob("*") if p.is_file())
+
+
+def images_of(out: Path) -> list[dict]:
+    return json.loads((out / "results" / "megadetector.json").read_text())["images"]
+
+
+def assert_each_once(out: Path, names: list[str]) -> list[dict]:
+    images = images_of(out)
+    counts = Counter(im["file"] for im in images)
+    assert sorted(counts) == names and set(counts.values()) == {1}, counts
+    for im in images:
+        if im["file"] in BAD:
+            assert BAD[im["file"]] in im["failure"] and im["detections"] is None
+        else:
+            assert "failure" not in im and im["decision"] in ("empty", "tagged", "review")
+    return images
+
+
+# -- listing, chunks, shards: no Ray
+
+
+def test_chunks_hold_one_camera_in_capture_order_and_their_ids_are_stable(tmp_path: Path):
+    names = fill_inbox(tmp_path / "in")
+    root, listed = list_frames(tmp_path / "in")
+    assert [f.relpath for f in listed] == names
+    # a list file of the same frames, relative and absolute, gives the same listing
+    (tmp_path / "in" / "frames.txt").write_text(
+        "# frames\n" + "\n".join(n if i % 2 else str(root / n) for i, n in enumerate(names)))
+    root2, listed2 = list_frames(tmp_path / "in" / "frames.txt")
+    assert (root2, [f.key for f in listed2]) == (root, [f.key for f in listed])
+
+    timed = [Listed(f.relpath, f.size, f.mtime_ns, f"2020-01-01T00:00:{59 - i:02d}", "exif")
+             for i, f in enumerate(listed)]
+    ordered = capture_order(timed)
+    chunks = make_chunks(ordered, size=2, warmup=1, signature="a")
+    for c in chunks:
+        assert {f.camera for f in (*c.frames, *c.warmup)} == {c.camera}
+        times = [f.time for f in (*c.warmup, *c.frames)]
+        assert times == sorted(times)  # later name, earlier time: time wins
+    assert [f for c in chunks for f in c.frames] == ordered  # every frame in exactly one chunk
+    assert [c.id for c in make_chunks(ordered, size=2, warmup=1, signature="a")] == \
+        [c.id for c in chunks]
+    assert not {c.id for c in make_chunks(ordered, size=2, warmup=1, signature="b")} & \
+        {c.id for c in chunks}  # other settings: no shard of these is reused
+
+
+def test_a_torn_or_short_shard_is_not_complete(tmp_path: Path):
+    line = {"size": 1, "mtime_ns": 2, "record": {"relpath": "a.jpg"}}
+    path = write_shard(tmp_path, "c1", [line, line])
+    assert is_complete(tmp_path, "c1") and len(read_shard(path) or []) == 2
+    path.write_text(path.read_text().splitlines()[0] + "\n" + json.dumps(line) + "\n")
+    assert not is_complete(tmp_path, "c1")  # the header says 2
+    path.write_text(path.read_text()[:-10])
+    assert not is_complete(tmp_path, "c1") and not is_complete(tmp_path, "other")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unreadable_frames_are_failures_with_their_reason(tmp_path: Path):
+    names = fill_inbox(tmp_path)
+    (tmp_path / "S90" / "zero.jpg").write_bytes(b"")
+    got = dict(zip([*names, "S90/zero.jpg", "S90/gone.jpg"],
+                   decode_many(str(tmp_path), [*names, "S90/zero.jpg", "S90/gone.jpg"], 256),
+                   strict=True))
+    for name, (image, width, height, digest, failure) in got.items():
+        if name in BAD or name in ("S90/zero.jpg", "S90/gone.jpg"):
+            assert image is None and failure
+        else:
+            assert failure is None and image.ndim == 3
+            assert width >= image.shape[1] and height >= image.shape[0]
+            assert digest == sha(tmp_path / name)
+    assert "empty file" in got["S90/zero.jpg"][4] and "No such file" in got["S90/gone.jpg"][4]
+
+
+def test_a_chunk_is_decided_as_edge_watch_decides_it(tiny_bundle: Path, tmp_path: Path):
+    """One camera, 24 frames (the background model is ready after 10): the same labels,
+    scores and decisions as `edge watch --once`, frame by frame."""
+    from edge.bundle import load_bundle
+    from edge.journal import Journal
+    from edge.reports import records
+    from edge.tui import Stats
+    from edge.watch import WatchOptions, run_once
+
+    inbox = tmp_path / "in"
+    (inbox / "CA01").mkdir(parents=True)
+    for p in sorted(CA01.iterdir())[:24]:
+        shutil.copy2(p, inbox / "CA01" / p.name)
+    out = tmp_path / "watch"
+    run_once(load_bundle(tiny_bundle), WatchOptions(
+        inbox=inbox, out=out, thresholds=THRESHOLDS, copy=True, settle=0.1, give_up=2.0,
+        batch=4), Stats(out=out))
+    with Journal(out / "journal.sqlite", create=False) as j:
+        watched = {r.relpath: r for r in records(j)}
+
+    root, listed = list_frames(inbox)
+    from edge.batch.listing import capture_times
+
+    timed = [Listed(f.relpath, f.size, f.mtime_ns, t, s)
+             for f, (t, s) in zip(listed, capture_times(str(root), [f.relpath for f in listed]),
+                                  strict=True)]
+    (chunk,) = make_chunks(capture_order(timed), size=100, warmup=0, signature="x")
+    scorer = ChunkScorer(ChunkOptions(bundle=str(tiny_bundle), root=str(root),
+                                      shard_dir=str(tmp_path / "shards"),
+                                      thresholds=THRESHOLDS, batch=4))
+    write_shard(tmp_path / "shards", chunk.id, scorer.run_chunk(chunk))
+    batched, missing = merge(tmp_path / "shards", [chunk])
+    assert not missing and [r.relpath for r in batched] == [f.relpath for f in chunk.frames]
+    assert len(batched) == len(watched) == 24
+    for r in batched:
+        w = watched[r.relpath]
+        assert (r.label, r.decision, r.width, r.height, r.timestamp) == \
+            (w.label, w.decision, w.width, w.height, w.timestamp), r.relpath
+        assert r.softmax == pytest.approx(w.softmax, abs=1e-4)
+        assert r.overmap == pytest.approx(w.overmap, abs=1e-4)
+        assert r.confidence == pytest.approx(w.confidence, abs=1e-4)
+
+
+def test_the_command_line_does_not_import_ray():
+    code = "import sys, edge.cli; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# -- a local Ray (embedded), a few frames
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
+        local_ray, tiny_bundle: Path, tmp_path: Path):
+    from edge.batch.pipeline import BatchOptions, run_batch
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    names = fill_inbox(inbox)
+    before = {n: sha(inbox / n) for n in names}
+    opts = BatchOptions(source=inbox, out=out, bundle=tiny_bundle, thresholds=THRESHOLDS,
+                        chunk_frames=3, warmup=2, place="hard")
+    first = run_batch(opts)
+    assert (first.frames, first.failures, first.chunks_done_before) == (11, 2, 0)
+    assert first.providers == {"CPUExecutionProvider"} and not first.missing
+    images = assert_each_once(out, names)
+    shards = sorted((out / "batch" / "shards").glob("*.jsonl"))
+    assert len(shards) == first.chunks == 4  # per camera: 6 frames in 3 + 3, 5 in 3 + 2
+    written = {p: p.stat().st_mtime_ns for p in shards}
+
+    second = run_batch(opts)  # nothing left to do: every shard is complete
+    assert second.chunks_done_before == second.chunks and second.frames == 11
+    assert {p: p.stat().st_mtime_ns for p in shards} == written  # not one written again
+    assert [im["file"] for im in images_of(out)] == [im["file"] for im in images]
+    assert {n: sha(inbox / n) for n in names} == before  # the originals, untouched
+    for im in images:  # a hard link per frame under OUT/<decision>/
+        decision = im.get("decision", "quarantine")
+        assert (out / decision / im["file"]).stat().st_ino == (inbox / im["file"]).stat().st_ino
+
+
+# -- a real two-node cluster on 127.0.0.1, workers and drivers killed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster():
+    pytest.importorskip("ray")
+    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20),
+              "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    ray = str(BIN / "ray")
+    try:
+        subprocess.run([ray, "start", "--head", "--port", str(port), "--include-dashboard",
+                        "false", *common], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([ray, "start", "--address", address, *common], env=env, check=True,
+                       capture_output=True, timeout=120)
+        yield address, env
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def batch_process(address: str, env: dict, inbox: Path, out: Path, bundle: Path,
+                  *extra: str) -> subprocess.Popen:
+    cmd = [str(BIN / "edge"), "batch", str(inbox), "--out", str(out), "--address", address,
+           "--workers", "2", "--bundle", str(bundle), "--chunk", "2", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list((out / "batch" / "shards").glob("*.jsonl"))) < n:
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() < deadline, "no shard written in time"
+        time.sleep(0.1)
+
+
+def chunk_workers() -> list[int]:
+    """The pids of this machine's chunk actors (Ray names their processes after the class)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "MapWorker(MapBatches(ChunkWorker))" in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
+        cluster, tiny_bundle: Path, tmp_path: Path):
+    address, env = cluster
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    names = fill_inbox(inbox, n_ca=10, n_peru=6)
+    proc = batch_process(address, env, inbox, out, tiny_bundle)
+    wait_for_shards(out, 1, proc)
+    victims = chunk_workers()
+    assert victims, "no chunk actor found to kill"
+    os.kill(victims[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)  # Ray may restart the actor and finish, or not
+    shards_before = {p.name for p in (out / "batch" / "shards").glob("*.jsonl")}
+    rerun = batch_process(address, env, inbox, out, tiny_bundle)
+    output2, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output + output2
+    assert "done before this run" in output2
+    assert_each_once(out, names)
+    assert shards_before <= {p.name for p in (out / "batch" / "shards").glob("*.jsonl")}
+
+
+@pytest.mark.slow
+def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
+        cluster, tiny_bundle: Path, tmp_path: Path):
+    address, env = cluster
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    names = fill_inbox(inbox, n_ca=10, n_peru=6)
+    proc = batch_process(address, env, inbox, out, tiny_bundle, "--sorted-copy")
+    wait_for_shards(out, 2, proc)
+    proc.kill()
+    proc.wait()
+    done = {p: p.stat().st_mtime_ns for p in (out / "batch" / "shards").glob("*.jsonl")}
+    assert all(is_complete(p.parent, p.stem) for p in done)
+    rerun = batch_process(address, env, inbox, out, tiny_bundle, "--sorted-copy")
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    images = assert_each_once(out, names)
+    sorted_files = [p for p in out.rglob("*") if p.is_file()
+                    and p.relative_to(out).parts[0] in ("empty", "tagged", "review",
+                                                        "quarantine")]
+    assert len(sorted_files) == len(images)  # one copy each, the killed run's included
+    assert {p: p.stat().st_mtime_ns for p in done} == done  # what it finished, not redone
