@@ -13,10 +13,11 @@ The frozen backbone never changes, so learning is logistic regression on the poo
 4. candidate and current bundle triage the held-back answers, which neither has seen; the
    candidate is installed only when its workload there is lower: fewer reviews, where one
    wrong automatic decision costs 1 / target_error reviews, and no more animals, people or
-   vehicles set aside as empty. A worse bundle is never installed. The held-back answers
-   are frames the current bundle doubted, so the frames it decided by itself in that time
-   are checked too (`unreviewed`): a candidate must not send them to review or decide them
-   otherwise unseen.
+   vehicles set aside as empty. A worse bundle is never installed. (The held-back answers
+   are frames the current bundle doubted: the frames it decided by itself carry no label, so
+   neither bundle's errors there can be counted. Labelling them with the current bundle's
+   own decisions hides exactly its mistakes: on MLWIC that blocked the heads that made
+   fewer, so it is not done.)
 
 `edge learn OUT` runs the step on the review page's answers (:func:`run_learn`): it caches
 the frames' features in OUT/learn, writes the new bundle beside the current one, swaps them
@@ -304,9 +305,6 @@ def learn_step(
     current_probs: np.ndarray,
     current_cam: np.ndarray,
     first: tuple[np.ndarray, np.ndarray] | None = None,
-    unreviewed: Examples | None = None,
-    unreviewed_probs: np.ndarray | None = None,
-    unreviewed_cam: np.ndarray | None = None,
     target_error: float = 0.02,
     test_share: float = 0.2,
     min_test: int = 10,
@@ -324,11 +322,6 @@ def learn_step(
     current: the installed bundle's policy; current_probs/current_cam: its softmax [T,C] and
     maps [T,h,w] on the held-back answers (the last T of `examples`, T as this function cuts
     it: use :func:`held_back`). first: the bundle's first labels (X [M,K], y [M]).
-    unreviewed: frames of the same stretch of time that the watcher decided by itself, y the
-    class it decided (the empty class for "empty"), with the current bundle's softmax and maps
-    on them. The held-back answers alone are the frames the current bundle doubted, so a
-    candidate could look better there and still send the easy frames to review or label them
-    otherwise; on these frames a review costs 1 and a different decision counts as wrong.
     answer_weight: each answer's weight against a first label's; None: the answers together
     weigh as much as the first labels (at least 1 each).
     empty_error: the share of frames set aside as empty that may be something else, which
@@ -393,22 +386,17 @@ def learn_step(
         return Step(False, None, {**report, "reason": "the answers hold a single class"})
     candidate = Policy(head["weight"], head["bias"], fusion, thresholds)
 
-    # both bundles on the held-back answers (and the watcher's own decisions of that time),
-    # which neither has trained on
+    # both bundles on the held-back answers, which neither has trained on
     kw = {"classes": classes, "empty_index": empty_index, "measure": measure}
     wk = {"empty_index": empty_index, "target_error": target_error}
-    parts = [(examples.take(test), current_probs, current_cam)]
-    if unreviewed is not None and len(unreviewed):
-        parts.append((unreviewed, unreviewed_probs, unreviewed_cam))
-    figures: dict[str, dict[str, dict[str, Any]]] = {"candidate": {}, "current": {}}
-    for name, (ex, cur_p, cur_c) in zip(("answers", "unreviewed"), parts, strict=False):
-        logits, cam = apply_head(head["weight"], head["bias"], ex.features, ex.fmap)
-        for who, p, c, pol in (("candidate", softmax(logits), cam, candidate),
-                               ("current", cur_p, cur_c, current)):
-            d, pred = triage_frames(np.asarray(p), np.asarray(c), ex.foreground, pol, **kw)
-            figures[who][name] = workload(d, pred, ex.y, **wk) | {
-                "accuracy": float((pred == ex.y).mean())}
-    new, old = (_total(figures[w]) | figures[w] for w in ("candidate", "current"))
+    ex = examples.take(test)
+    logits, cam = apply_head(head["weight"], head["bias"], ex.features, ex.fmap)
+    figures: dict[str, dict[str, Any]] = {}
+    for who, p, c, pol in (("candidate", softmax(logits), cam, candidate),
+                           ("current", current_probs, current_cam, current)):
+        d, pred = triage_frames(np.asarray(p), np.asarray(c), ex.foreground, pol, **kw)
+        figures[who] = workload(d, pred, ex.y, **wk) | {"accuracy": float((pred == ex.y).mean())}
+    new, old = figures["candidate"], figures["current"]
     # and no more animals, people or vehicles set aside than before, or than `max_empty_lost`
     # of the non-empty frames
     allowed = max(old["empty_lost"], math.floor(max_empty_lost * new["non_empty"]))
@@ -423,11 +411,6 @@ def learn_step(
         else "not better on the held-back answers",
     }
     return Step(bool(better), candidate, report)
-
-
-def _total(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    keys = ("frames", "reviewed", "wrong_auto", "empty_lost", "non_empty", "cost")
-    return {k: sum(p[k] for p in parts.values()) for k in keys}
 
 
 def held_back(n: int, *, test_share: float = 0.2, min_test: int = 10) -> np.ndarray:
@@ -636,23 +619,11 @@ def run_learn(
     else:
         cur_probs = np.zeros((0, len(classes)), np.float32)
         cur_cam = np.zeros((0, *m.classifier.cam_size), np.float32)
-    un = un_p = un_c = None
-    if test.size:
-        since = usable[test[0]][0].frame_id
-        with Journal.open(out) as journal:
-            rows = _unreviewed(journal, out, since, classes, m.classifier.empty_classes,
-                               UNREVIEWED_PER_ANSWER * int(test.size))
-        if rows:
-            o = runtime.run([load_image(out / f.dest) for f, _ in rows])  # type: ignore[operator]
-            assert o.features is not None and o.fmap is not None
-            un = Examples([f"{f.id}:{f.sha256}" for f, _ in rows], o.features, o.fmap,
-                          o.foreground, np.array([k for _, k in rows], int))
-            un_p, un_c = o.probs, o.cam
     first = first_labels(bundle)
     step = learn_step(ex, classes=classes, empty_index=empty, current=policy_of(bundle),
                       current_probs=cur_probs, current_cam=cur_cam,
-                      first=None if first is None else (first.X, first.y), unreviewed=un,
-                      unreviewed_probs=un_p, unreviewed_cam=un_c, target_error=target_error)
+                      first=None if first is None else (first.X, first.y),
+                      target_error=target_error)
     entry |= step.report | {"answers_total": len(answers), "answers_usable": len(usable)}
     if step.install and step.policy is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -664,25 +635,6 @@ def run_learn(
         entry |= {"installed": str(target), "previous": None if prev is None else str(prev)}
     log_step(out, entry)
     return entry
-
-
-UNREVIEWED_PER_ANSWER = 4  # at most this many unreviewed frames per held-back answer
-
-
-def _unreviewed(journal: Journal, out: Path, since_id: int, classes: Sequence[str],
-                empty_classes: Sequence[str], limit: int) -> list[tuple[Any, int]]:
-    """The latest frames the watcher tagged or set aside by itself (not answered), from
-    journal row `since_id` on, with the class it decided; at most `limit`."""
-    answered_ids = {a.frame_id for a in journal.answers()}
-    rows = []
-    for f in journal.frames(state="done"):
-        if f.id < since_id or f.id in answered_ids or f.decision not in ("tagged", "empty"):
-            continue
-        k = (class_index(None, classes, empty_classes) if f.decision == "empty"
-             else class_index(f.label, classes, empty_classes))
-        if k is not None and f.dest and (out / f.dest).is_file():
-            rows.append((f, k))
-    return rows[-limit:] if limit else []
 
 
 def _last_logged(out: Path) -> dict[str, Any] | None:

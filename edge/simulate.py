@@ -35,7 +35,6 @@ from edge.bundle import Bundle, load_bundle
 from edge.decode import decode_frame
 from edge.exif import exif_time
 from edge.learn import (
-    UNREVIEWED_PER_ANSWER,
     Examples,
     Policy,
     class_index,
@@ -224,7 +223,7 @@ def simulate(
     fixed = track("softmax_0.7", Policy(None, None, None, {**start.thresholds, "tag": SOFTMAX_TAG,
                                                            "empty": SOFTMAX_TAG}),
                   softmax_only=True)
-    answers, auto = _Store(), _Store()  # the reviewer's answers; frames decided unreviewed
+    answers = _Store()  # the reviewer's answers
     steps: list[dict[str, Any]] = []
     since = 0
     min_side = int(max(*c.input.size, *m.segmenter.input.size))
@@ -242,12 +241,9 @@ def simulate(
             if v == "review":  # the reviewer answers with the CSV's label
                 answers.add(chunk[j].file, chunk[j].y, base, j, i + j)
                 since += 1
-            else:  # labelled by what was decided: the candidate must not undo it unseen
-                said = learning.frames[i + j]["final_label"]
-                auto.add(chunk[j].file, classes.index(said), base, j, i + j)
         if every and since >= every:
             since = 0
-            step_report = _learn(learning, answers, auto, classes, empty, first,
+            step_report = _learn(learning, answers, classes, empty, first,
                                  target_error, C)
             step_report["after_frames"] = i + len(chunk)
             steps.append(step_report)
@@ -282,8 +278,8 @@ def _head_outputs(policy: Policy, base: Outputs) -> Outputs:
 
 @dataclass
 class _Store:
-    """Frames met so far (answers, or frames decided without review), with each one's class,
-    features, starting outputs and place in the stream."""
+    """The reviewer's answers so far, with each frame's class, features, starting outputs and
+    place in the stream."""
 
     keys: list[str] = field(default_factory=list)
     pos: list[int] = field(default_factory=list)
@@ -322,26 +318,16 @@ class _Store:
         return softmax(logits), cam
 
 
-def _learn(track: _Track, answers: _Store, auto: _Store, classes: Sequence[str],
+def _learn(track: _Track, answers: _Store, classes: Sequence[str],
            empty: list[int], first: tuple[np.ndarray, np.ndarray] | None, target_error: float,
            C: float) -> dict[str, Any]:
-    """One learning step on the answers so far, validated on the held-back answers and the
-    frames decided unreviewed since the first of them; the track takes the candidate if
-    better."""
+    """One learning step on the answers so far, validated on the held-back answers; the track
+    takes the candidate if better."""
     ex = answers.examples()
     test = held_back(len(ex))
     probs, cam = answers.outputs_of(track.policy, test)
-    since = answers.pos[test[0]] if test.size else 0
-    recent = [i for i, p in enumerate(auto.pos) if p >= since]
-    cap = UNREVIEWED_PER_ANSWER * int(test.size)
-    recent = recent[max(0, len(recent) - cap):] if cap else []
-    un = un_p = un_c = None
-    if recent:
-        un = auto.examples(recent)
-        un_p, un_c = auto.outputs_of(track.policy, recent)
     step = learn_step(ex, classes=classes, empty_index=empty, current=track.policy,
-                      current_probs=probs, current_cam=cam, first=first, unreviewed=un,
-                      unreviewed_probs=un_p, unreviewed_cam=un_c,
+                      current_probs=probs, current_cam=cam, first=first,
                       target_error=target_error, C=C)
     if step.install and step.policy is not None:
         track.policy = step.policy
