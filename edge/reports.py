@@ -83,6 +83,9 @@ def summary(journal: Journal) -> Group:
         per_cam.setdefault(f.camera or "(top)", Counter())[d] += 1
         per_day.setdefault(_day(f), Counter())[d] += 1
         label = answered.get(f.id, f.label)
+        guess = (f.extra or {}).get("species_guess")
+        if f.id not in answered and label == "animal" and guess:
+            label = f"animal (guess: {guess[0]})"  # the finer name, never taken as the label
         if f.decision in ("tagged", "review") and label:
             species[label] += 1
             review[label] += f.decision == "review"
