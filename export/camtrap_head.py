@@ -27,6 +27,7 @@ import torch
 from edge.bundle import InputSpec
 from edge.categories import CATEGORIES, md_category
 from edge.decode import load_image
+from edge.linear_head import fit_head
 from edge.preprocess import prepare
 from export.lite0 import MEAN, STD, EfficientNetLite0, load_imagenet_lite0
 from export.segmenter import lite0_taps
@@ -111,33 +112,8 @@ def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
 
 
 # ---- the head and its out-of-source test ---------------------------------------------------
-
-
-def fit_head(X: np.ndarray, y: np.ndarray, *, C: float = 0.1, seed: int = 0) -> dict[str, Any]:
-    """Multinomial logistic regression on standardised X with balanced class weights; weight
-    [K,F] and bias [K] act on raw X (the standardisation folded in), so the head is a plain
-    Linear(1280, K). Classes are CATEGORIES (y holds their indices), all K always present in
-    the output even when a training set lacks one (its logit is then -inf-like)."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    X = np.asarray(X, np.float64)
-    mean, scale = X.mean(0), X.std(0)
-    scale[scale < 1e-8] = 1.0
-    Z = (X - mean) / scale
-    with threadpool_limits(1):
-        m = LogisticRegression(C=C, class_weight="balanced", max_iter=3000,
-                               random_state=seed).fit(Z, y)
-    K, F = len(CATEGORIES), X.shape[1]
-    weight = np.zeros((K, F))
-    bias = np.full(K, -30.0)  # a category the training set lacks is never predicted
-    present = m.classes_
-    coef, inter = m.coef_, m.intercept_
-    if coef.shape[0] == 1:  # binary: one row in sklearn, softmax over [-z/2, z/2] is the same
-        coef, inter = np.vstack([-coef / 2, coef / 2]), np.array([-inter[0] / 2, inter[0] / 2])
-    weight[present] = coef / scale
-    bias[present] = inter - (coef / scale) @ mean
-    return {"weight": weight.astype(np.float32), "bias": bias.astype(np.float32), "C": C}
+# The head itself is edge.linear_head.fit_head: the device fits a camera's head from answers
+# with the same function.
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
