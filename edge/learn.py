@@ -45,7 +45,7 @@ import numpy as np
 from edge.bundle import Bundle, Manifest, file_entry, load_bundle, write_manifest
 from edge.categories import CATEGORIES, md_category
 from edge.durable import fsync_dir
-from edge.fusion import apply_fusion, features, fit_fusion
+from edge.fusion import FEATURES, apply_fusion, features, fit_fusion
 from edge.journal import Journal
 from edge.linear_head import HEAD_FILE, apply_head, fit_head, save_head
 from edge.overmap import score_frame
@@ -254,11 +254,12 @@ def triage_frames(probs: np.ndarray, cam: np.ndarray, foreground: np.ndarray, po
     X = cues(probs, cam, foreground, classes=classes, empty_index=empty_index, measure=measure)
     fused = apply_fusion(policy.fusion, X)
     pred = probs.argmax(1)
+    fg = FEATURES.index("foreground")
     t = {**DEFAULTS, **policy.thresholds}
     decisions = [decide(Evidence(camera="", time=None, label=classes[k],
                                  is_empty_class=int(k) in empty_index, is_human=False,
                                  softmax=float(probs[i, k]), fused=float(fused[i]),
-                                 foreground=float(X[i, 4]), background_ready=False), t)
+                                 foreground=float(X[i, fg]), background_ready=False), t)
                  for i, k in enumerate(pred)]
     return decisions, pred
 
@@ -431,17 +432,22 @@ def write_learned_bundle(src: Bundle, dest: Path, policy: Policy,
         raise ValueError("a learned bundle needs a head")
     dest.mkdir(parents=True)
     m, c = src.manifest, src.manifest.classifier
-    for entry in (c.file, m.segmenter.file, c.train_features):
-        if entry is None or (dest / entry.path).exists():
+    first = c.train_features.path if c.train_features else TRAIN_FEATURES
+    for name in (c.file.path, m.segmenter.file.path, first):
+        if (dest / name).exists() or not (src.root / name).is_file():
             continue
-        (dest / entry.path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(src.root / entry.path, dest / entry.path)
+            os.link(src.root / name, dest / name)
         except OSError:
-            shutil.copy2(src.root / entry.path, dest / entry.path)
+            shutil.copy2(src.root / name, dest / name)
+            _fsync(dest / name)
     save_head(dest / HEAD_FILE, policy.weight, policy.bias)
     _fsync(dest / HEAD_FILE)
-    spec = c.model_copy(update={"head": file_entry(dest, HEAD_FILE)})
+    update: dict[str, Any] = {"head": file_entry(dest, HEAD_FILE)}
+    if (dest / first).is_file():  # the first labels go along, named and checksummed
+        update["train_features"] = file_entry(dest, first)
+    spec = c.model_copy(update=update)
     history = [*m.validation.get("learned_history", []), learned]
     manifest = m.model_copy(update={
         "classifier": spec, "fusion": policy.fusion, "thresholds": dict(policy.thresholds),

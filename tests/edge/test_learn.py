@@ -250,3 +250,20 @@ def test_the_packaged_bundle_is_never_written(tmp_path: Path, learnable: Path,
     shutil.copytree(learnable, out / "bundle")  # once learned, OUT/bundle is the one
     assert _learn_paths(out, None) == (out / "bundle", out / "bundle")
     assert _learn_paths(out, learnable) == (learnable, learnable)
+
+
+def test_a_learned_bundle_carries_the_first_labels_named(tmp_path: Path,
+                                                         learnable: Path) -> None:
+    from edge.learn import Policy, write_learned_bundle
+
+    src = tmp_path / "src"
+    shutil.copytree(learnable, src)
+    np.savez(src / "train_features.npz", features=np.zeros((4, 16), np.float16),
+             labels=np.array([0, 1, 2, 3]))  # shipped, not named in the manifest
+    policy = Policy(np.ones((4, 16), np.float32), np.zeros(4, np.float32), None, {"tag": 0.9})
+    dest = write_learned_bundle(load_bundle(src), tmp_path / "new", policy, {"answers": 0})
+    b = load_bundle(dest)  # verifies every named file's sha256
+    assert b.manifest.classifier.train_features is not None
+    assert b.manifest.classifier.head is not None and b.manifest.thresholds == {"tag": 0.9}
+    assert (dest / "train_features.npz").stat().st_ino == \
+        (src / "train_features.npz").stat().st_ino
