@@ -798,11 +798,13 @@ def learn_cmd(
         raise typer.Exit(1) from None
     if entry.get("installed"):
         new, old = entry["candidate"], entry["current"]
-        console.print(f"[green]installed[/] {entry['installed']} (previous kept at "
-                      f"{entry['previous']}): on {new['frames']} held-out frames "
-                      f"{new['reviewed']} reviews and {new['wrong_auto']} wrong, against "
-                      f"{old['reviewed']} and {old['wrong_auto']}; tag threshold "
-                      f"{entry['calibration']['tag']:.3f}")
+        kept = f"previous kept at {entry['previous']}" if entry["previous"] else "the first"
+        cal = entry["calibration"]
+        console.print(f"[green]installed[/] {escape(entry['installed'])} ({escape(kept)}): on "
+                      f"{new['frames']} held-back answers {new['reviewed']} reviews and "
+                      f"{new['wrong_auto']} wrong, against {old['reviewed']} and "
+                      f"{old['wrong_auto']}; thresholds tag {cal['tag']:.3f}, empty "
+                      f"{cal['empty'] if cal['empty'] is None else round(cal['empty'], 3)}")
     else:
         console.print(f"not installed: {escape(str(entry.get('reason')))} "
                       f"({entry.get('answers_total', entry.get('answers', 0))} answers)")
