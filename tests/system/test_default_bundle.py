@@ -27,7 +27,7 @@ def test_the_shipped_bundle_verifies_and_knows_the_four_categories() -> None:
     c = b.manifest.classifier
     assert c.classes == list(CATEGORIES)
     assert c.empty_classes == ["empty"] and c.human_classes == ["person"]
-    assert len(c.guess_classes) == 1000  # the ImageNet names, shown as a species guess
+    assert len(c.guess_classes) == 398  # ImageNet's animals, shown as a species guess
     assert c.input.resize != "center_crop"  # the whole frame is seen
     loso = b.manifest.validation["camtrap_loso"]
     assert b.manifest.thresholds["empty"] == loso["t_empty"]
