@@ -290,7 +290,10 @@ def watch_cmd(
     if not inbox.is_dir():
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
         raise typer.Exit(2)
-    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
+    # the camera's own bundle, once `edge learn` has installed one in OUT, beats the default
+    learned = (out or cfg.watch.out or inbox / "sorted") / "bundle"
+    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or (
+        learned if (learned / "manifest.json").is_file() else default_bundle()))
     try:
         thresholds = resolve_thresholds(
             b.manifest.thresholds, cfg,

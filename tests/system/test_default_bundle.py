@@ -64,3 +64,25 @@ def test_the_quick_start_sorts_the_samples_without_torch_and_loses_no_animal(tmp
     assert sorted(p.name for p in SAMPLES.rglob("*.JPG")) == sorted(truth)  # --copy: untouched
     results = json.loads((out / MD_RESULTS).read_text())
     assert len(results["images"]) == len(truth)
+
+
+def test_the_watcher_takes_the_cameras_learned_bundle_in_out_over_the_default(tmp_path) -> None:
+    """`edge learn` installs the camera's own bundle as OUT/bundle; the next `edge watch` of
+    that OUT uses it without being told, and a bundle given on the command line still wins."""
+    import shutil
+
+    out = tmp_path / "sorted"
+    shutil.copytree(default_bundle(), out / "bundle")
+    inbox = tmp_path / "card" / "S90"
+    inbox.mkdir(parents=True)
+    shutil.copy(next(SAMPLES.rglob("*.JPG")), inbox)
+
+    def start_line(*extra: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "edge.cli", "watch", str(inbox.parent),
+                            "--out", str(out), "--copy", "--once", "--no-tui", *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return next(line for line in r.stderr.splitlines() if "start: bundle" in line)
+
+    assert f"bundle {out / 'bundle'}," in start_line()
+    assert f"bundle {default_bundle()}," in start_line("--bundle", str(default_bundle()))
