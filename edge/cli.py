@@ -295,10 +295,9 @@ def watch_cmd(
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or (
         learned if (learned / "manifest.json").is_file() else default_bundle()))
     try:
-        thresholds = resolve_thresholds(
-            b.manifest.thresholds, cfg,
-            {"tag": tag, "empty": empty, "empty_foreground": empty_foreground},
-        )
+        flags = {"tag": tag, "empty": empty, "empty_foreground": empty_foreground}
+        thresholds = resolve_thresholds(b.manifest.thresholds, cfg, flags)
+        overrides = resolve_thresholds({}, cfg, flags)  # what outlasts a bundle swapped in
     except ConfigError as e:
         err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
@@ -314,7 +313,8 @@ def watch_cmd(
             raise typer.Exit(2) from None
     opts = WatchOptions(
         inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
-        thresholds=thresholds, copy=copy if copy is not None else w.copy_files,
+        thresholds=thresholds, threshold_overrides=overrides,
+        copy=copy if copy is not None else w.copy_files,
         polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
         poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,
         settle=settle if settle is not None else w.settle_seconds,
@@ -785,7 +785,8 @@ def learn_cmd(
     and its `tag` threshold set for --target-error, and it is compared with the current
     bundle on the latest answers, which neither has seen. A better bundle replaces the old
     one in one step (the old one kept as BUNDLE.prev); every decision goes to
-    OUT/learn/log.jsonl. Restart `edge watch` (with --bundle at the installed folder) to use it.
+    OUT/learn/log.jsonl. `edge watch` uses it from its next start (OUT/bundle without
+    --bundle; else the folder given).
     """
     from edge.learn import run_learn
 

@@ -19,8 +19,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.background import CameraBackgrounds
-from edge.bundle import Bundle
+from edge.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from edge.decode import DecodeError, decode_frame
 from edge.discover import EXTS, Watcher, scan
 from edge.durable import make_dirs
@@ -60,6 +61,7 @@ RESULTS_SHARE = 0.05  # ... and at most this share of the time spent rewriting i
 PURGE_EVERY = 3600.0  # seconds between sweeps for empties past their retention
 RECOUNT_EVERY = 60.0  # seconds between counts of the frames waiting in OUT/review
 MAX_AHEAD = 8  # batches loaded ahead and kept waiting, at most
+BUNDLE_CHECK_EVERY = 10.0  # seconds between looks for a bundle `edge learn` swapped in
 
 
 @dataclass
@@ -83,6 +85,10 @@ class WatchOptions:
     threads: int | None = None
     measure: str = "energy"
     delete_empty_after_days: float | None = None  # None: empties are kept, never deleted
+    # the thresholds the config and the flags set: they outlast a bundle swapped in while
+    # watching, whose own thresholds replace the old bundle's
+    threshold_overrides: dict[str, float] = field(default_factory=dict)
+    bundle_check: float = BUNDLE_CHECK_EVERY  # seconds between looks for a new bundle
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -306,11 +312,12 @@ def inference_threads(opts: WatchOptions) -> int:
     return max(1, cores - 1) if opts.lookahead > 0 else cores
 
 
-def open_scorer(bundle: Bundle, opts: WatchOptions) -> tuple[Scorer, str]:
+def open_scorer(bundle: Bundle, opts: WatchOptions,
+                backgrounds: CameraBackgrounds | None = None) -> tuple[Scorer, str]:
     runtime = Runtime.from_bundle(bundle, providers=opts.providers,
                                   threads=inference_threads(opts))
-    scorer = Scorer(runtime, bundle.manifest, backgrounds=CameraBackgrounds(),
-                    measure=opts.measure)
+    scorer = Scorer(runtime, bundle.manifest, measure=opts.measure,
+                    backgrounds=backgrounds if backgrounds is not None else CameraBackgrounds())
     provider = runtime.providers.get("classifier", "?")
     log.info("start: bundle %s, inbox %s, out %s, providers %s", bundle.root, opts.inbox,
              opts.out, ", ".join(f"{m} {p}" for m, p in runtime.providers.items()))
@@ -488,10 +495,18 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
 
 def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                 on_tick: Callable[[], None] | None = None) -> Stats:
-    """Watch until `opts.stop` is set (Ctrl-C, SIGTERM)."""
+    """Watch until `opts.stop` is set (Ctrl-C, SIGTERM).
+
+    A bundle replaced in place while watching (`edge learn` swaps the camera's new bundle
+    into OUT/bundle atomically) is taken between two batches: the frames waiting, the bursts
+    and the background models carry over; a replacement that does not load is logged and the
+    bundle in use kept."""
     scorer, stats.provider = open_scorer(bundle, opts)
-    with Decider(scorer, opts, stats) as decider, \
-            Journal.open(opts.out, exclusive=True) as journal:
+    stamp = _bundle_stamp(bundle.root)
+    last_check = time.monotonic()
+    holder = [Decider(scorer, opts, stats)]
+    with _closing(holder), Journal.open(opts.out, exclusive=True) as journal:
+        decider = holder[0]
         clean_temps(opts.out)
         stats.recount()
         _process(journal, decider, opts, stats)
@@ -519,6 +534,13 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     continue
                 if admitted:
                     _process(journal, decider, opts, stats)
+                if time.monotonic() - last_check > opts.bundle_check:
+                    last_check = time.monotonic()
+                    if (now := _bundle_stamp(bundle.root)) != stamp:
+                        stamp = now
+                        if (swapped := _swap_bundle(bundle, decider, opts, stats)) is not None:
+                            bundle, decider = swapped
+                            holder[0] = decider
                 stats.pending = len(decider.arrived)
                 if on_tick:
                     on_tick()
@@ -539,6 +561,45 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     last_count = time.monotonic()
         _write_results(journal, opts, bundle, live=True)
     return stats
+
+
+def _bundle_stamp(root: Path) -> tuple[int, int] | None:
+    """What changes when a bundle is replaced: its manifest's inode and modification time."""
+    try:
+        st = (root / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+@contextmanager
+def _closing(holder: list[Decider]) -> Iterator[None]:
+    """Close whichever Decider the holder has at the end (a swap replaces it)."""
+    try:
+        yield
+    finally:
+        holder[0].close()
+
+
+def _swap_bundle(old: Bundle, decider: Decider, opts: WatchOptions,
+                 stats: Stats) -> tuple[Bundle, Decider] | None:
+    """The replaced bundle at `old.root`, opened, with a Decider that carries the frames
+    waiting, the bursts and the background models over; None (old kept) if it fails."""
+    try:
+        new = load_bundle(old.root)
+        scorer, provider = open_scorer(new, opts, decider.scorer.backgrounds)
+    except (BundleError, RuntimeError, OSError) as e:
+        log.warning("bundle %s changed but cannot be used, keeping the one in use: %s",
+                    old.root, e)
+        return None
+    opts.thresholds = {**new.manifest.thresholds, **opts.threshold_overrides}
+    fresh = Decider(scorer, opts, stats)
+    fresh.arrived, fresh.recent = decider.arrived, decider.recent
+    decider.close()
+    stats.provider = provider
+    log.info("bundle %s replaced (created %s): thresholds now %s", new.root,
+             new.manifest.created, opts.thresholds)
+    return new, fresh
 
 
 def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console) -> int:
