@@ -785,8 +785,8 @@ def learn_cmd(
     and its `tag` threshold set for --target-error, and it is compared with the current
     bundle on the latest answers, which neither has seen. A better bundle replaces the old
     one in one step (the old one kept as BUNDLE.prev); every decision goes to
-    OUT/learn/log.jsonl. `edge watch` uses it from its next start (OUT/bundle without
-    --bundle; else the folder given).
+    OUT/learn/log.jsonl. A running `edge watch` on that bundle takes the new one between
+    batches; a new one finds OUT/bundle without --bundle.
     """
     from edge.learn import run_learn
 
