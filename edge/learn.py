@@ -176,19 +176,23 @@ def first_labels(bundle: Bundle) -> FirstLabels | None:
 
 
 def add_first_labels(root: Path, features: Any, labels: Sequence[str],
-                     files: Sequence[str] | None = None) -> Path:
+                     files: Sequence[str] | None = None,
+                     sources: Sequence[str] | None = None) -> Path:
     """Ship a training set's features in the bundle at `root` (what the exporter calls):
     `train_features.npz` with features [M,K] as float16, labels [M] (class names) and files
-    [M] (the frames' paths, so a replay can leave a camera's own frames out), named in the
-    manifest with its sha256. Returns the file's path."""
+    [M] and sources [M] (where the frames came from, so a replay can leave a camera's own
+    frames out), named in the manifest with its sha256. Returns the file's path."""
     X = np.asarray(features, np.float32)
     if X.ndim != 2 or len(labels) != len(X) or (files is not None and len(files) != len(X)):
         raise ValueError(f"features [M, K] with one label (and file) per row, got {X.shape}, "
                          f"{len(labels)} labels")
     path = Path(root) / TRAIN_FEATURES
-    with open(path, "wb") as f:
+    tmp = path.with_name(path.name + ".tmp")  # a new file, never the old one rewritten: a
+    with open(tmp, "wb") as f:  # learned bundle may hold the old one as a hard link
         np.savez(f, features=X.astype(np.float16), labels=np.asarray(labels, str),
-                 files=np.asarray(files if files is not None else [""] * len(X), str))
+                 files=np.asarray(files if files is not None else [""] * len(X), str),
+                 sources=np.asarray(sources if sources is not None else [""] * len(X), str))
+    tmp.replace(path)
     m = load_bundle(root, verify=False).manifest
     spec = m.classifier.model_copy(update={"train_features": file_entry(Path(root),
                                                                         TRAIN_FEATURES)})

@@ -171,6 +171,8 @@ def _starting_policy(bundle: Bundle, rows: Sequence[Row], leave_stream_out: bool
     if not (leave_stream_out and mine.any()):
         return policy, (first.X, first.y), 0
     first = first.keep(~mine)
+    # the shipped head's own recipe (its L2 strength, when the bundle records it)
+    C = float(bundle.manifest.validation.get("camtrap_loso", {}).get("C", C))
     head = fit_head(first.X, first.y, C=C, n_classes=len(bundle.manifest.classifier.classes))
     return (Policy(head["weight"], head["bias"], policy.fusion, policy.thresholds),
             (first.X, first.y), int(mine.sum()))

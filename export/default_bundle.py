@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from edge.categories import CATEGORIES
+from edge.learn import add_first_labels
 from export.camtrap_head import (
     EMPTY,
     cached_cues,
@@ -42,7 +43,6 @@ from export.camtrap_head import (
 HERE = Path(__file__).resolve().parent.parent
 DATA = HERE.parent / "shared" / "data" / "camtrap"
 DEFAULT_OUT = HERE / "edge" / "default_bundle"
-TRAIN_FEATURES = "train_features.npz"
 # ImageNet's classes 0..397 are animals (tench to puffer, in WordNet order); the guess
 # is only shown for frames the head calls "animal", so it names an animal, not a snowplow
 IMAGENET_ANIMALS = 398
@@ -148,9 +148,8 @@ def build(out: Path, report_path: Path | None, *, data: Path = DATA,
         torch.manual_seed(0)
         run_export(opts)
     # "the first labels": what `edge learn` trains a camera's head on beside its answers
-    np.savez_compressed(out / TRAIN_FEATURES, features=cues[mode]["features"].astype(np.float16),
-                        labels=y, classes=np.array(CATEGORIES),
-                        sources=np.array([f.source for f in frames]))
+    add_first_labels(out, cues[mode]["features"], [f.category for f in frames],
+                     files=[f.file for f in frames], sources=[f.source for f in frames])
     _add_to_manifest(out, {"camtrap_loso": _summary(report),
                            "val_dir": f"256 frames spread over {data.name} (every source)"})
     if report_path is not None:
