@@ -117,6 +117,13 @@ class Manifest(_Strict):
     validation: dict[str, Any] = Field(default_factory=dict)
     calibration: dict[str, Any] = Field(default_factory=dict)
     fusion: dict[str, Any] | None = None
+
+    @field_validator("fusion")
+    @classmethod
+    def _usable(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:
+        from edge.fusion import check_fusion
+
+        return None if params is None else check_fusion(params)
     versions: dict[str, str] = Field(default_factory=dict)
 
 

@@ -137,6 +137,22 @@ def apply_fusion(params: dict[str, Any] | None, X: Any) -> np.ndarray:
     raise ValueError(f"unknown fusion kind {kind!r} (expected default, logistic or isotonic)")
 
 
+def check_fusion(params: dict[str, Any]) -> dict[str, Any]:
+    """Raise ValueError unless `params` can be applied: run it on one row of cues of the width
+    it reads, so a malformed bundle is refused when it loads, not with a KeyError on its
+    first frame in the field. Returns params unchanged."""
+    try:
+        width = len(params.get("input_features", FEATURES))
+        with np.errstate(all="ignore"):  # what it gives is checked below
+            out = apply_fusion(params, np.zeros((1, width)))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"the fusion parameters cannot be applied ({type(e).__name__}: {e})"
+                         ) from None
+    if out.shape != (1,) or not np.all(np.isfinite(out)):
+        raise ValueError("the fusion parameters give no finite confidence")
+    return params
+
+
 # ---- fitting (calibration time, needs scikit-learn) -----------------------------------------
 
 

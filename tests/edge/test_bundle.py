@@ -107,3 +107,28 @@ def test_cli_shows_a_bad_provider_setting_instead_of_crashing(
     result = CliRunner().invoke(app, ["bundle", str(tiny_bundle)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "unknown execution provider 'warp'" in result.output
+
+
+@pytest.mark.parametrize("fusion", [
+    {"kind": "logistic", "features": ["max_softmax"], "mean": [0.5]},  # no scale, coef
+    {"kind": "isotonic", "features": ["max_softmax"], "x": [0, 1], "y": [0.2]},
+    {"kind": "bayes"},
+    {"kind": "logistic", "features": ["max_softmax"], "mean": [0], "scale": [0], "coef": [1],
+     "intercept": 0},  # a zero scale: no finite confidence
+])
+def test_malformed_fusion_parameters_are_refused_at_load(copy: Path, fusion: dict) -> None:
+    path = copy / "manifest.json"
+    m = json.loads(path.read_text())
+    m["fusion"] = fusion
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="fusion"):
+        load_bundle(copy)
+
+
+def test_fitted_fusion_parameters_load(copy: Path) -> None:
+    path = copy / "manifest.json"
+    m = json.loads(path.read_text())
+    m["fusion"] = {"kind": "logistic", "features": ["max_softmax", "overmap"], "mean": [0.5, 0.2],
+                   "scale": [0.2, 0.1], "coef": [1.5, 0.3], "intercept": -0.2}
+    path.write_text(json.dumps(m))
+    assert load_bundle(copy).manifest.fusion["kind"] == "logistic"
