@@ -28,6 +28,7 @@ from edge.bundle import InputSpec
 from edge.categories import CATEGORIES, md_category
 from edge.decode import load_image
 from edge.linear_head import fit_head
+from edge.overmap import softmax
 from edge.preprocess import prepare
 from export.lite0 import MEAN, STD, EfficientNetLite0, load_imagenet_lite0
 from export.segmenter import lite0_taps
@@ -114,12 +115,6 @@ def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
 # ---- the head and its out-of-source test ---------------------------------------------------
 # The head itself is edge.linear_head.fit_head: the device fits a camera's head from answers
 # with the same function.
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
 
 
 def probs_of(head: dict[str, Any], X: np.ndarray) -> np.ndarray:
