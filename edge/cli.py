@@ -415,6 +415,7 @@ def batch_cmd(
     console.print(f"{report.frames} frames ({report.failures} unreadable) in {report.chunks} "
                   f"chunks, {report.chunks_done_before} done before this run, "
                   f"{report.seconds:.1f} s")
+    console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phases.items()))
     for path in report.results:
         console.print(f"results: {path}", soft_wrap=True)
     if report.camtrap is not None:

@@ -67,6 +67,7 @@ class BatchReport:
     providers: set[str]
     seconds: float
     camtrap: Any = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: ray, listing, ...
 
 
 def signature(opts: BatchOptions) -> str:
@@ -134,9 +135,16 @@ def run_batch(opts: BatchOptions) -> BatchReport:
     t0 = time.monotonic()
     out = opts.out.resolve()
     shard_dir = out / SHARDS
+    phases: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        phases[name] = time.monotonic() - t0 - sum(phases.values())
+
     root, listed = list_frames(opts.source, exclude=[out])
     opts.log(f"{len(listed)} frames listed under {root}")
+    lap("listing")
     ray = start_ray(opts)
+    lap("ray")
     ordered = capture_order(probe_times(ray, root, listed))
     chunks = make_chunks(ordered, size=opts.chunk_frames, warmup=opts.warmup,
                          signature=signature(opts))
@@ -155,8 +163,10 @@ def run_batch(opts: BatchOptions) -> BatchReport:
         providers.add(str(row["provider"]))
         opts.log(f"chunk {row['chunk']}: {row['frames']} frames, {row['failures']} unreadable")
 
+    lap("times")
     if todo:
         run_chunks(ray, todo, copts, opts, on_done)
+    lap("chunks")
     records, missing = merge(shard_dir, chunks)
     manifest = load_bundle(opts.bundle).manifest
     info = BundleInfo.from_manifest(manifest)
@@ -166,11 +176,12 @@ def run_batch(opts: BatchOptions) -> BatchReport:
     camtrap = None
     if opts.camtrap_config is not None:
         camtrap = export_camtrap(records, out, info, opts.camtrap_config, bool(opts.place))
+    lap("merge")
     return BatchReport(
         frames=len(records), chunks=len(chunks), chunks_done_before=len(chunks) - len(todo),
         failures=sum(r.failure is not None for r in records), results=results,
         missing=[f.relpath for f in missing], providers=providers,
-        seconds=time.monotonic() - t0, camtrap=camtrap,
+        seconds=time.monotonic() - t0, camtrap=camtrap, phases=phases,
     )  # fmt: skip
 
 
