@@ -172,8 +172,9 @@ def test_the_command_line_does_not_import_ray():
 # -- a local Ray (embedded), a few frames
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
+    """One embedded Ray for this module's local tests (starting one takes seconds)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
     ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
@@ -207,6 +208,35 @@ def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
     for im in images:  # a hard link per frame under OUT/<decision>/
         decision = im.get("decision", "quarantine")
         assert (out / decision / im["file"]).stat().st_ino == (inbox / im["file"]).stat().st_ino
+
+
+def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
+        local_ray, tiny_bundle: Path, tmp_path: Path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    names = fill_inbox(inbox)
+    config = Path(__file__).resolve().parents[2] / "examples" / "edge.toml"
+    result = CliRunner().invoke(app, ["batch", str(inbox), "--out", str(out), "--bundle",
+                                      str(tiny_bundle), "--sorted-copy", "--camtrap-dp",
+                                      str(config), "--chunk", "4"])
+    assert result.exit_code == 0, result.output
+    assert "11 frames (2 unreadable)" in result.output
+    images = assert_each_once(out, names)
+    sorted_view = json.loads((out / "results" / "megadetector-sorted.json").read_text())
+    for im, placed in zip(images, sorted_view["images"], strict=True):
+        copy = out / placed["file"]
+        assert placed["file"].endswith(im["file"]) and sha(copy) == sha(inbox / im["file"])
+        assert copy.stat().st_ino != (inbox / im["file"]).stat().st_ino  # a copy, not a link
+    with open(out / "camtrap-dp" / "media.csv", newline="") as f:
+        media = list(csv.DictReader(f))
+    assert media and len(media) <= len(names) - len(BAD)
+    assert all((out / m["filePath"]).is_file() for m in media)
+    assert all(not m["filePath"].startswith("quarantine/") for m in media)
 
 
 # -- a real two-node cluster on 127.0.0.1, workers and drivers killed
