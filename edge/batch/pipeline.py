@@ -27,7 +27,7 @@ from edge.batch.merge import Place, merge, place, write_results
 from edge.batch.shards import SHARDS, clean_temps, is_complete
 from edge.batch.worker import ChunkOptions, ChunkWorker
 from edge.bundle import load_bundle
-from edge.results import BundleInfo, FrameRecord
+from edge.results import BundleInfo, FrameRecord, write_json_atomic
 from edge.triage import BURST_FRAMES
 
 SHARD_FORMAT = 1  # bump when what a shard holds changes: old shards are then not reused
@@ -104,14 +104,29 @@ def _from_items(ray: Any, items: list[dict[str, Any]]) -> Any:
         return ray.data.from_items(items, parallelism=len(items))
 
 
-def probe_times(ray: Any, root: Path, frames: list[Listed], *, block: int = 512) -> list[Listed]:
-    """Every frame's capture time, read in Ray tasks, `block` frames a task."""
+TIMES = "batch/times.json"
+
+
+def probe_times(ray: Any, root: Path, frames: list[Listed], *, cache: Path | None = None,
+                block: int = 512) -> list[Listed]:
+    """Every frame's capture time, read in Ray tasks, `block` frames a task. `cache`: the
+    times a run read before, by frame (path, size, mtime); only the others are read, and the
+    cache is rewritten (atomically) with all of them."""
+    known: dict[tuple[str, int, int], tuple[str | None, str | None]] = {}
+    if cache is not None and cache.is_file():
+        try:
+            known = {(r, s, m): (t, src) for r, s, m, t, src in json.loads(cache.read_text())}
+        except (OSError, ValueError, TypeError):
+            known = {}  # a damaged cache is read again, not trusted
+    todo = [f for f in frames if f.key not in known]
     read = ray.remote(num_cpus=0.5)(capture_times)
-    refs = [read.remote(str(root), [f.relpath for f in frames[i:i + block]])
-            for i in range(0, len(frames), block)]
+    refs = [read.remote(str(root), [f.relpath for f in todo[i:i + block]])
+            for i in range(0, len(todo), block)]
     times = [t for part in ray.get(refs) for t in part]
-    return [Listed(f.relpath, f.size, f.mtime_ns, t, s)
-            for f, (t, s) in zip(frames, times, strict=True)]
+    known.update((f.key, t) for f, t in zip(todo, times, strict=True))
+    if cache is not None and todo:
+        write_json_atomic(cache, [[*f.key, *known[f.key]] for f in frames])
+    return [Listed(f.relpath, f.size, f.mtime_ns, *known[f.key]) for f in frames]
 
 
 def run_chunks(ray: Any, todo: list[Chunk], copts: ChunkOptions, opts: BatchOptions,
@@ -145,7 +160,7 @@ def run_batch(opts: BatchOptions) -> BatchReport:
     lap("listing")
     ray = start_ray(opts)
     lap("ray")
-    ordered = capture_order(probe_times(ray, root, listed))
+    ordered = capture_order(probe_times(ray, root, listed, cache=out / TIMES))
     chunks = make_chunks(ordered, size=opts.chunk_frames, warmup=opts.warmup,
                          signature=signature(opts))
     clean_temps(shard_dir)

@@ -199,6 +199,8 @@ def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
     shards = sorted((out / "batch" / "shards").glob("*.jsonl"))
     assert len(shards) == first.chunks == 4  # per camera: 6 frames in 3 + 3, 5 in 3 + 2
     written = {p: p.stat().st_mtime_ns for p in shards}
+    times = json.loads((out / "batch" / "times.json").read_text())  # what a rerun reuses
+    assert sorted(row[0] for row in times) == names
 
     second = run_batch(opts)  # nothing left to do: every shard is complete
     assert second.chunks_done_before == second.chunks and second.frames == 11
