@@ -407,11 +407,17 @@ def batch_cmd(
         camtrap_config=camtrap_dp, providers=cfg.runtime.providers,
         log=lambda s: err.print(escape(s)),
     )  # fmt: skip
+    from ray.exceptions import RayError
+
     try:
         report = run_batch(opts)
     except (ListingError, CamtrapDPError) as e:
         err.print(f"[red]edge batch:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+    except RayError as e:  # a chunk failed past Ray's retries, a node lost, ...
+        err.print(f"[red]edge batch stopped:[/] {escape(str(e).splitlines()[0])}\nThe "
+                  "chunks finished so far are kept in OUT; run the same command again.")
+        raise typer.Exit(1) from None
     console.print(f"{report.frames} frames ({report.failures} unreadable) in {report.chunks} "
                   f"chunks, {report.chunks_done_before} done before this run, "
                   f"{report.seconds:.1f} s")
