@@ -91,7 +91,9 @@ def start_ray(opts: BatchOptions) -> Any:
     if opts.address:
         ray.init(address=opts.address, **common)
     else:
-        ray.init(num_cpus=opts.num_cpus or opts.workers + 1, include_dashboard=False,
+        # "local": a Ray of this run's own, even where a cluster runs on this machine
+        ray.init(address="local", num_cpus=opts.num_cpus or opts.workers + 1,
+                 include_dashboard=False,
                  object_store_memory=opts.object_store_mb * 2**20, **common)
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
@@ -139,7 +141,8 @@ def run_chunks(ray: Any, todo: list[Chunk], copts: ChunkOptions, opts: BatchOpti
     done = ds.map_batches(
         ChunkWorker, fn_constructor_kwargs={"opts": copts}, batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(opts.workers, len(todo))),
-        num_cpus=0.5, num_gpus=1 if gpus else 0,
+        # one thread: half a CPU, so a one-CPU node still has room for the decode tasks
+        num_cpus=opts.threads if opts.threads > 1 else 0.5, num_gpus=1 if gpus else 0,
     )  # fmt: skip
     for row in done.iter_rows():
         on_done(row)

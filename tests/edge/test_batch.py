@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -177,7 +178,8 @@ def local_ray():
     """One embedded Ray for this module's local tests (starting one takes seconds)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-    ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
+             include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
@@ -250,15 +252,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_pids(temp_dir: str) -> list[int]:
+    """The processes of the cluster whose files are under `temp_dir` (every node's raylet,
+    the GCS, the monitors carry it in their command line), and their children."""
+    own, parents = set(), {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().decode(errors="replace")
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents[int(d.name)] = ppid
+        if temp_dir in cmd:
+            own.add(int(d.name))
+    return sorted(own | {pid for pid, ppid in parents.items() if ppid in own})
+
+
+def stop_cluster(temp_dir: str) -> None:
+    """Stop this test's cluster and only it: `ray stop` would stop every Ray on the machine,
+    other runs' included."""
+    pids = cluster_pids(temp_dir)  # before any dies: its children are then still known
+
+    def alive() -> list[int]:
+        return [pid for pid in pids if Path(f"/proc/{pid}").exists()
+                and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace")]
+
+    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
+        for pid in alive():
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, FileNotFoundError):
+                pass
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def cluster():
+    """A head and a worker node on this machine, one CPU each, in a temp dir of their own."""
     pytest.importorskip("ray")
     # token auth, as Ray clusters have by default, explicit so the worker node joins with it
     env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "token"}
     port = free_port()
     address = f"127.0.0.1:{port}"
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: socket paths have a limit
     common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20),
-              "--disable-usage-stats"]
+              "--disable-usage-stats", "--temp-dir", temp_dir]
     ray = str(BIN / "ray")
     try:
         subprocess.run([ray, "start", "--head", "--port", str(port), "--node-ip-address",
@@ -266,9 +309,9 @@ def cluster():
                        check=True, capture_output=True, timeout=120)
         subprocess.run([ray, "start", "--address", address, *common], env=env, check=True,
                        capture_output=True, timeout=120)
-        yield address, env
+        yield address, env, temp_dir
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp_dir)
 
 
 def batch_process(address: str, env: dict, inbox: Path, out: Path, bundle: Path,
@@ -287,11 +330,13 @@ def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 
         time.sleep(0.1)
 
 
-def chunk_workers() -> list[int]:
-    """The pids of this machine's chunk actors (Ray names their processes after the class)."""
+def chunk_workers(temp_dir: str) -> list[int]:
+    """The pids of the chunk actors of this test's cluster (Ray names their processes after
+    the class; they are children of its raylets)."""
     pids = []
+    ours = set(cluster_pids(temp_dir))
     for d in Path("/proc").iterdir():
-        if d.name.isdigit():
+        if d.name.isdigit() and int(d.name) in ours:
             try:
                 cmd = (d / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
@@ -304,12 +349,12 @@ def chunk_workers() -> list[int]:
 @pytest.mark.slow
 def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
         cluster, tiny_bundle: Path, tmp_path: Path):
-    address, env = cluster
+    address, env, temp_dir = cluster
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox, n_ca=10, n_peru=6)
     proc = batch_process(address, env, inbox, out, tiny_bundle)
     wait_for_shards(out, 1, proc)
-    victims = chunk_workers()
+    victims = chunk_workers(temp_dir)
     assert victims, "no chunk actor found to kill"
     os.kill(victims[0], signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)  # Ray may restart the actor and finish, or not
@@ -326,7 +371,7 @@ def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
 @pytest.mark.slow
 def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
         cluster, tiny_bundle: Path, tmp_path: Path):
-    address, env = cluster
+    address, env, _temp_dir = cluster
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox, n_ca=10, n_peru=6)
     proc = batch_process(address, env, inbox, out, tiny_bundle, "--sorted-copy")
