@@ -4,7 +4,8 @@
 #
 #   ./install.sh --device     device runtime only (onnxruntime, OpenCV; no torch): enough to watch
 #   ./install.sh              the device runtime + the workstation's export tools (torch)
-#   ./install.sh --dev        the same, plus the test tools (and, as root, dosfstools + fusefat)
+#   ./install.sh --dev        the same, plus the test tools and ray for edge batch (and, as
+#                             root, dosfstools + fusefat)
 #   ./install.sh --rebuild    also rebuild edge/default_bundle from ../shared/data (minutes)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,7 +17,7 @@ for arg in "$@"; do
     --device) device=1 ;;
     --no-bundle) ;;  # kept for old scripts: nothing is built unless --rebuild
     --rebuild) rebuild=1 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
   esac
 done
