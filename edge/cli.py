@@ -368,6 +368,8 @@ def batch_cmd(
     gpus: Annotated[bool | None, typer.Option(
         "--gpus/--no-gpus", show_default=False,
         help="One GPU per actor (default: where the cluster has enough).")] = None,
+    threads: Annotated[int, typer.Option(
+        min=1, help="ONNX Runtime CPU threads per actor (each reserves as many CPUs).")] = 1,
 ) -> None:
     """Classify, score and triage a whole archive on a Ray cluster, resumably.
 
@@ -402,7 +404,7 @@ def batch_cmd(
     opts = BatchOptions(
         source=source, out=out, bundle=b.root, thresholds=thresholds, address=address,
         workers=workers, chunk_frames=chunk, burst_gap=cfg.triage.burst_gap_seconds,
-        burst_frames=cfg.triage.burst_max_frames, gpus=gpus,
+        burst_frames=cfg.triage.burst_max_frames, gpus=gpus, threads=threads,
         place="copy" if sorted_copy else (links.value if links else None),
         camtrap_config=camtrap_dp, providers=cfg.runtime.providers,
         log=lambda s: err.print(escape(s)),
@@ -414,6 +416,10 @@ def batch_cmd(
     except (ListingError, CamtrapDPError) as e:
         err.print(f"[red]edge batch:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
+    except OSError as e:  # OUT unwritable, full, or hard links asked across filesystems
+        err.print(f"[red]edge batch stopped:[/] {escape(str(e))}\nThe chunks finished so far "
+                  "are kept in OUT; run again once this is fixed.")
+        raise typer.Exit(1) from None
     except RayError as e:  # a chunk failed past Ray's retries, a node lost, ...
         err.print(f"[red]edge batch stopped:[/] {escape(str(e).splitlines()[0])}\nThe "
                   "chunks finished so far are kept in OUT; run the same command again.")

@@ -243,6 +243,32 @@ def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
     assert all(not m["filePath"].startswith("quarantine/") for m in media)
 
 
+def test_hard_links_across_filesystems_stop_with_a_message_and_symlinks_then_resume(
+        local_ray, tiny_bundle: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temp folder")
+    inbox = tmp_path / "in"
+    names = fill_inbox(inbox)
+    out = Path(tempfile.mkdtemp(prefix="batch-", dir="/dev/shm"))
+    try:
+        args = ["batch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle)]
+        hard = CliRunner().invoke(app, [*args, "--links", "hard"])
+        assert hard.exit_code == 1 and "run again once this is fixed" in hard.output
+        assert not (out / "results").exists()  # no results file naming links that are not
+        sym = CliRunner().invoke(app, [*args, "--links", "sym"])
+        assert sym.exit_code == 0, sym.output
+        assert "chunks, 2 done before this run" in sym.output  # the shards of the first try
+        for im in assert_each_once(out, names):
+            link = out / im.get("decision", "quarantine") / im["file"]
+            assert link.is_symlink() and link.resolve() == (inbox / im["file"]).resolve()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 # -- a real two-node cluster on 127.0.0.1, workers and drivers killed
 
 
