@@ -31,6 +31,7 @@ from edge.results import BundleInfo, FrameRecord, write_json_atomic
 from edge.triage import BURST_FRAMES
 
 SHARD_FORMAT = 1  # bump when what a shard holds changes: old shards are then not reused
+TIMES = "batch/times.json"  # the capture times read so far, by frame
 
 
 @dataclass
@@ -104,9 +105,6 @@ def _from_items(ray: Any, items: list[dict[str, Any]]) -> Any:
         return ray.data.from_items(items, override_num_blocks=len(items))
     except TypeError:  # Ray before 2.10
         return ray.data.from_items(items, parallelism=len(items))
-
-
-TIMES = "batch/times.json"
 
 
 def probe_times(ray: Any, root: Path, frames: list[Listed], *, cache: Path | None = None,
