@@ -51,7 +51,7 @@ def fill(inbox: Path, per_camera: int) -> int:
 
 
 def run(cmd: list[str]) -> tuple[float, str]:
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     t0 = time.monotonic()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0

@@ -81,9 +81,21 @@ def signature(opts: BatchOptions) -> str:
     })  # fmt: skip
 
 
+def loopback_only() -> None:
+    """Keep an embedded Ray on 127.0.0.1: Ray's own single-machine mode (the one it uses on
+    macOS and Windows), so a Ray that serves nobody else never listens on the network. Set
+    before Ray starts; the processes it spawns inherit it."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as constants
+
+    constants.ENABLE_RAY_CLUSTER = False  # read when the node's address is chosen
+
+
 def start_ray(opts: BatchOptions) -> Any:
     """Connect to `address`, or start a Ray here with few CPUs and a modest object store."""
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports nothing home
+    if not opts.address:
+        loopback_only()
     import ray
 
     if ray.is_initialized():

@@ -29,6 +29,20 @@ CA01 = DATA / "camtrap" / "mlwic_examples" / "CA-01"
 PERU = DATA / "camtrap" / "peru_s90_animl" / "S90_SDZG1"
 THRESHOLDS = {"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02}
 BIN = Path(sys.executable).parent
+LOOPBACK = Path(__file__).resolve().parent / "ray_loopback"  # its sitecustomize, for clusters
+# Ray reaches for the network by itself (its dashboard asks the cloud metadata address what
+# machine it runs on; its nodes swap 127.0.0.1 for the machine's own address), and these tests
+# may use nothing but the loopback. So every test that starts Ray runs inside a network
+# namespace of its own that has only `lo`: nothing can leave it. They are marked `netns` and
+# run there by the two tests at the end of this file.
+IN_NETNS = os.environ.get("OVERMAP_NETNS") == "1"
+_OUTSIDE = pytest.mark.skipif(
+    not IN_NETNS, reason="starts Ray: run in a loopback-only network namespace by "
+                         "test_ray_tests_pass_in_a_loopback_only_network_namespace")
+
+
+def NETNS(test):  # noqa: N802 (a marker, named as one)
+    return pytest.mark.netns(_OUTSIDE(test))
 BAD = {"S90/text.jpg": "not a decodable image", "S90/cut.jpg": "truncated JPEG"}
 
 
@@ -177,7 +191,10 @@ def test_the_command_line_does_not_import_ray():
 def local_ray():
     """One embedded Ray for this module's local tests (starting one takes seconds)."""
     ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    from edge.batch.pipeline import loopback_only
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports nothing home
+    loopback_only()  # as `edge batch` without --address: nothing but 127.0.0.1
     ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
              include_dashboard=False,
              log_to_driver=False, configure_logging=False)
@@ -185,6 +202,7 @@ def local_ray():
     ray.shutdown()
 
 
+@NETNS
 def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
         local_ray, tiny_bundle: Path, tmp_path: Path):
     from edge.batch.pipeline import BatchOptions, run_batch
@@ -214,6 +232,7 @@ def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
         assert (out / decision / im["file"]).stat().st_ino == (inbox / im["file"]).stat().st_ino
 
 
+@NETNS
 def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
         local_ray, tiny_bundle: Path, tmp_path: Path):
     import csv
@@ -243,6 +262,7 @@ def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
     assert all(not m["filePath"].startswith("quarantine/") for m in media)
 
 
+@NETNS
 def test_hard_links_across_filesystems_stop_with_a_message_and_symlinks_then_resume(
         local_ray, tiny_bundle: Path, tmp_path: Path):
     from typer.testing import CliRunner
@@ -322,7 +342,13 @@ def cluster():
     """A head and a worker node on this machine, one CPU each, in a temp dir of their own."""
     pytest.importorskip("ray")
     # token auth, as Ray clusters have by default, explicit so the worker node joins with it
-    env = {**os.environ, "RAY_DISABLE_USAGE_STATS": "1", "RAY_AUTH_MODE": "token"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           # every process of the cluster (and the driver) on 127.0.0.1: Ray would otherwise
+           # swap the loopback address for the machine's own (see ray_loopback/)
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK),
+                                                       os.environ.get("PYTHONPATH")])),
+           "OVERMAP_RAY_LOOPBACK": "1"}
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # a cluster of two nodes, not embedded
     port = free_port()
     address = f"127.0.0.1:{port}"
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: socket paths have a limit
@@ -373,6 +399,7 @@ def chunk_workers(temp_dir: str) -> list[int]:
 
 
 @pytest.mark.slow
+@NETNS
 def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
         cluster, tiny_bundle: Path, tmp_path: Path):
     address, env, temp_dir = cluster
@@ -395,6 +422,7 @@ def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
 
 
 @pytest.mark.slow
+@NETNS
 def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
         cluster, tiny_bundle: Path, tmp_path: Path):
     address, env, _temp_dir = cluster
@@ -415,3 +443,24 @@ def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
                                                         "quarantine")]
     assert len(sorted_files) == len(images)  # one copy each, the killed run's included
     assert {p: p.stat().st_mtime_ns for p in done} == done  # what it finished, not redone
+
+
+def _in_a_loopback_only_namespace(marks: str) -> subprocess.CompletedProcess:
+    """This file's tests marked `marks`, run by pytest inside `unshare -n` with `lo` up."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("a network namespace needs root, unshare and ip (iproute2)")
+    script = 'ip link set lo up && exec "$0" -m pytest "$1" -q -p no:cacheprovider -m "$2"'
+    return subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable, __file__,
+                           marks], env={**os.environ, "OVERMAP_NETNS": "1"},
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_ray_tests_pass_in_a_loopback_only_network_namespace():
+    r = _in_a_loopback_only_namespace("netns and not slow")
+    assert r.returncode == 0 and re.search(r"\b3 passed", r.stdout), r.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_ray_cluster_tests_pass_in_a_loopback_only_network_namespace():
+    r = _in_a_loopback_only_namespace("netns and slow")
+    assert r.returncode == 0 and re.search(r"\b2 passed", r.stdout), r.stdout[-4000:]
