@@ -313,13 +313,14 @@ def inference_threads(opts: WatchOptions) -> int:
 
 
 def open_scorer(bundle: Bundle, opts: WatchOptions,
-                backgrounds: CameraBackgrounds | None = None) -> tuple[Scorer, str]:
+                backgrounds: CameraBackgrounds | None = None,
+                event: str = "start") -> tuple[Scorer, str]:
     runtime = Runtime.from_bundle(bundle, providers=opts.providers,
                                   threads=inference_threads(opts))
     scorer = Scorer(runtime, bundle.manifest, measure=opts.measure,
                     backgrounds=backgrounds if backgrounds is not None else CameraBackgrounds())
     provider = runtime.providers.get("classifier", "?")
-    log.info("start: bundle %s, inbox %s, out %s, providers %s", bundle.root, opts.inbox,
+    log.info("%s: bundle %s, inbox %s, out %s, providers %s", event, bundle.root, opts.inbox,
              opts.out, ", ".join(f"{m} {p}" for m, p in runtime.providers.items()))
     return scorer, provider
 
@@ -587,7 +588,7 @@ def _swap_bundle(old: Bundle, decider: Decider, opts: WatchOptions,
     waiting, the bursts and the background models over; None (old kept) if it fails."""
     try:
         new = load_bundle(old.root)
-        scorer, provider = open_scorer(new, opts, decider.scorer.backgrounds)
+        scorer, provider = open_scorer(new, opts, decider.scorer.backgrounds, event="swap")
     except (BundleError, RuntimeError, OSError) as e:
         log.warning("bundle %s changed but cannot be used, keeping the one in use: %s",
                     old.root, e)
