@@ -261,6 +261,10 @@ def watch_cmd(
         float | None,
         typer.Option(help="Delete frames sorted as empty after this many days (off by default)."),
     ] = None,
+    learn_every: Annotated[int, typer.Option(
+        help="Live: learn from the review page's answers after every N new ones (as `edge "
+             "learn`), taking the new bundle only when it does better (0: never).", min=0,
+    )] = 0,
 ) -> None:
     """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
 
@@ -313,7 +317,12 @@ def watch_cmd(
             raise typer.Exit(2) from None
     opts = WatchOptions(
         inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
-        thresholds=thresholds, threshold_overrides=overrides,
+        thresholds=thresholds, threshold_overrides=overrides, learn_every=learn_every,
+        # follow OUT/bundle, where `edge learn` installs the camera's own, unless a bundle of
+        # the user's is named (the one inside the package is never written)
+        follow=learned.resolve() if not (bundle or cfg.runtime.bundle) or
+        b.root.resolve().is_relative_to(Path(__file__).resolve().parent) else None,
+        learn_from=b.root,
         copy=copy if copy is not None else w.copy_files,
         polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
         poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,

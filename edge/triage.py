@@ -6,8 +6,9 @@ enough: small, still, distant and night animals are quiet too (on one real camer
 with animals, people or vehicles had under 2 % foreground), and a frame wrongly set aside as
 empty is as bad as a lost one. So a bundle without an empty class sets nothing aside; its
 quiet frames go to review. Otherwise a frame is "tagged" when its fused confidence reaches
-the `tag` threshold, and kept for "review" when it does not. Frames of one burst (same camera, a short
-gap in time) are then decided together: a burst with an animal in any frame is not empty.
+the `tag` threshold, and kept for "review" when it does not. Frames of one burst (same camera,
+a short gap in time) are then decided together: a burst with an animal in any frame is not
+empty.
 
 A burst also ends after `max_frames` frames. Cameras shoot bursts of a few frames; without a
 cap, frames whose only time is the file's (no EXIF) and that were copied in one go lie seconds

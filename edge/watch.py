@@ -89,6 +89,11 @@ class WatchOptions:
     # watching, whose own thresholds replace the old bundle's
     threshold_overrides: dict[str, float] = field(default_factory=dict)
     bundle_check: float = BUNDLE_CHECK_EVERY  # seconds between looks for a new bundle
+    # the folder whose bundle is followed (None: the one the watcher started with); without
+    # --bundle that is OUT/bundle, where `edge learn` installs the camera's own bundle
+    follow: Path | None = None
+    learn_every: int = 0  # learn from the answers after this many new ones (0: never)
+    learn_from: Path | None = None  # the bundle learning starts from, until OUT/bundle exists
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -503,7 +508,9 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
     and the background models carry over; a replacement that does not load is logged and the
     bundle in use kept."""
     scorer, stats.provider = open_scorer(bundle, opts)
-    stamp = _bundle_stamp(bundle.root)
+    follow = opts.follow or bundle.root
+    stamp = _bundle_stamp(follow)
+    learning: list[threading.Thread] = []
     last_check = time.monotonic()
     holder = [Decider(scorer, opts, stats)]
     with _closing(holder), Journal.open(opts.out, exclusive=True) as journal:
@@ -537,9 +544,11 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     _process(journal, decider, opts, stats)
                 if time.monotonic() - last_check > opts.bundle_check:
                     last_check = time.monotonic()
-                    if (now := _bundle_stamp(bundle.root)) != stamp:
+                    if opts.learn_every and not any(t.is_alive() for t in learning):
+                        learning[:] = [_learn_in_background(opts, follow)]
+                    if (now := _bundle_stamp(follow)) != stamp and now is not None:
                         stamp = now
-                        if (swapped := _swap_bundle(bundle, decider, opts, stats)) is not None:
+                        if (swapped := _swap_bundle(follow, decider, opts, stats)) is not None:
                             bundle, decider = swapped
                             holder[0] = decider
                 stats.pending = len(decider.arrived)
@@ -582,16 +591,40 @@ def _closing(holder: list[Decider]) -> Iterator[None]:
         holder[0].close()
 
 
-def _swap_bundle(old: Bundle, decider: Decider, opts: WatchOptions,
+def _learn_in_background(opts: WatchOptions, follow: Path) -> threading.Thread:
+    """One `edge learn` step in a thread of its own (it runs the bundle on the answered frames,
+    seconds of work the watcher need not wait for); what it installs at `follow` is taken by
+    the next bundle check. It learns at most every `learn_every` new answers."""
+    from edge.learn import run_learn
+
+    source = follow if (follow / MANIFEST).is_file() else (opts.learn_from or follow)
+
+    def step() -> None:
+        try:
+            entry = run_learn(opts.out, source, target=follow, every=opts.learn_every,
+                              threads=1, providers=opts.providers)
+        except Exception as e:  # a failed step never stops the watcher; the next one retries
+            log.warning("learning from the answers failed: %s", e)
+            return
+        if not entry.get("skipped"):
+            log.info("learned from %s answers: %s", entry.get("answers"),
+                     "installed" if entry.get("install") else "not better, not installed")
+
+    t = threading.Thread(target=step, name="edge-learn", daemon=True)
+    t.start()
+    return t
+
+
+def _swap_bundle(root: Path, decider: Decider, opts: WatchOptions,
                  stats: Stats) -> tuple[Bundle, Decider] | None:
-    """The replaced bundle at `old.root`, opened, with a Decider that carries the frames
-    waiting, the bursts and the background models over; None (old kept) if it fails."""
+    """The bundle now at `root`, opened, with a Decider that carries the frames waiting, the
+    bursts and the background models over; None (the one in use kept) if it fails."""
     try:
-        new = load_bundle(old.root)
+        new = load_bundle(root)
         scorer, provider = open_scorer(new, opts, decider.scorer.backgrounds, event="swap")
     except (BundleError, RuntimeError, OSError) as e:
         log.warning("bundle %s changed but cannot be used, keeping the one in use: %s",
-                    old.root, e)
+                    root, e)
         return None
     opts.thresholds = {**new.manifest.thresholds, **opts.threshold_overrides}
     fresh = Decider(scorer, opts, stats)

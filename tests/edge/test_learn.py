@@ -267,3 +267,49 @@ def test_a_learned_bundle_carries_the_first_labels_named(tmp_path: Path,
     assert b.manifest.classifier.head is not None and b.manifest.thresholds == {"tag": 0.9}
     assert (dest / "train_features.npz").stat().st_ino == \
         (src / "train_features.npz").stat().st_ino
+
+
+def test_a_live_watcher_learns_every_n_answers_and_takes_the_better_bundle(
+        tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]) -> None:
+    """`edge watch --learn-every N`: the step runs beside the watcher, installs the camera's
+    bundle at OUT/bundle, and the watcher decides the next frames with it."""
+    import threading
+    import time
+
+    from edge.tui import Stats
+    from edge.watch import WatchOptions, run_forever
+
+    out = answered_out(tmp_path / "out", stream)
+    bias = np.array([0, 0, 8, 0], np.float32)  # the bundle in use calls everything "fox"
+    live = with_head(learnable, out / "bundle", np.zeros((4, 16), np.float32), bias)
+    inbox = tmp_path / "in"
+    (inbox / "cam").mkdir(parents=True)
+    opts = WatchOptions(inbox=inbox, out=out, thresholds=dict(load_bundle(live).manifest
+                                                              .thresholds),
+                        settle=0.1, give_up=2.0, batch=2, bundle_check=0.2, follow=live,
+                        learn_every=10)
+    stats = Stats(out=out)
+    t = threading.Thread(target=run_forever, args=(load_bundle(live), opts, stats))
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "bundle.prev").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "bundle.prev").is_dir(), "no bundle was learned and installed"
+        learned = load_bundle(live).manifest
+        while opts.thresholds != learned.thresholds and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert opts.thresholds == learned.thresholds  # the watcher took it
+        for k, (path, _) in enumerate(stream[:4]):
+            shutil.copy(path, inbox / "cam" / f"new{k}_{path.name}")
+        while sum(stats.decisions.values()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        opts.stop.set()
+        t.join(60)
+    assert not t.is_alive()
+    with Journal.open(out) as j:
+        new = {Path(f.relpath).name: f.label for f in j.frames() if "new" in f.relpath}
+    assert [new[f"new{k}_{p.name}"] for k, (p, _) in enumerate(stream[:4])] == \
+        [lab for _, lab in stream[:4]]  # the person's labels, no longer "fox"
+    assert log_of(out)[-1]["install"] is True
