@@ -295,9 +295,11 @@ def watch_cmd(
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
         raise typer.Exit(2)
     # the camera's own bundle, once `edge learn` has installed one in OUT, beats the default
-    learned = (out or cfg.watch.out or inbox / "sorted") / "bundle"
-    b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or (
-        learned if (learned / "manifest.json").is_file() else default_bundle()))
+    # the camera's own bundle once `edge learn` installed one in OUT, else the default; the
+    # watcher follows where learning installs (OUT/bundle unless a bundle of the user's is named)
+    source, follow = _learn_paths(out or cfg.watch.out or inbox / "sorted",
+                                  bundle or cfg.runtime.bundle)
+    b = _load_bundle_or_exit(source)
     try:
         flags = {"tag": tag, "empty": empty, "empty_foreground": empty_foreground}
         thresholds = resolve_thresholds(b.manifest.thresholds, cfg, flags)
@@ -318,11 +320,7 @@ def watch_cmd(
     opts = WatchOptions(
         inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
         thresholds=thresholds, threshold_overrides=overrides, learn_every=learn_every,
-        # follow OUT/bundle, where `edge learn` installs the camera's own, unless a bundle of
-        # the user's is named (the one inside the package is never written)
-        follow=learned.resolve() if not (bundle or cfg.runtime.bundle) or
-        b.root.resolve().is_relative_to(Path(__file__).resolve().parent) else None,
-        learn_from=b.root,
+        follow=follow.resolve(), learn_from=b.root,
         copy=copy if copy is not None else w.copy_files,
         polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
         poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,

@@ -515,12 +515,13 @@ def log_step(out: Path, entry: dict[str, Any]) -> None:
     path = Path(out) / LEARN_DIR / LOG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry, default=_jsonable) + "\n")
+        f.write(json.dumps(entry, default=jsonable) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """numpy scalars and arrays as plain JSON values (json.dumps' `default`)."""
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):

@@ -41,6 +41,7 @@ from edge.learn import (
     empty_indices,
     first_labels,
     held_back,
+    jsonable,
     learn_step,
     policy_of,
 )
@@ -344,14 +345,6 @@ def write_report(path: Path, report: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_plain) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(report, indent=1, default=jsonable) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")

@@ -19,9 +19,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -510,11 +510,14 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
     scorer, stats.provider = open_scorer(bundle, opts)
     follow = opts.follow or bundle.root
     stamp = _bundle_stamp(follow)
-    learning: list[threading.Thread] = []
+    learner: threading.Thread | None = None
     last_check = time.monotonic()
-    holder = [Decider(scorer, opts, stats)]
-    with _closing(holder), Journal.open(opts.out, exclusive=True) as journal:
-        decider = holder[0]
+    decider = Decider(scorer, opts, stats)
+    with ExitStack() as stack:
+        stack.callback(lambda: decider.close())  # the one in use at the end: a swap replaces it
+        journal = stack.enter_context(Journal.open(opts.out, exclusive=True))
+        # a learning step under way is let finish: a clean stop leaves no half-made bundle
+        stack.callback(lambda: learner is not None and learner.join())
         clean_temps(opts.out)
         stats.recount()
         _process(journal, decider, opts, stats)
@@ -544,13 +547,12 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
                     _process(journal, decider, opts, stats)
                 if time.monotonic() - last_check > opts.bundle_check:
                     last_check = time.monotonic()
-                    if opts.learn_every and not any(t.is_alive() for t in learning):
-                        learning[:] = [_learn_in_background(opts, follow)]
+                    if opts.learn_every and (learner is None or not learner.is_alive()):
+                        learner = _learn_in_background(opts, follow)
                     if (now := _bundle_stamp(follow)) != stamp and now is not None:
                         stamp = now
                         if (swapped := _swap_bundle(follow, decider, opts, stats)) is not None:
                             bundle, decider = swapped
-                            holder[0] = decider
                 stats.pending = len(decider.arrived)
                 if on_tick:
                     on_tick()
@@ -580,15 +582,6 @@ def _bundle_stamp(root: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mtime_ns
-
-
-@contextmanager
-def _closing(holder: list[Decider]) -> Iterator[None]:
-    """Close whichever Decider the holder has at the end (a swap replaces it)."""
-    try:
-        yield
-    finally:
-        holder[0].close()
 
 
 def _learn_in_background(opts: WatchOptions, follow: Path) -> threading.Thread:
