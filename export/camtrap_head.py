@@ -6,11 +6,11 @@ animals. This head learns the four MegaDetector categories from the pooled label
 every source in ../shared/data/camtrap (species labels count as "animal"), so the device can
 say "empty" on evidence. The ImageNet names stay in the bundle as a species *guess*.
 
-Everything here works on features computed once per frame and kept in a cache file: the
-pooled 1280-d backbone vector and the share of the frame the bundle's segmenter calls
-foreground, for each resize mode measured. Leave-one-source-out (train on every source but
-one, test on it) then costs seconds per fold, which is what lets the resize mode and the
-"empty" threshold be chosen by measurement on cameras the head has never seen.
+Everything here works on features computed once per frame (`export.train_head.
+extract_features`, the pooled 1280-d backbone vector) for each resize mode measured, and kept
+in a cache file. Leave-one-source-out (train on every source but one, test on it) then costs
+seconds per fold, which is what lets the resize mode and the "empty" threshold be chosen by
+measurement on cameras the head has never seen.
 """
 
 from __future__ import annotations
@@ -22,16 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from edge.bundle import InputSpec
 from edge.categories import CATEGORIES, md_category
-from edge.decode import load_image
 from edge.linear_head import fit_head
 from edge.overmap import softmax
-from edge.preprocess import prepare
-from export.lite0 import MEAN, STD, EfficientNetLite0, load_imagenet_lite0
-from export.segmenter import lite0_taps
+from export.lite0 import MEAN, STD, load_imagenet_lite0
+from export.train_head import extract_features
 
 RESIZE_MODES = ("stretch", "letterbox", "center_crop")
 SIZE = (224, 224)
@@ -67,46 +64,19 @@ def pooled_frames(labels_csv: Path) -> list[Frame]:
     return out
 
 
-@torch.no_grad()
-def frame_cues(
-    paths: Sequence[Path],
-    spec: InputSpec,
-    *,
-    model: EfficientNetLite0 | None = None,
-    seg_head: torch.nn.Module | None = None,
-    batch_size: int = 32,
-) -> dict[str, np.ndarray]:
-    """Per frame: pooled backbone features [N,1280], ImageNet logits' top index [N] and, with a
-    segmenter head, the foreground share [N] (mean of the sigmoid map), in one backbone pass."""
-    model = (model or load_imagenet_lite0()).eval()
-    feats, fg = [], []
-    for i in range(0, len(paths), batch_size):
-        x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
-        f8, f16, deep = lite0_taps(model.features, x)
-        feats.append(deep.mean(dim=(2, 3)).numpy())
-        if seg_head is not None:
-            fg.append(torch.sigmoid(seg_head(f8, f16, deep)).mean(dim=(1, 2, 3)).numpy())
-    out = {"features": np.concatenate(feats).astype(np.float32)}
-    if fg:
-        out["foreground"] = np.concatenate(fg).astype(np.float32)
-    return out
-
-
 def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
                 modes: Sequence[str] = RESIZE_MODES) -> dict[str, dict[str, np.ndarray]]:
-    """frame_cues for every mode, read from `cache` (an .npz) when it holds these frames."""
+    """The frames' features for every mode, read from `cache` (an .npz) when it holds these
+    frames."""
     files = np.array([f.file for f in frames])
     if cache.is_file():
         z = np.load(cache, allow_pickle=False)
         if np.array_equal(z["files"], files) and all(f"{m}.features" in z for m in modes):
-            return {m: {"features": z[f"{m}.features"], "foreground": z[f"{m}.foreground"]}
-                    for m in modes}
-    from export.segmenter import build_segmenter
-
+            return {m: {"features": z[f"{m}.features"]} for m in modes}
     model = load_imagenet_lite0()
-    seg = build_segmenter("lite0_seg").model.head.eval()
     paths = [root / f.file for f in frames]
-    out = {m: frame_cues(paths, spec_for(m), model=model, seg_head=seg) for m in modes}
+    out = {m: {"features": extract_features(model, paths, spec=spec_for(m), progress=False)}
+           for m in modes}
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, files=files, **{f"{m}.{k}": v for m, d in out.items() for k, v in d.items()})
     return out
@@ -137,13 +107,10 @@ def leave_one_source_out(X: np.ndarray, y: np.ndarray, sources: Sequence[str], *
 EMPTY = CATEGORIES.index("empty")
 
 
-def empty_outcome(P: np.ndarray, y: np.ndarray, fg: np.ndarray | None, *, t_empty: float,
-                  fg_max: float | None = None) -> dict[str, Any]:
-    """What "set aside as empty when P(empty) >= t_empty (and foreground < fg_max)" does:
-    the share of true empties set aside, and the non-empty frames it would lose."""
+def empty_outcome(P: np.ndarray, y: np.ndarray, *, t_empty: float) -> dict[str, Any]:
+    """What "set aside as empty when P(empty) >= t_empty" does: the share of true empties set
+    aside, and the non-empty frames it would lose."""
     aside = P[:, EMPTY] >= t_empty
-    if fg_max is not None and fg is not None:
-        aside &= fg < fg_max
     empty = y == EMPTY
     lost = aside & ~empty
     return {
@@ -154,16 +121,14 @@ def empty_outcome(P: np.ndarray, y: np.ndarray, fg: np.ndarray | None, *, t_empt
     }
 
 
-def per_source_report(P: np.ndarray, y: np.ndarray, sources: Sequence[str],
-                      fg: np.ndarray | None, *, t_empty: float,
-                      fg_max: float | None = None) -> dict[str, dict[str, Any]]:
+def per_source_report(P: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
+                      t_empty: float) -> dict[str, dict[str, Any]]:
     """empty_outcome per held-out source, plus people and vehicles found (predicted as such)."""
     src = np.asarray(sources)
     out = {}
     for s in sorted(set(src)):
         m = src == s
-        r = empty_outcome(P[m], y[m], None if fg is None else fg[m], t_empty=t_empty,
-                          fg_max=fg_max)
+        r = empty_outcome(P[m], y[m], t_empty=t_empty)
         pred = P[m].argmax(1)
         for name in ("person", "vehicle"):
             k = CATEGORIES.index(name)
@@ -181,7 +146,7 @@ def safest_threshold(P: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
     grid = grid if grid is not None else np.round(np.arange(0.5, 0.9995, 0.005), 4)
     src = np.asarray(sources)
     for t in grid:
-        worst = max(empty_outcome(P[src == s], y[src == s], None, t_empty=float(t))
+        worst = max(empty_outcome(P[src == s], y[src == s], t_empty=float(t))
                     ["non_empty_lost_share"] for s in set(src))
         if worst < max_lost:
             return float(t)

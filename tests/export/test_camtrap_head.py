@@ -54,5 +54,5 @@ def test_the_safest_threshold_is_set_by_the_worst_source() -> None:
     sources = ["a", "a", "a", "a", "b", "b"]
     t = safest_threshold(P, y, sources, grid=[0.5, 0.7, 0.94, 0.96])
     assert t == 0.94
-    r = empty_outcome(P, y, None, t_empty=t)
+    r = empty_outcome(P, y, t_empty=t)
     assert r["non_empty_lost"] == 0 and r["empties_set_aside"] == 1
