@@ -881,6 +881,8 @@ def simulate_cmd(
         t.add_row(name, f"{r['reviewed_share']:.1%}", f"{r['residual_error']:.2%}",
                   f"{r['empty_lost']:.2%}")
     console.print(t)
+    quarters = ", ".join(f"{q:.1%}" for q in report["reviewed_by_quarter"])
+    console.print(f"reviewed in each quarter of the stream, learning: {quarters}")
     console.print(f"{report['installs']} bundles installed in {len(report['steps'])} steps; "
                   f"json: {json_out}")
 

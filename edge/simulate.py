@@ -97,8 +97,9 @@ def _time(text: str) -> datetime | None:
 
 def figures(frames: Sequence[dict[str, Any]], empty_classes: Sequence[str]) -> dict[str, Any]:
     """reviewed_share, residual_error (wrong labels among frames not reviewed, over all
-    frames) and empty_lost (non-empty frames set aside as empty, over non-empty frames) from a
-    frames list (file, label, final_label, reviewed, decision): anyone can recompute them."""
+    frames), empty_lost (non-empty frames set aside as empty, over non-empty frames) and the
+    reviewed share in each quarter of the stream, from a frames list (file, label,
+    final_label, reviewed, decision): anyone can recompute them."""
     n = len(frames)
     reviewed = sum(bool(f["reviewed"]) for f in frames)
     wrong = sum(not f["reviewed"] and f["final_label"] != f["label"] for f in frames)
@@ -107,7 +108,11 @@ def figures(frames: Sequence[dict[str, Any]], empty_classes: Sequence[str]) -> d
     return {"n_frames": n, "reviewed": reviewed, "reviewed_share": reviewed / max(n, 1),
             "residual_errors": wrong, "residual_error": wrong / max(n, 1),
             "non_empty": len(non_empty), "empty_lost_frames": lost,
-            "empty_lost": lost / max(len(non_empty), 1)}
+            "empty_lost": lost / max(len(non_empty), 1),
+            # does a person review less as the bundle learns? the share in each quarter
+            "reviewed_by_quarter": [sum(bool(f["reviewed"]) for f in q) / len(q)
+                                    for q in np.array_split(np.asarray(frames, object), 4)
+                                    if len(q)]}
 
 
 @dataclass

@@ -55,6 +55,8 @@ def test_figures_recompute_from_the_frames_list(learnable: Path, labels_csv: Pat
     wrong = sum(not f["reviewed"] and f["final_label"] != f["label"] for f in frames)
     non_empty = [f for f in frames if f["label"] != "empty"]
     assert r["reviewed_share"] == pytest.approx(reviewed / n)
+    assert r["reviewed_by_quarter"] == pytest.approx(
+        [sum(f["reviewed"] for f in frames[i : i + 20]) / 20 for i in range(0, 80, 20)])
     assert r["residual_error"] == pytest.approx(wrong / n)
     assert r["empty_lost"] == pytest.approx(
         sum(f["decision"] == "empty" for f in non_empty) / len(non_empty))
