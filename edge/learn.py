@@ -588,17 +588,18 @@ def run_learn(
     from edge.runtime import Runtime
 
     out, target = Path(out), Path(target or bundle_root)
-    bundle = load_bundle(bundle_root)
-    m = bundle.manifest
-    classes, empty = m.classifier.classes, empty_indices(m)
     with Journal.open(out) as journal:
         answers = answered(journal)
     last = _last_logged(out)
     entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
                              "bundle": str(bundle_root), "target": str(target)}
     if every and last is not None and len(answers) - int(last.get("answers_total", 0)) < every:
+        # checked before the bundle is read and verified: a watcher asks every few seconds
         return entry | {"install": False, "answers": len(answers), "skipped": True,
                         "reason": f"fewer than {every} new answers since the last step"}
+    bundle = load_bundle(bundle_root)
+    m = bundle.manifest
+    classes, empty = m.classifier.classes, empty_indices(m)
     labelled = [(a, class_index(a.label, classes, m.classifier.empty_classes)) for a in answers]
     usable = [(a, k) for a, k in labelled if k is not None and (out / a.path).is_file()]
     runtime = Runtime.from_bundle(bundle, features=True, threads=threads, providers=providers)
