@@ -61,6 +61,7 @@ import hashlib
 import json
 import logging
 import mimetypes
+import re
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -72,6 +73,7 @@ from typing import Any, Literal
 from edge import __version__
 from edge.config import CameraDeployment, Config, tzinfo_of
 from edge.results import BundleInfo, FrameRecord, write_json_atomic
+from edge.triage import burst_ids
 
 CAMTRAP_DP_VERSION = "1.0.2"
 BASE_URL = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{CAMTRAP_DP_VERSION}"
@@ -304,18 +306,25 @@ def _check_path(path: str) -> str:
     return path
 
 
-def _events(items: list[tuple[str, datetime]], gap: float, max_frames: int) -> dict[str, int]:
-    """Burst number per media id, within one deployment (items sorted by time): the watcher's
-    bursts (edge.triage.bursts), at most `gap` seconds apart and `max_frames` long."""
-    out: dict[str, int] = {}
-    n, size, prev = 0, 0, None
-    for media_id, t in items:
-        if prev is not None and ((t - prev).total_seconds() > gap or size >= max_frames):
-            n, size = n + 1, 0
-        out[media_id] = n
-        size += 1
-        prev = t
-    return out
+def _name_key(relpath: str) -> tuple[tuple[int, int, str], ...]:
+    """The name order the watcher takes frames of one time in (edge.watch.capture_order):
+    digits as numbers, so a burst's frames sharing a second keep the camera's order."""
+    return tuple((0, int(s), "") if s.isdigit() else (1, 0, s)
+                 for s in re.split(r"(\d+)", relpath) if s)
+
+
+def _events(items: list[tuple[str, datetime, str]], gap: float, max_frames: int) -> dict[str, int]:
+    """Burst number per media id of one camera's frames (media id, time as the watcher saw it,
+    relpath): the watcher's bursts (edge.triage.burst_ids) in its capture order (time, then
+    name), at most `gap` seconds apart and `max_frames` long.
+
+    All the camera's timed frames take part, also those a deployment then leaves out, as they
+    did in the triage; the times keep their fractions of a second (the media timestamps drop
+    them), so a gap just over `gap` splits here as it did in the watcher.
+    """
+    ordered = sorted(items, key=lambda it: _name_key(it[2]))
+    ids = burst_ids([("", t) for _, t, _ in ordered], gap, max_frames)
+    return {media_id: b for (media_id, _, _), b in zip(ordered, ids, strict=True)}
 
 
 def _deployment_row(
@@ -555,10 +564,12 @@ def write_camtrap_dp(
             unique[_media_id(fr)] = fr
 
     by_camera: dict[str, list[tuple[str, datetime, bool]]] = defaultdict(list)
+    seen_at: dict[str, datetime] = {}  # media id -> its time as the triage saw it (on one clock)
     for media_id, fr in unique.items():
         assert fr.timestamp is not None
         t = fr.timestamp
         by_camera[fr.camera].append((media_id, _local(t, tz), _is_file_time(fr)))
+        seen_at[media_id] = t.replace(tzinfo=tz) if t.tzinfo is None else t
 
     deployments, media, observations = [], [], []
     warnings: list[str] = []
@@ -577,7 +588,9 @@ def write_camtrap_dp(
             )
         deployments.append(_deployment_row(dep_id, camera, cd, span.start, span.end, span.note))
         items = span.keep
-        events = _events(items, config.triage.burst_gap_seconds, config.triage.burst_max_frames)
+        events = _events([(m, seen_at[m], unique[m].relpath) for m, _, _ in timed],
+                         config.triage.burst_gap_seconds, config.triage.burst_max_frames)
+        number: dict[int, int] = {}  # burst -> event number, from 0 in time order of the kept
         for media_id, stamp in items:
             fr = unique[media_id]
             path = _check_path(fr.dest if paths == "dest" and fr.dest else fr.relpath)
@@ -593,7 +606,7 @@ def write_camtrap_dp(
                     "fileMediatype": mimetypes.guess_type(path)[0] or "image/jpeg",
                 }
             )
-            event_id = f"{dep_id}-e{events[media_id]:05d}"
+            event_id = f"{dep_id}-e{number.setdefault(events[media_id], len(number)):05d}"
             rows = _observations(
                 fr, media_id, dep_id, event_id, _iso(stamp), bundle_info, taxa, classified_at
             )

@@ -54,35 +54,42 @@ def decide(e: Evidence, thresholds: dict[str, float]) -> Decision:
     return "tagged" if e.fused >= t["tag"] else "review"
 
 
-def bursts(evidence: Sequence[Evidence], gap_seconds: float,
-           max_frames: int = BURST_FRAMES) -> list[int]:
-    """A burst id per frame: same camera, at most `gap_seconds` after the previous frame, and
-    at most `max_frames` frames in one burst (in time order).
+def burst_ids(frames: Sequence[tuple[str, datetime | None]], gap_seconds: float,
+              max_frames: int = BURST_FRAMES) -> list[int]:
+    """A burst id per (camera, time): same camera, at most `gap_seconds` after the previous
+    frame, and at most `max_frames` frames in one burst (in time order; frames of one time in
+    the order given, the capture order).
 
+    The one rule for the watcher's bursts (:func:`bursts`) and the eventIDs of a Camtrap DP
+    export (edge.camtrapdp), so a package's events are the bursts the triage decided on.
     Frames without a time each form their own burst.
     """
-    order = sorted(
-        range(len(evidence)),
-        key=lambda i: (evidence[i].camera, evidence[i].time or datetime.min),
-    )
-    ids = [0] * len(evidence)
-    burst, size, prev = -1, 0, None
+    order = sorted(range(len(frames)), key=lambda i: (frames[i][0], frames[i][1] or datetime.min))
+    ids = [0] * len(frames)
+    burst, size = -1, 0
+    prev: tuple[str, datetime | None] | None = None
     for i in order:
-        e = evidence[i]
+        camera, t = frames[i]
         same = (
             prev is not None
-            and e.time is not None
-            and prev.time is not None
-            and prev.camera == e.camera
-            and (e.time - prev.time).total_seconds() <= gap_seconds
+            and t is not None
+            and prev[1] is not None
+            and prev[0] == camera
+            and (t - prev[1]).total_seconds() <= gap_seconds
             and size < max_frames
         )
         if not same:
             burst, size = burst + 1, 0
         ids[i] = burst
         size += 1
-        prev = e
+        prev = (camera, t)
     return ids
+
+
+def bursts(evidence: Sequence[Evidence], gap_seconds: float,
+           max_frames: int = BURST_FRAMES) -> list[int]:
+    """A burst id per frame, by :func:`burst_ids` on the frames' camera and time."""
+    return burst_ids([(e.camera, e.time) for e in evidence], gap_seconds, max_frames)
 
 
 def decide_all(

@@ -482,3 +482,133 @@ def test_dates_out_of_order_are_refused_with_the_key_to_fix(tmp_path: Path) -> N
     with pytest.raises(CamtrapDPError, match="set both deployment_start and deployment_end"):
         write_camtrap_dp(tmp_path, files_only, parse_config(late), bundle_info=BUNDLE)
     assert not (tmp_path / "deployments.csv").exists()  # nothing half written
+
+
+# Events are the watcher's bursts. `edge watch` and `edge export-dp` run with one config: a gap
+# of 10 s and bursts of at most 2 frames. SDZG1's real bursts of 3 EXIF frames (two of them in
+# one second) are cut by the cap; frames without EXIF carry file times a fraction of a second
+# apart, one gap just over 10 s (10.4 s: 10 s once the media timestamps drop the fractions).
+
+BURSTS_TOML = """
+[triage]
+burst_gap_seconds = 10
+burst_max_frames = 2
+[deployment]
+deployment_id = "bursts"
+latitude = -12.58
+longitude = -69.2
+timezone = "America/Lima"
+[[project.contributors]]
+title = "Field Team"
+role = "contact"
+"""
+T0 = datetime(2026, 5, 2, 10, 0, 0, 500000)
+COPIED = {  # relpath -> file time
+    "COPIED/a.JPG": T0,
+    "COPIED/b.JPG": T0 + timedelta(seconds=10.4),  # the gap splits: 10.4 s > 10 s
+    "COPIED/c.JPG": T0 + timedelta(seconds=11.5),
+    "COPIED/d.JPG": T0 + timedelta(seconds=12.5),  # 1 s after c, but b and c make 2 frames
+    "COPIED/e.JPG": T0 + timedelta(seconds=80),
+}
+EXPECTED_BURSTS = {
+    frozenset({"S90_SDZG1/EK000001.JPG", "S90_SDZG1/EK000002.JPG"}),
+    frozenset({"S90_SDZG1/EK000003.JPG"}),  # 15:22:10 as EK000002, cut by the cap
+    frozenset({"S90_SDZG1/EK000004.JPG", "S90_SDZG1/EK000005.JPG"}),
+    frozenset({"S90_SDZG1/EK000006.JPG"}),
+    frozenset({"COPIED/a.JPG"}),
+    frozenset({"COPIED/b.JPG", "COPIED/c.JPG"}),
+    frozenset({"COPIED/d.JPG"}),
+    frozenset({"COPIED/e.JPG"}),
+}
+
+
+def test_exported_events_are_the_bursts_the_watcher_decided_on(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real watcher (`edge watch --once`) and `edge export-dp` with one config: each
+    eventID holds exactly the frames one burst of the watcher's triage held."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    import edge.triage
+    import edge.watch
+    from edge.cli import app
+    from edge.journal import Journal
+    from edge.reports import records
+
+    inbox, out, folder = tmp_path / "in", tmp_path / "out", tmp_path / "dp"
+    (inbox / "S90_SDZG1").mkdir(parents=True)
+    for k in range(1, 7):
+        name = f"EK00000{k}.JPG"
+        (inbox / "S90_SDZG1" / name).write_bytes((PERU / "S90_SDZG1" / name).read_bytes())
+    (inbox / "COPIED").mkdir()
+    sources = sorted((PERU / "S90_SDZG2").iterdir())
+    for src, (rel, t) in zip(sources, COPIED.items(), strict=False):
+        with Image.open(src) as im:
+            im.save(inbox / rel, "JPEG", quality=90)  # without its EXIF: the file time counts
+        os.utime(inbox / rel, (t.timestamp(), t.timestamp()))
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(BURSTS_TOML)
+
+    # what the watcher's triage grouped: each decide_all call's frames by relpath, and the
+    # burst ids edge.triage.bursts gave them there
+    pending: list[list[str]] = []  # relpaths of the batch being finished
+    rel_of: dict[int, str] = {}  # id(Evidence) -> relpath
+    keep: list[Any] = []  # the Evidence objects, so their ids stay theirs
+    calls: list[tuple[list[str], list[int], float, int]] = []
+    real_finish, real_decide_all, real_bursts = (
+        edge.watch.Decider._finish, edge.watch.decide_all, edge.triage.bursts)
+
+    def finish(self: Any, loaded: Any, outputs: Any) -> Any:
+        pending.append([loaded.paths[i].relative_to(self.opts.inbox).as_posix()
+                        for i in loaded.index])
+        return real_finish(self, loaded, outputs)
+
+    def decide_all(evidence: Any, thresholds: Any, **kw: Any) -> Any:
+        for e, rel in zip(evidence, pending.pop(), strict=True):
+            rel_of[id(e)] = rel
+            keep.append(e)
+        return real_decide_all(evidence, thresholds, **kw)
+
+    def bursts(every: Any, gap: float, max_frames: int) -> list[int]:
+        ids = real_bursts(every, gap, max_frames)
+        calls.append(([rel_of[id(e)] for e in every], ids, gap, max_frames))
+        return ids
+
+    monkeypatch.setattr(edge.watch.Decider, "_finish", finish)
+    monkeypatch.setattr(edge.watch, "decide_all", decide_all)
+    monkeypatch.setattr(edge.triage, "bursts", bursts)
+    runner = CliRunner()
+    watched = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--config", str(cfg),
+                                  "--bundle", str(tiny_bundle), "--once", "--no-tui", "--copy",
+                                  "--batch", "64", "--settle", "0.1"])  # fmt: skip
+    assert watched.exit_code == 0, watched.output
+    assert calls and {(gap, cap) for *_, gap, cap in calls} == {(10.0, 2)}  # the config's
+    group: dict[str, str] = {}  # relpath -> a representative of its burst (union over calls)
+
+    def root(r: str) -> str:
+        while group.setdefault(r, r) != r:
+            r = group[r]
+        return r
+
+    for rels, ids, *_ in calls:
+        first: dict[int, str] = {}
+        for rel, b in zip(rels, ids, strict=True):
+            group[root(rel)] = root(first.setdefault(b, rel))
+    watcher = {frozenset(r for r in group if root(r) == root(x)) for x in group}
+    assert watcher == EXPECTED_BURSTS  # the cap and the gap did cut, as meant
+
+    exported = runner.invoke(app, ["export-dp", str(out), "--config", str(cfg), "--bundle",
+                                   str(tiny_bundle), "--folder", str(folder)])  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    with Journal.open(out) as j:
+        rel_at = {fr.dest: fr.relpath for fr in records(j)}
+    path_of = {m["mediaID"]: m["filePath"] for m in table(folder, "media")}
+    events: dict[str, set[str]] = {}
+    cameras: dict[str, set[str]] = {}
+    for o in table(folder, "observations"):
+        events.setdefault(o["eventID"], set()).add(rel_at[path_of[o["mediaID"]]])
+        cameras.setdefault(o["eventID"], set()).add(o["deploymentID"])
+    assert {frozenset(v) for v in events.values()} == watcher
+    assert all(len(c) == 1 for c in cameras.values())  # an event never spans two cameras
+    assert validate_tables(folder).valid
