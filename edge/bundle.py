@@ -118,6 +118,15 @@ class Manifest(_Strict):
     calibration: dict[str, Any] = Field(default_factory=dict)
     fusion: dict[str, Any] | None = None
 
+    @field_validator("thresholds")
+    @classmethod
+    def _in_range(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        # checked as edge.thresholds layers them, so a bundle whose `tag` is 1.5 is refused
+        # when it loads, naming the key, not taken as "never tag" at the first frame
+        from edge.thresholds import check_layer
+
+        return check_layer(thresholds, keep_unknown=True)
+
     @field_validator("fusion")
     @classmethod
     def _usable(cls, params: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge.thresholds import KEYS as THRESHOLD_KEYS
+from edge.thresholds import check_layer
 from edge.triage import BURST_FRAMES
-
-THRESHOLD_KEYS = ("tag", "empty", "empty_foreground")
 CONTRIBUTOR_ROLES = ("contact", "principalInvestigator", "rightsHolder", "publisher", "contributor")
 SAMPLING_DESIGNS = (
     "simpleRandom",
@@ -411,7 +411,10 @@ def resolve_thresholds(
     """The thresholds the triage uses: bundle manifest < config file < command-line flags.
 
     `flags` values of None mean "not given on the command line". Keys of the bundle that this
-    schema does not know are kept as they are; an unknown flag is refused.
+    schema does not know are kept as they are; an unknown flag is refused. Each layer is
+    checked by edge.thresholds.check_layer, the rule Thresholds.merged applies; the result is
+    the partial mapping the layers set (a key none sets takes edge.thresholds' default at
+    triage), so the config-and-flags layer alone can outlast a bundle swapped in.
 
     >>> resolve_thresholds({"tag": 0.7, "empty": 0.6}, Config(), {"tag": 0.8, "empty": None})
     {'tag': 0.8, 'empty': 0.6}
@@ -421,15 +424,10 @@ def resolve_thresholds(
         raise ConfigError(
             f"unknown threshold flag(s) {unknown}; known: {', '.join(THRESHOLD_KEYS)}"
         )
-    out = {k: float(v) for k, v in bundle_thresholds.items()}
-    for source in (
-        {k: getattr(config.triage, k) for k in THRESHOLD_KEYS},
-        dict(flags),
-    ):
-        for key, value in source.items():
-            if value is None:
-                continue
-            if not 0.0 <= float(value) <= 1.0:
-                raise ConfigError(f"threshold {key} = {value}: must be between 0 and 1")
-            out[key] = float(value)
+    try:
+        out = check_layer(bundle_thresholds, keep_unknown=True)
+        for layer in ({k: getattr(config.triage, k) for k in THRESHOLD_KEYS}, flags):
+            out |= check_layer(layer)
+    except ValueError as e:  # names the key and its value
+        raise ConfigError(str(e)) from None
     return out

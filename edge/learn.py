@@ -50,7 +50,8 @@ from edge.journal import Journal
 from edge.linear_head import HEAD_FILE, apply_head, fit_head, save_head
 from edge.overmap import score_frame
 from edge.runtime import softmax
-from edge.triage import DEFAULTS, Evidence, decide
+from edge.thresholds import Thresholds
+from edge.triage import Evidence, decide
 
 LEARN_DIR = "learn"
 LOG_FILE = "log.jsonl"
@@ -259,7 +260,7 @@ def triage_frames(probs: np.ndarray, cam: np.ndarray, foreground: np.ndarray, po
     fused = apply_fusion(policy.fusion, X)
     pred = probs.argmax(1)
     fg = FEATURES.index("foreground")
-    t = {**DEFAULTS, **policy.thresholds}
+    t = Thresholds.of(policy.thresholds)
     decisions = [decide(Evidence(camera="", time=None, label=classes[k],
                                  is_empty_class=int(k) in empty_index, is_human=False,
                                  softmax=float(probs[i, k]), fused=float(fused[i]),

@@ -18,14 +18,15 @@ frame "review".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from edge.thresholds import Thresholds
+
 Decision = Literal["empty", "tagged", "review", "quarantine"]
 
-DEFAULTS = {"tag": 0.7, "empty": 0.6, "empty_foreground": 0.02}
 BURST_FRAMES = 10  # the most frames one burst holds
 
 
@@ -44,14 +45,15 @@ class Evidence:
     background_ready: bool
 
 
-def decide(e: Evidence, thresholds: dict[str, float]) -> Decision:
-    """The decision for one frame on its own."""
-    t = {**DEFAULTS, **thresholds}
+def decide(e: Evidence, thresholds: Thresholds | Mapping[str, float]) -> Decision:
+    """The decision for one frame on its own. A plain mapping is laid over the defaults of
+    edge.thresholds (keys it leaves out take them)."""
+    t = Thresholds.of(thresholds)
     if e.is_empty_class:
-        quiet = e.foreground < t["empty_foreground"]
+        quiet = e.foreground < t.empty_foreground
         # not convinced, or something stands in front of the camera: a person looks
-        return "empty" if e.softmax >= t["empty"] and quiet else "review"
-    return "tagged" if e.fused >= t["tag"] else "review"
+        return "empty" if e.softmax >= t.empty and quiet else "review"
+    return "tagged" if e.fused >= t.tag else "review"
 
 
 def burst_ids(frames: Sequence[tuple[str, datetime | None]], gap_seconds: float,
@@ -94,7 +96,7 @@ def bursts(evidence: Sequence[Evidence], gap_seconds: float,
 
 def decide_all(
     evidence: Sequence[Evidence],
-    thresholds: dict[str, float],
+    thresholds: Thresholds | Mapping[str, float],
     *,
     burst_gap_seconds: float = 10.0,
     burst_frames: int = BURST_FRAMES,
@@ -107,7 +109,8 @@ def decide_all(
     across batches is still one, but get no decision of their own here.
     """
     every = [*earlier, *evidence]
-    decisions = [decide(e, thresholds) for e in every]
+    t = Thresholds.of(thresholds)  # checked once, not per frame
+    decisions = [decide(e, t) for e in every]
     ids = bursts(every, burst_gap_seconds, burst_frames)
     busy = {b for b, d in zip(ids, decisions, strict=True) if d != "empty"}
     n = len(earlier)

@@ -31,6 +31,7 @@ from edge.bundle import (
     file_entry,
     write_manifest,
 )
+from edge.thresholds import Thresholds
 
 log = logging.getLogger("export")
 
@@ -38,13 +39,6 @@ PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
     "jetson": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
-DEFAULT_THRESHOLDS = {
-    # a frame is tagged when its fused confidence reaches `tag`, otherwise kept for review
-    "tag": 0.7,
-    # "empty" needs the empty class this likely and a foreground share under `empty_foreground`
-    "empty": 0.6,
-    "empty_foreground": 0.02,
 }
 
 
@@ -68,6 +62,7 @@ class ExportOptions:
     int8: bool = False
     min_agreement: float = 0.97
     force: bool = False
+    # laid over edge.thresholds' defaults, the one copy of them
     extra_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -174,6 +169,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
     from export.validate import read_labelled_folder, validate_classifier
 
     console = console or Console(stderr=True)
+    thresholds = Thresholds().merged(opts.extra_thresholds)  # refused before minutes of work
     out = Path(opts.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -257,7 +253,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
                 precision=opts.precision,
                 in_classifier=joint,
             ),
-            thresholds={**DEFAULT_THRESHOLDS, **opts.extra_thresholds},
+            thresholds=thresholds.as_dict(),
             validation=figures,
             calibration={"dir": str(calib_dir), "frames": len(calib),
                          "classifier": _public(q_c), "segmenter": _public(q_s)},

@@ -132,3 +132,17 @@ def test_fitted_fusion_parameters_load(copy: Path) -> None:
                    "scale": [0.2, 0.1], "coef": [1.5, 0.3], "intercept": -0.2}
     path.write_text(json.dumps(m))
     assert load_bundle(copy).manifest.fusion["kind"] == "logistic"
+
+
+@pytest.mark.parametrize("key, value", [("tag", 1.5), ("empty", -0.1),
+                                        ("empty_foreground", float("nan"))])
+def test_thresholds_out_of_range_are_refused_at_load(copy: Path, key: str, value: float) -> None:
+    path = copy / "manifest.json"
+    m = json.loads(path.read_text())
+    m["thresholds"] = {"tag": 0.7, "empty": 0.6, "empty_foreground": 0.02, key: value}
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleError, match=rf"thresholds[\s\S]*threshold {key} = "):
+        load_bundle(copy)
+    m["thresholds"][key] = 0.5  # the same bundle with the key in range loads
+    path.write_text(json.dumps(m))
+    assert load_bundle(copy).manifest.thresholds[key] == 0.5
