@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.overmap import entropy
+
 FEATURES = (
     "max_softmax",  # top-1 probability
     "margin",  # top-1 minus top-2 probability
@@ -78,8 +80,7 @@ def features(
         raise ValueError("need 0 < fg_low < fg_high <= 1")
     top2 = np.sort(p, axis=1)[:, -2:]
     top1 = top2[:, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1) / math.log(c)
+    ent = entropy(p, axis=1, normalise=True)
     if empty_index is None:
         c_empty = c_animal = pred_empty = np.zeros(n)
     else:

@@ -48,8 +48,7 @@ from edge.durable import fsync_dir
 from edge.fusion import FEATURES, apply_fusion, features, fit_fusion
 from edge.journal import Journal
 from edge.linear_head import HEAD_FILE, apply_head, fit_head, save_head
-from edge.overmap import score_frame
-from edge.runtime import softmax
+from edge.overmap import score_frame, softmax
 from edge.thresholds import Thresholds
 from edge.triage import Evidence, decide
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.overmap import softmax
+
 
 class NoHeadTap(ValueError):
     """The graph's logits do not come from a linear layer we can sample dropout on."""
@@ -90,7 +92,5 @@ def mc_dropout_probs(
     for _ in range(samples):
         keep = rng.random(x.shape) >= p
         z = (x * keep / (1 - p)) @ tap.weight.T + tap.bias
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        total += e / e.sum(axis=1, keepdims=True)
+        total += softmax(z, axis=1)
     return (total / samples).astype(np.float32)

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from edge.bundle import Bundle, InputSpec
 from edge.linear_head import apply_head, load_head
+from edge.overmap import softmax
 from edge.preprocess import normalise, resize_frame
 from edge.providers import OpenedSession, open_session, provider_order
 
@@ -79,12 +80,10 @@ class Prepared:
     x_seg: np.ndarray
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, shifted by the row maximum so large logits do not overflow."""
-    z = np.asarray(logits, np.float32)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def _probs(logits: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities by edge.overmap's softmax (the one implementation), in float32
+    like the rest of Outputs."""
+    return softmax(np.asarray(logits), axis=1).astype(np.float32)
 
 
 def _dim_ok(actual: object, expected: int) -> bool:
@@ -293,11 +292,11 @@ class Runtime:
         guess = got.get("guess")
         return Outputs(
             logits=logits,
-            probs=softmax(logits),
+            probs=_probs(logits),
             cam=cam,
             foreground=np.asarray(got["foreground"], np.float32),
             providers=self.providers,
-            guess=None if guess is None else softmax(np.asarray(guess, np.float32)),
+            guess=None if guess is None else _probs(guess),
             features=feats if self._features else None,
             fmap=fmap if self._features else None,
         )

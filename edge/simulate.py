@@ -46,7 +46,8 @@ from edge.learn import (
     policy_of,
 )
 from edge.linear_head import apply_head, fit_head
-from edge.runtime import Outputs, Runtime, softmax
+from edge.overmap import softmax
+from edge.runtime import Outputs, Runtime
 from edge.scorer import Scorer
 from edge.triage import BURST_FRAMES, Evidence, decide_all
 
@@ -280,7 +281,8 @@ def _head_outputs(policy: Policy, base: Outputs) -> Outputs:
     """`base` with the logits, softmax and maps of the policy's head instead."""
     assert base.features is not None and base.fmap is not None
     logits, cam = apply_head(policy.weight, policy.bias, base.features, base.fmap)
-    return Outputs(logits=logits, probs=softmax(logits), cam=cam, foreground=base.foreground,
+    probs = softmax(logits, axis=1).astype(np.float32)  # float32, as the Runtime gives them
+    return Outputs(logits=logits, probs=probs, cam=cam, foreground=base.foreground,
                    providers=base.providers, features=base.features, fmap=base.fmap)
 
 

@@ -14,7 +14,8 @@ import pytest
 from edge.bundle import BundleError, file_entry, load_bundle, read_manifest, write_manifest
 from edge.decode import load_image
 from edge.linear_head import HEAD_FILE, apply_head, fit_head, head_cam, load_head, save_head
-from edge.runtime import Runtime, softmax
+from edge.overmap import softmax
+from edge.runtime import Runtime
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,10 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.decode import load_image
+from edge.overmap import softmax
 from edge.preprocess import prepare, resize_frame
 from edge.providers import CPU, ENV, ProviderError
-from edge.runtime import Runtime, softmax
+from edge.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,29 @@ def test_a_bundle_whose_classifier_also_segments_runs_one_session(
     assert ((out.foreground >= 0) & (out.foreground <= 1)).all()
     assert out.cam.shape == (2, 16, 16) and out.logits.shape == (2, 4)
     assert rt.providers["segmenter"] == rt.providers["classifier"]
+
+
+def test_runtime_probabilities_are_edge_overmap_softmax(tiny_bundle: Path) -> None:
+    """One softmax: the runtime's probs are edge.overmap's on its own logits (float32)."""
+    import edge.mcdropout
+    import edge.runtime
+    import edge.simulate
+
+    for module in (edge.runtime, edge.mcdropout, edge.simulate):
+        assert module.softmax is softmax, module.__name__  # no second copy
+    rt = Runtime.from_bundle(load_bundle(tiny_bundle), threads=1)
+    h, w = load_bundle(tiny_bundle).manifest.classifier.input.size
+    frame = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    out = rt.run([frame, frame[::-1]])
+    assert out.probs.dtype == np.float32
+    np.testing.assert_allclose(out.probs, softmax(out.logits, axis=1), rtol=1e-6, atol=1e-7)
+
+
+def test_fusion_entropy_cue_is_edge_overmap_entropy() -> None:
+    from edge.fusion import FEATURES, features
+    from edge.overmap import entropy
+
+    p = softmax(np.random.default_rng(1).normal(size=(5, 4)) * 3, axis=1)
+    p[0] = [1.0, 0.0, 0.0, 0.0]  # 0 log 0 taken as 0
+    X = features(p, np.full(5, 0.5), np.full(5, 0.1))
+    np.testing.assert_allclose(X[:, FEATURES.index("entropy")], entropy(p, normalise=True))
