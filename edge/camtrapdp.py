@@ -71,7 +71,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge import __version__
-from edge.config import CameraDeployment, Config, tzinfo_of
+from edge.camtrapdp_meta import CameraDeployment, tzinfo_of
+from edge.config import Config
 from edge.results import BundleInfo, FrameRecord, write_json_atomic
 from edge.triage import burst_ids
 
