@@ -531,7 +531,6 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
     from typer.testing import CliRunner
 
     import edge.triage
-    import edge.watch
     from edge.cli import app
     from edge.journal import Journal
     from edge.reports import records
@@ -550,33 +549,16 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
     cfg = tmp_path / "edge.toml"
     cfg.write_text(BURSTS_TOML)
 
-    # what the watcher's triage grouped: each decide_all call's frames by relpath, and the
-    # burst ids edge.triage.bursts gave them there
-    pending: list[list[str]] = []  # relpaths of the batch being finished
-    rel_of: dict[int, str] = {}  # id(Evidence) -> relpath
-    keep: list[Any] = []  # the Evidence objects, so their ids stay theirs
-    calls: list[tuple[list[str], list[int], float, int]] = []
-    real_finish, real_decide_all, real_bursts = (
-        edge.watch.Decider._finish, edge.watch.decide_all, edge.triage.bursts)
-
-    def finish(self: Any, loaded: Any, outputs: Any) -> Any:
-        pending.append([loaded.paths[i].relative_to(self.opts.inbox).as_posix()
-                        for i in loaded.index])
-        return real_finish(self, loaded, outputs)
-
-    def decide_all(evidence: Any, thresholds: Any, **kw: Any) -> Any:
-        for e, rel in zip(evidence, pending.pop(), strict=True):
-            rel_of[id(e)] = rel
-            keep.append(e)
-        return real_decide_all(evidence, thresholds, **kw)
+    # what the watcher's triage grouped: the frames of each call of edge.triage.bursts (the
+    # burst rule decide_all applies) and the burst ids it gave them, by (camera, time, score)
+    calls: list[tuple[list[tuple[Any, ...]], list[int], float, int]] = []
+    real_bursts = edge.triage.bursts
 
     def bursts(every: Any, gap: float, max_frames: int) -> list[int]:
         ids = real_bursts(every, gap, max_frames)
-        calls.append(([rel_of[id(e)] for e in every], ids, gap, max_frames))
+        calls.append(([(e.camera, e.time, e.softmax) for e in every], ids, gap, max_frames))
         return ids
 
-    monkeypatch.setattr(edge.watch.Decider, "_finish", finish)
-    monkeypatch.setattr(edge.watch, "decide_all", decide_all)
     monkeypatch.setattr(edge.triage, "bursts", bursts)
     runner = CliRunner()
     watched = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--config", str(cfg),
@@ -584,6 +566,10 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
                                   "--batch", "64", "--settle", "0.1"])  # fmt: skip
     assert watched.exit_code == 0, watched.output
     assert calls and {(gap, cap) for *_, gap, cap in calls} == {(10.0, 2)}  # the config's
+    with Journal.open(out) as j:
+        frames = records(j)
+    rel_of = {(fr.camera, fr.timestamp, fr.softmax): fr.relpath for fr in frames}
+    assert len(rel_of) == len(frames) == sum(map(len, EXPECTED_BURSTS))  # told apart
     group: dict[str, str] = {}  # relpath -> a representative of its burst (union over calls)
 
     def root(r: str) -> str:
@@ -591,9 +577,10 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
             r = group[r]
         return r
 
-    for rels, ids, *_ in calls:
+    for keys, ids, *_ in calls:
         first: dict[int, str] = {}
-        for rel, b in zip(rels, ids, strict=True):
+        for key, b in zip(keys, ids, strict=True):
+            rel = rel_of[key]
             group[root(rel)] = root(first.setdefault(b, rel))
     watcher = {frozenset(r for r in group if root(r) == root(x)) for x in group}
     assert watcher == EXPECTED_BURSTS  # the cap and the gap did cut, as meant
@@ -601,8 +588,7 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
     exported = runner.invoke(app, ["export-dp", str(out), "--config", str(cfg), "--bundle",
                                    str(tiny_bundle), "--folder", str(folder)])  # fmt: skip
     assert exported.exit_code == 0, exported.output
-    with Journal.open(out) as j:
-        rel_at = {fr.dest: fr.relpath for fr in records(j)}
+    rel_at = {fr.dest: fr.relpath for fr in frames}
     path_of = {m["mediaID"]: m["filePath"] for m in table(folder, "media")}
     events: dict[str, set[str]] = {}
     cameras: dict[str, set[str]] = {}
