@@ -13,6 +13,11 @@ has it) and without, and with the view passed in for the bundle's spec made "str
 "letterbox" (the same maps and masks: the cost, not the picture). The JPEG encoders (quality
 85, in memory) are compared too. Writes go to a fresh name each time, as in the
 watcher, in a temporary folder. Figures are ms per overlay: median (min..max) of the rounds.
+
+The watcher no longer draws on its decision path: it keeps `edge.overlay.pack_overlay`'s bytes
+in the journal, and the picture is drawn when someone asks (`draw_overlay`). The last line of
+each set puts the two side by side: render (view=) + encode + write against pack_overlay, per
+review frame, and what drawing on demand costs (the view recomputed from the frame).
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ def bench_set(
 ) -> None:
     """Old against new on one set of frames; prints ms per overlay."""
     from edge.decode import load_image
-    from edge.overlay import render, write_overlay
+    from edge.overlay import draw_overlay, pack_overlay, render, write_overlay
     from edge.overmap import score_frame
     from edge.preprocess import resize_frame
 
@@ -220,6 +225,16 @@ def bench_set(
             render(im, c, m, sp, view=v, **kw) for im, c, m, kw, v in its
         ]
     runs |= {f"encode only: {k}": (lambda f=f: [f(p) for p in pics]) for k, f in enc.items()}
+    # what the watcher does now on its decision path instead of render + encode + write: keep
+    # the map, a 64 px mask, spec, label and scores for the journal; the picture is drawn later
+    runs["pack_overlay (decision path)"] = lambda: [
+        pack_overlay(c, m, spec, **kw) for _, c, m, kw, _ in items
+    ]
+    blobs = [pack_overlay(c, m, spec, **kw) for _, c, m, kw, _ in items]
+    runs["draw_overlay + encode+write (on demand)"] = lambda: [
+        write_overlay(p, draw_overlay(im, b))
+        for p, (im, *_), b in zip(paths(), items, blobs, strict=True)
+    ]
     for fn in runs.values():
         fn()  # warm-up
     ms: dict[str, list[float]] = {k: [] for k in runs}
@@ -242,6 +257,14 @@ def bench_set(
     print(
         f"  render + encode + write: old {old:.2f}, view only {only:.2f}, new (view=) {new:.2f}"
         f" ({new / only - 1:+.0%} on view only, {old / new:.1f}x faster than old)"
+    )
+    pack = med["pack_overlay (decision path)"]
+    size = statistics.median(len(b) for b in blobs)
+    print(
+        f"  decision path per review frame: render (view=) + encode + write {new:.3f} ms, "
+        f"pack_overlay {pack:.3f} ms ({new / pack:.0f}x less), {size:.0f} bytes to the journal"
+        f" (JPEG {kib:.0f} KiB); drawn on demand "
+        f"{med['draw_overlay + encode+write (on demand)']:.2f} ms"
     )
 
 

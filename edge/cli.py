@@ -776,6 +776,33 @@ def review_cmd(
         raise typer.Exit(1) from None
 
 
+@app.command("overlays")
+def overlays_cmd(
+    out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
+) -> None:
+    """Draw the review overlays not drawn yet (the watcher keeps what they need in the
+    journal; the page draws each when it is first looked at): every frame waiting for review."""
+    from edge.journal import JournalError
+    from edge.overlay import ensure_overlay
+    from edge.review.queue import OVERLAYS, waiting
+    from edge.review.security import resolve_inside
+
+    root = out.resolve()
+    try:
+        with _reader_journal(out) as j:
+            todo = [f for f in waiting(j, root) if f.has_overlay_data and not (
+                f.overlay and resolve_inside(root, f.overlay, under=(OVERLAYS,)))]
+            drawn = sum(ensure_overlay(j, root, f) is not None for f in todo)
+    except JournalError as e:
+        err.print(f"[red]journal:[/] {escape(str(e))}")
+        raise typer.Exit(1) from None
+    console.print(f"{drawn} overlay(s) drawn in {escape(str(out / OVERLAYS))}", soft_wrap=True)
+    if drawn < len(todo):
+        err.print(f"[red]{len(todo) - drawn} overlay(s) not drawn[/] (frame unreadable, corrupt "
+                  "data or no space left: see the warnings above)")
+        raise typer.Exit(1)
+
+
 def _learn_paths(out: Path, bundle: Path | None) -> tuple[Path, Path]:
     """(the bundle to learn from, where the learned one goes): `bundle` itself; without it
     OUT/bundle once learned, else the default bundle. The bundle shipped inside the package

@@ -5,7 +5,10 @@ The frame is shown whole at its own aspect. The part the classifier saw carries 
 mask's outline; with a centre crop the rest of the frame is dimmed and the view framed by a thin
 line, so that an animal the model never looked at (at the edges of a 4:3 frame) is still seen.
 
-It is drawn for every review frame, so each step is a single OpenCV call on uint8 data: the
+The watcher does not draw it: on its decision path it keeps only what drawing needs
+(`pack_overlay`: the map, a 64 px mask, the spec, label and scores; a few hundred bytes in the
+journal), and the picture is drawn when someone asks (`ensure_overlay`, from the review page or
+`edge overlays OUT`). Drawing stays cheap: each step is a single OpenCV call on uint8 data; the
 heat's colour and its alpha come from 256-entry tables indexed by the map's strength, the blend
 is done at the model's size and upscaled once into its place, the outline is traced at the
 model's size and its points scaled, and the JPEG is encoded from a contiguous BGR copy (OpenCV
@@ -14,14 +17,27 @@ copies a channel-reversed numpy view slowly, which cost more than the encoding i
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
+import math
+import struct
+import threading
+import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from edge.bundle import InputSpec
 from edge.preprocess import CROP_RATIO, resize_frame
+
+if TYPE_CHECKING:
+    from edge.journal import Frame, Journal
+
+log = logging.getLogger(__name__)
 
 BANNER = 56
 HEAT_ALPHA = 0.6  # the heat's opacity where the map peaks; 0 where it is zero
@@ -178,3 +194,187 @@ def write_overlay(path: Path, overlay: np.ndarray) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+# What the watcher keeps of a review frame so that its overlay can be drawn later, when someone
+# looks (the journal's `overlay_data`): MAGIC, a version byte, the JSON header's length (u32
+# little-endian), the JSON header (spec, label, scores, array shapes), then one zlib stream of
+# the map (float16, at its own resolution, divided by its peak: render only uses it relative to
+# the peak) followed by the mask (uint8 0..255, at most MASK_SIDE on its long side). A few
+# hundred bytes to a few KiB, and no zip container or pickle to trust on the way back.
+MAGIC = b"EDGEOVL"
+OVERLAY_VERSION = 1
+MASK_SIDE = 64
+_HEAD = struct.Struct("<7sBI")
+
+
+class OverlayData(NamedTuple):
+    """What `pack_overlay` stored, unpacked: enough for `render` given the frame."""
+
+    cam: np.ndarray  # float32, the peak at 1 (or all 0)
+    mask: np.ndarray | None  # float32 0..1, at most MASK_SIDE on its long side
+    spec: InputSpec
+    label: str
+    scores: dict[str, float]
+
+
+def _small_mask(mask: np.ndarray) -> np.ndarray:
+    """The mask as uint8 0..255, area-averaged down to at most MASK_SIDE on its long side (a
+    soft edge keeps where the boundary lay between the small mask's pixels)."""
+    m = np.asarray(mask, np.float32)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"mask must be a 2-D map, got shape {m.shape}")
+    h, w = m.shape
+    scale = MASK_SIDE / max(h, w)
+    if scale < 1:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        m = cv2.resize(m, size, interpolation=cv2.INTER_AREA)
+    return cv2.convertScaleAbs(m, alpha=255.0)  # rounds and saturates to 0..255
+
+
+def pack_overlay(
+    cam: np.ndarray,
+    mask: np.ndarray | None,
+    spec: InputSpec,
+    *,
+    label: str,
+    scores: dict[str, float],
+) -> bytes:
+    """What drawing a review frame's overlay needs, as bytes for the journal: cheap, because it
+    runs on the decision path for every review frame (the picture itself is drawn when someone
+    asks: `draw_overlay`, `ensure_overlay`). `cam`: the classifier's map of its view, any
+    resolution; `mask`: a float or bool map of the view, or None."""
+    c = np.maximum(np.nan_to_num(np.asarray(cam, np.float32)), 0)
+    if c.ndim != 2 or c.size == 0:
+        raise ValueError(f"cam must be a 2-D map, got shape {c.shape}")
+    peak = float(c.max())
+    c16 = (c / peak if peak > 0 else c).astype("<f2")
+    m8 = None if mask is None else _small_mask(mask)
+    header = json.dumps({
+        "spec": spec.model_dump(mode="json"), "label": str(label),
+        "scores": {str(k): float(v) for k, v in scores.items()},
+        "cam": list(c16.shape), "mask": None if m8 is None else list(m8.shape),
+    }, separators=(",", ":")).encode()  # fmt: skip
+    body = c16.tobytes() + (b"" if m8 is None else m8.tobytes())
+    return _HEAD.pack(MAGIC, OVERLAY_VERSION, len(header)) + header + zlib.compress(body, 1)
+
+
+def unpack_overlay(data: bytes) -> OverlayData:
+    """`pack_overlay`'s bytes back; ValueError, saying what is wrong, for anything else."""
+    data = bytes(data)
+    if len(data) < _HEAD.size:
+        raise ValueError(f"overlay data too short ({len(data)} bytes)")
+    magic, version, n = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise ValueError("not overlay data (wrong magic)")
+    if version != OVERLAY_VERSION:
+        raise ValueError(f"overlay data version {version} is not known "
+                         f"(this build reads version {OVERLAY_VERSION})")
+    try:
+        head = json.loads(data[_HEAD.size : _HEAD.size + n])
+        body = zlib.decompress(data[_HEAD.size + n :])
+        ch, cw = (int(v) for v in head["cam"])
+        ms = head["mask"]
+        mh, mw = (int(v) for v in ms) if ms is not None else (0, 0)
+        if min(ch, cw) < 1 or (ms is not None and min(mh, mw) < 1):
+            raise ValueError(f"empty map or mask: {head['cam']}, {ms}")
+        if len(body) != 2 * ch * cw + mh * mw:
+            raise ValueError(f"{len(body)} bytes of arrays for map {ch}x{cw}, mask {ms}")
+        cam = np.frombuffer(body, "<f2", ch * cw).reshape(ch, cw).astype(np.float32)
+        mask = None
+        if ms is not None:
+            raw = np.frombuffer(body, np.uint8, mh * mw, offset=2 * ch * cw)
+            mask = raw.reshape(mh, mw).astype(np.float32) * np.float32(1 / 255)
+        spec = InputSpec.model_validate(head["spec"])
+        scores = {str(k): float(v) for k, v in head["scores"].items()}
+        return OverlayData(cam, mask, spec, str(head["label"]), scores)
+    except ValidationError as e:
+        n = e.error_count()
+        raise ValueError(f"corrupt overlay data: bad input spec ({n} errors)") from None
+    except (ValueError, TypeError, KeyError, AttributeError, zlib.error) as e:
+        raise ValueError(f"corrupt overlay data: {e}") from None
+
+
+def draw_overlay(image: np.ndarray, data: bytes, *, width: int = 448) -> np.ndarray:
+    """The review overlay of `image` (the frame, decoded) from `pack_overlay`'s bytes: `render`
+    with the stored map, mask, label and scores; the view is recomputed from the frame."""
+    d = unpack_overlay(data)
+    return render(image, d.cam, d.mask, d.spec, label=d.label, scores=d.scores, width=width)
+
+
+OVERLAYS = "overlays"  # under OUT; the same folder as edge.review.queue.OVERLAYS
+_drawing = threading.Lock()  # the page's worker threads: one frame drawn once, not twice
+
+
+def overlay_relpath(frame: Frame) -> str:
+    """Where a frame's overlay is drawn, relative to OUT."""
+    return f"{OVERLAYS}/{frame.relpath}.overmap.jpg"
+
+
+def _writable_inside(out: Path, target: Path) -> bool:
+    """Whether writing `target` stays inside OUT/overlays: its nearest existing folder, links
+    followed, is OUT/overlays or under it (or OUT itself, before OUT/overlays exists)."""
+    root = out.resolve()
+    folder = target.parent
+    while not folder.exists() and folder != out:
+        folder = folder.parent
+    real = folder.resolve()
+    return real == root or real.is_relative_to(root / OVERLAYS)
+
+
+def ensure_overlay(journal: Journal, out: Path, frame: Frame) -> Path | None:
+    """The frame's overlay as a file under OUT/overlays, drawn now from its journal data if it
+    was not drawn before (and the journal told where). None when there is nothing to draw it
+    from (no data, the frame's file gone or undecodable, corrupt data) or no room to write it:
+    the caller shows something plainer; a full disk is logged, never raised."""
+    from edge.decode import DecodeError, decode_frame
+    from edge.journal import DiskFullError
+    from edge.review.security import resolve_inside
+
+    def drawn(f: Frame) -> Path | None:
+        return resolve_inside(out, f.overlay, under=(OVERLAYS,)) if f.overlay else None
+
+    if (real := drawn(frame)) is not None:
+        return real
+    if not frame.has_overlay_data or not frame.dest:
+        return None
+    rel = overlay_relpath(frame)
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\\" in rel or "\x00" in rel:
+        return None  # a relpath the watcher never writes; nothing leaves OUT/overlays
+    with _drawing:
+        current = journal.get(frame.id)
+        if current is None:
+            return None
+        if (real := drawn(current)) is not None:  # drawn meanwhile by another request
+            return real
+        data = journal.overlay_data(frame.id)
+        src = resolve_inside(out, current.dest) if current.dest else None
+        if data is None or src is None:
+            return None
+        try:
+            d = unpack_overlay(data)
+            image = decode_frame(src, min_side=math.ceil(max(d.spec.size) / CROP_RATIO)).image
+            picture = render(image, d.cam, d.mask, d.spec, label=d.label, scores=d.scores)
+        except (DecodeError, ValueError) as e:
+            log.warning("overlay of %s not drawn: %s", frame.relpath, e)
+            return None
+        target = out / rel
+        if not _writable_inside(out, target):
+            return None
+        try:
+            write_overlay(target, picture)
+        except OSError as e:
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.warning("overlay of %s not written%s: %s", frame.relpath,
+                        " (no space left)" if full else "", e)
+            return None
+        real = resolve_inside(out, rel, under=(OVERLAYS,))
+        if real is None:  # OUT/overlays is a link out of OUT, or the file went at once
+            target.unlink(missing_ok=True)
+            return None
+        try:
+            journal.set_overlay(frame.id, rel)
+        except DiskFullError as e:  # drawn and served; the journal learns it another time
+            log.warning("overlay of %s drawn, not journaled: %s", frame.relpath, e)
+        return real

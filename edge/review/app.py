@@ -30,6 +30,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from edge.journal import AlreadyAnsweredError, AnswerRefusedError, Journal
+from edge.overlay import ensure_overlay
 from edge.review.answers import answer_frames, finish_pending
 from edge.review.pictures import banner_picture
 from edge.review.queue import OVERLAYS, REVIEW, Item, load_queue, waiting
@@ -198,9 +199,8 @@ def create_app(settings: Settings) -> FastAPI:
         f = next((f for f in waiting(journal, out) if f.id == frame_id), None)
         if f is None or f.dest is None:
             raise HTTPException(404, "not in the review queue")
-        overlay = (f.extra or {}).get("overlay")
-        real = resolve_inside(out, overlay, under=(OVERLAYS,)) if overlay else None
-        if real is not None:
+        real = ensure_overlay(journal, out, f)  # drawn now from its journal data if need be
+        if real is not None:  # a real path inside OUT/overlays (resolve_inside)
             return FileResponse(real, media_type="image/jpeg")
         frame = resolve_inside(out, f.dest, under=(REVIEW,))
         if frame is None:

@@ -12,7 +12,17 @@ import pytest
 
 from edge.bundle import InputSpec, load_bundle
 from edge.decode import load_image
-from edge.overlay import BANNER, DIM_SHIFT, VIEW_LINE, render, view_place, write_overlay
+from edge.overlay import (
+    BANNER,
+    DIM_SHIFT,
+    VIEW_LINE,
+    draw_overlay,
+    pack_overlay,
+    render,
+    unpack_overlay,
+    view_place,
+    write_overlay,
+)
 from edge.preprocess import resize_frame
 from edge.runtime import Runtime
 
@@ -301,3 +311,76 @@ def test_a_flat_map_and_no_mask_show_the_frame_untouched_inside_the_view(frame, 
         assert np.array_equal(out[BANNER:][y0:y1, x0:x1], up)
         nan = np.full((7, 7), np.nan, np.float32)
         assert np.array_equal(render(image, nan, None, spec, label="empty", scores={}), out)
+
+
+# -- drawn later: what the watcher keeps (pack_overlay) and the picture drawn from it ---------
+
+
+def outline_of(draw, mask: np.ndarray) -> np.ndarray:
+    """Where the mask's outline lies in an overlay: the pixels that differ from the same
+    overlay drawn without a mask (`draw(mask)` gives the overlay)."""
+    return np.any(draw(mask) != draw(None), axis=2)
+
+
+def near(a: np.ndarray, b: np.ndarray, px: float) -> float:
+    """The share of a's set pixels that lie within `px` of one of b's."""
+    dist = cv2.distanceTransform((~b).astype(np.uint8), cv2.DIST_L2, 3)
+    return float((dist[a] <= px).mean())
+
+
+@pytest.mark.parametrize("spec", MODES, ids=lambda s: s.resize)
+def test_a_packed_overlay_draws_the_picture_render_draws(frame, tiny_bundle: Path, spec):
+    bundle = load_bundle(tiny_bundle)
+    res = Runtime.from_bundle(bundle, threads=1).run([frame])
+    cam = res.cam[0] * 37.0  # the model's real map, at its own resolution, any scale
+    masks = {
+        "soft disc": disc(224, (0.4, 0.55), 0.25),
+        "bool blob": (disc(224, (0.65, 0.35), 0.2) > 0.5) | (disc(224, (0.3, 0.3), 0.1) > 0.5),
+    }
+    for name, mask in masks.items():
+        data = pack_overlay(cam, mask, spec, **TEXT)
+        assert isinstance(data, bytes) and len(data) < 8192, name
+        stored = unpack_overlay(data)
+        assert max(stored.mask.shape) == 64 and stored.cam.shape == cam.shape
+        assert stored.spec == spec and stored.label == TEXT["label"]
+        assert stored.scores == TEXT["scores"]
+        want = render(frame, cam, mask, spec, **TEXT)
+        got = draw_overlay(frame, data)
+        assert got.shape == want.shape == (BANNER + 336, 448, 3) and got.dtype == np.uint8
+        assert np.array_equal(got[:BANNER], want[:BANNER])  # the same label and scores
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.mean() < 1.0, name  # float16 map, 64 px mask: the same picture
+        a = outline_of(lambda m: render(frame, cam, m, spec, **TEXT), mask)
+        b = outline_of(lambda m: draw_overlay(frame, pack_overlay(cam, m, spec, **TEXT)), mask)
+        assert a.sum() > 200 and abs(int(b.sum()) - int(a.sum())) < 0.05 * a.sum(), name
+        assert near(b, a, 2) > 0.99 and near(a, b, 2) > 0.99, name  # where the outline lies
+
+
+def test_a_flat_map_and_no_mask_pack_and_draw():
+    image = np.full((120, 160, 3), 90, np.uint8)
+    data = pack_overlay(np.zeros((14, 14), np.float32), None, CROP, label="x", scores={})
+    d = unpack_overlay(data)
+    assert d.mask is None and not d.cam.any() and d.scores == {}
+    assert np.array_equal(draw_overlay(image, data, width=320),
+                          render(image, FLAT, None, CROP, label="x", scores={}, width=320))
+
+
+def test_corrupt_or_unknown_overlay_data_is_refused_with_a_reason(frame):
+    data = pack_overlay(np.eye(7, dtype=np.float32), disc(224, (0.5, 0.5), 0.3), SPEC, **TEXT)
+    version = len(b"EDGEOVL")
+    cases = {
+        "too short": data[:5],
+        "wrong magic": b"JPEG" + data[4:],
+        "version 2 is not known": data[:version] + bytes([2]) + data[version + 1 :],
+        "corrupt": data[:-4],  # the arrays cut short
+        "corrupt overlay data": data[: version + 6] + b"\xff" + data[version + 7 :],  # header
+        "bytes of arrays": data[:16] + data[16:].replace(b'"cam":[7,7]', b'"cam":[7,8]'),
+    }
+    for why, bad in cases.items():
+        with pytest.raises(ValueError, match=why):
+            draw_overlay(frame, bad)
+    spec_bad = data.replace(b'"center_crop"', b'"fisheye"').replace(b'"stretch"', b'"fisheye"')
+    with pytest.raises(ValueError, match="input spec"):
+        unpack_overlay(spec_bad)
+    with pytest.raises(ValueError, match="2-D"):
+        pack_overlay(np.zeros((1, 7, 7)), None, SPEC, **TEXT)
