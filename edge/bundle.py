@@ -9,12 +9,13 @@ naming what is wrong, before any frame is touched.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edge.hashing import file_sha256
 
 FORMAT = "overmap-bundle"
 FORMAT_VERSION = 1
@@ -162,18 +163,10 @@ class Bundle:
         return f"Bundle({str(self.root)!r}, target={m.target}, classifier={m.classifier.name})"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def file_entry(root: Path, name: str) -> FileEntry:
     """Describe `root/name` for the manifest (used by the exporter)."""
     p = root / name
-    return FileEntry(path=name, sha256=sha256_file(p), bytes=p.stat().st_size)
+    return FileEntry(path=name, sha256=file_sha256(p), bytes=p.stat().st_size)
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -214,7 +207,7 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             raise BundleError(
                 f"{p}: {size} bytes, the manifest says {entry.bytes} (truncated or replaced)"
             )
-        digest = sha256_file(p)
+        digest = file_sha256(p)
         if digest != entry.sha256:
             raise BundleError(
                 f"{p}: sha256 {digest[:12]}... does not match the manifest (tampered?)"

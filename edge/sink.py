@@ -14,7 +14,6 @@ function: decisions (with their destinations) are committed before any file move
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from typing import Any
 # DiskFullError (ENOSPC, EDQUOT: pause and retry, nothing was lost) is the journal's and the
 # sink's alike: raised here for frames and sidecars, there for commits; import it from either
 from edge.durable import fsync_dir, make_dirs
+from edge.hashing import file_sha256  # named here too: callers import it from the sink
 from edge.journal import Decision, DiskFullError, Frame, Journal
 
 log = logging.getLogger(__name__)
@@ -97,15 +97,6 @@ def crash_point(name: str) -> None:
 
 
 # -- files ----------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _rename(src: Path, dst: Path) -> None:

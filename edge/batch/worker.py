@@ -11,7 +11,6 @@ takes it or what that actor did before. Within a chunk, frames go through `Score
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +26,7 @@ from edge.batch.listing import Chunk, Listed
 from edge.batch.shards import record_to_json, write_shard
 from edge.bundle import load_bundle
 from edge.decode import decode_frame
+from edge.hashing import file_sha256
 from edge.preprocess import CROP_RATIO
 from edge.results import FrameRecord
 from edge.runtime import Runtime
@@ -44,7 +44,7 @@ def decode_many(root: str, relpaths: Sequence[str], min_side: int | None) -> lis
         path = Path(root) / rel
         digest = None
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = file_sha256(path)  # streamed, not the whole file in memory
             image, width, height = decode_frame(path, min_side=min_side)
         except Exception as e:  # noqa: BLE001 - any unreadable frame is a failure, not a crash
             reason = str(e) if getattr(e, "args", None) else type(e).__name__
