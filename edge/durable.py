@@ -3,8 +3,15 @@ folder holding it has been fsynced (POSIX promises nothing sooner)."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """The one test for "no room left" (ENOSPC, or the user's quota, EDQUOT): the watcher
+    pauses and retries on it, nothing lost, where any other error is a fault."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def fsync_dir(path: Path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 # DiskFullError (ENOSPC, EDQUOT: pause and retry, nothing was lost) is the journal's and the
 # sink's alike: raised here for frames and sidecars, there for commits; import it from either
-from edge.durable import fsync_dir, make_dirs
+from edge.durable import fsync_dir, is_disk_full, make_dirs
 from edge.hashing import file_sha256  # named here too: callers import it from the sink
 from edge.journal import Decision, DiskFullError, Frame, Journal
 
@@ -130,7 +130,7 @@ def _same_content(path: Path, size: int, sha256: str) -> bool:
 
 
 def _raise_mapped(e: OSError, path: Path) -> None:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(e):
         raise DiskFullError(f"no space left writing {path}") from e
     if isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         raise SinkPermissionError(Path(e.filename or path), e.strerror or "") from e

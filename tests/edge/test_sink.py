@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge import sink
+from edge.durable import is_disk_full
 from edge.journal import Decision, Journal
 from edge.sink import (
     DiskFullError,
@@ -108,11 +109,20 @@ def test_collision_gets_a_deterministic_hash_name(tmp_path: Path) -> None:
     assert place(src, dest, copy=False, sha256=sha) == where
 
 
-def test_disk_full_keeps_source_and_cleans_temp(tmp_path: Path, monkeypatch) -> None:
+def test_is_disk_full_is_enospc_or_edquot_only() -> None:
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EIO, "Input/output error"))
+    assert not is_disk_full(PermissionError(errno.EACCES, "Permission denied"))
+    assert not is_disk_full(ValueError(errno.ENOSPC))  # not an OSError: a fault, not a pause
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_disk_full_keeps_source_and_cleans_temp(tmp_path: Path, monkeypatch, code: int) -> None:
     monkeypatch.setattr(sink, "_link", _exdev)
 
     def full(fd: int) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(sink.os, "fsync", full)
     src = _drop(tmp_path / "in", "cam/a.jpg")
