@@ -39,13 +39,16 @@ def mask_from_boxes(
     shape: tuple[int, int],
     *,
     soft: bool = False,
+    touch: bool = False,
 ) -> np.ndarray:
     """Rasterise normalised ``[x, y, w, h]`` boxes into a float32 mask of ``shape`` = (H, W).
 
     Hard boxes (default): 1 inside any box, 0 outside; boxes are clipped to the frame. A pixel
-    is inside when its centre is. Soft boxes (``soft=True``): an animal rarely fills its box, so
-    each box becomes a separable Gaussian bump (sigma = a quarter of the box size, peak 1 at
-    the box centre, truncated to the box); overlapping boxes take the max.
+    is inside when its centre is, or with ``touch=True`` when any part of it is (what a
+    coverage count on a finer grid wants: a box never vanishes between pixel centres).
+    Soft boxes (``soft=True``): an animal rarely fills its box, so each box becomes a separable
+    Gaussian bump (sigma = a quarter of the box size, peak 1 at the box centre, truncated to
+    the box); overlapping boxes take the max.
 
     No boxes gives an all-zero mask (no animal).
     """
@@ -55,10 +58,15 @@ def mask_from_boxes(
     out = np.zeros((H, W), np.float32)
     ys = (np.arange(H) + 0.5) / H  # pixel centres, normalised
     xs = (np.arange(W) + 0.5) / W
+    cols, rows = np.arange(W), np.arange(H)
     for box in boxes:
         x, y, w, h = _check_box(box)
-        inx = (xs >= x) & (xs < x + w)
-        iny = (ys >= y) & (ys < y + h)
+        if touch:  # pixel i spans [i, i+1) in pixel units and overlaps [x*W, (x+w)*W)
+            inx = (cols + 1 > x * W) & (cols < (x + w) * W)
+            iny = (rows + 1 > y * H) & (rows < (y + h) * H)
+        else:
+            inx = (xs >= x) & (xs < x + w)
+            iny = (ys >= y) & (ys < y + h)
         if soft:
             gx = np.exp(-0.5 * ((xs - (x + w / 2)) / max(w / 4, 1e-6)) ** 2) * inx
             gy = np.exp(-0.5 * ((ys - (y + h / 2)) / max(h / 4, 1e-6)) ** 2) * iny

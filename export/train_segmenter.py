@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from edge.masks import boxes_from_labels_bbox, mask_from_boxes
 from export import lite0
 from export.segmenter import DEFAULT_HEAD_WEIGHTS, Lite0SegHead, lite0_taps
 
@@ -329,24 +330,6 @@ def predict(
 # --------------------------------------------------------------------------- camera traps
 
 
-def parse_boxes(field: str) -> list[tuple[float, float, float, float]]:
-    """labels.csv `bbox`: "x,y,w,h;..." normalised, top-left origin -> list of tuples."""
-    out = []
-    for part in filter(None, (p.strip() for p in (field or "").split(";"))):
-        x, y, w, h = (float(v) for v in part.split(","))
-        out.append((x, y, w, h))
-    return out
-
-
-def box_mask(shape: tuple[int, int], boxes: list[tuple[float, float, float, float]]) -> np.ndarray:
-    """Boolean [h,w] that is True inside any of the normalised boxes."""
-    h, w = shape
-    m = np.zeros((h, w), bool)
-    for x, y, bw, bh in boxes:
-        m[int(y * h) : math.ceil((y + bh) * h), int(x * w) : math.ceil((x + bw) * w)] = True
-    return m
-
-
 def overlay(image: np.ndarray, prob: np.ndarray, boxes, width: int = 640) -> np.ndarray:
     """RGB frame with the foreground probability in red and the MegaDetector boxes in green."""
     h = round(image.shape[0] * width / image.shape[1])
@@ -392,10 +375,11 @@ def camtrap_figures(
             with torch.no_grad():
                 probs = src.model(torch.from_numpy(prepare(images, src.input)))[:, 0].numpy()
             for r, image, prob in zip(chunk, images, probs, strict=True):
-                boxes = parse_boxes(r["bbox"])
+                boxes = boxes_from_labels_bbox(r["bbox"])
                 if kind == "animal":
                     # boxes as coarse as the map: count cells by their box coverage
-                    fine = box_mask((prob.shape[0] * 8, prob.shape[1] * 8), boxes)
+                    fine = mask_from_boxes(boxes, (prob.shape[0] * 8, prob.shape[1] * 8),
+                                           touch=True)  # every pixel a box touches
                     cover = fine.reshape(prob.shape[0], 8, prob.shape[1], 8).mean(axis=(1, 3))
                     mass = (prob * cover).sum()
                     stats["inside_share"].append(float(mass / max(prob.sum(), 1e-6)))

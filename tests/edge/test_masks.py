@@ -37,6 +37,20 @@ def test_boxes_union_clip_and_empty() -> None:
         mask_from_boxes([[0.1, 0.2, 0.3]], (8, 8))
 
 
+def test_touch_takes_every_pixel_a_box_overlaps() -> None:
+    # x 0.33..0.42 on 8 columns spans pixels 2 and 3 (2.64..3.36) but neither centre (2.5,
+    # 3.5); y 0.05..0.10 on 4 rows spans part of row 0 (0.2..0.4), not its centre 0.5
+    thin = [[0.33, 0.05, 0.09, 0.05]]
+    assert mask_from_boxes(thin, (4, 8)).sum() == 0  # centres only: the box vanishes
+    m = mask_from_boxes(thin, (4, 8), touch=True)
+    assert m.sum() == 2 and m[0, 2] == 1 and m[0, 3] == 1
+    # a box on pixel edges is the same either way; past the frame it is clipped
+    edges = [[0.25, 0.5, 0.5, 0.5]]
+    np.testing.assert_array_equal(mask_from_boxes(edges, (8, 8), touch=True),
+                                  mask_from_boxes(edges, (8, 8)))
+    assert mask_from_boxes([[0.9, 0.9, 0.5, 0.5]], (10, 10), touch=True).sum() == 1
+
+
 def test_soft_boxes_peak_in_the_centre_and_stay_inside() -> None:
     m = mask_from_boxes([[0.25, 0.5, 0.5, 0.5]], (40, 40), soft=True)
     y, x = np.unravel_index(m.argmax(), m.shape)

@@ -146,3 +146,18 @@ def test_wrong_weights_are_refused_clearly(tmp_path: Path) -> None:
         build_segmenter(weights=tmp_path / "missing.pt")
     with pytest.raises(SegmenterError, match="unknown segmenter"):
         build_segmenter("unet_resnet34")
+
+
+def test_camtrap_boxes_are_edge_masks_own() -> None:
+    """One rule for boxes: the camera-trap figures parse and rasterise them with edge.masks,
+    every pixel a box touches (as the old box_mask did), not with a second copy here."""
+    import export.train_segmenter as ts
+    from edge import masks
+
+    assert ts.boxes_from_labels_bbox is masks.boxes_from_labels_bbox
+    assert ts.mask_from_boxes is masks.mask_from_boxes
+    assert not hasattr(ts, "box_mask") and not hasattr(ts, "parse_boxes")
+    boxes = masks.boxes_from_labels_bbox("0.33,0.05,0.09,0.05")
+    fine = masks.mask_from_boxes(boxes, (4 * 8, 8 * 8), touch=True)
+    cover = fine.reshape(4, 8, 8, 8).mean(axis=(1, 3))
+    assert cover[0, 2] > 0 and cover[0, 3] > 0 and cover.sum() > 0
