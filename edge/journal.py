@@ -24,17 +24,30 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from edge.durable import fsync_dir
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 JOURNAL_NAME = "journal.sqlite"
 
+
+class Verdict(StrEnum):
+    """Where a frame goes: the one spelling of a decision in the journal, the folders of OUT,
+    the results file and the code. A StrEnum, so a row's text compares equal to it."""
+
+    TAGGED = "tagged"
+    REVIEW = "review"
+    EMPTY = "empty"
+    QUARANTINE = "quarantine"
+
+
 STATES = ("seen", "decided", "done", "quarantined", "vanished")
-DECISIONS = ("empty", "tagged", "review", "quarantine")
+DECISIONS = tuple(Verdict)
 TERMINAL = ("done", "quarantined", "vanished")
 
 _SCHEMA_V1 = """
@@ -87,8 +100,36 @@ CREATE TABLE answers (
 CREATE INDEX answers_state ON answers (state);
 """
 
+# What was a JSON blob (`extra`) becomes columns a query can read, so adding a per-frame field
+# is one column here and one field of Decision/Frame. `top_k` stays JSON: it is a list.
+# `overlay_data`: what drawing the review overlay needs (edge.overlay.OverlayData), so the
+# picture is drawn when someone looks, not on the decision path; `overlay` is where it was
+# drawn, relative to OUT. Old rows' values are moved out of the blob, then the blob dropped.
+_V3_COLUMNS = {
+    "captured_at": ("TEXT", "$.time"),  # ISO 8601, local camera time
+    "time_source": ("TEXT", "$.time_source"),  # exif or file (modification time)
+    "width": ("INTEGER", "$.width"),  # of the original frame, not of its reduced decode
+    "height": ("INTEGER", "$.height"),
+    "entropy": ("REAL", "$.entropy"),
+    "foreground": ("REAL", "$.foreground"),
+    "mask_source": ("TEXT", "$.mask_source"),
+    "measure": ("TEXT", "$.measure"),
+    "species_guess": ("TEXT", "$.species_guess[0]"),  # the guess head's name, never a label
+    "species_guess_p": ("REAL", "$.species_guess[1]"),
+    "top_k": ("TEXT", "$.top"),  # JSON [[label, probability], ...]
+    "overlay": ("TEXT", "$.overlay"),
+    "overlay_data": ("BLOB", None),
+}
+_SCHEMA_V3 = "".join(
+    f"ALTER TABLE frames ADD COLUMN {name} {kind};" for name, (kind, _) in _V3_COLUMNS.items()
+) + "UPDATE frames SET " + ", ".join(
+    f"{name} = json_extract(extra, '{path}')" if name != "top_k"
+    else f"{name} = json(json_extract(extra, '{path}'))"
+    for name, (_, path) in _V3_COLUMNS.items() if path
+) + " WHERE extra IS NOT NULL;" + "ALTER TABLE frames DROP COLUMN extra;"
+
 # Migration i upgrades a journal from user_version i to i + 1.
-_MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+_MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 
 
 class JournalError(Exception):
@@ -115,20 +156,36 @@ def _disk_full(e: sqlite3.Error) -> bool:
 
 @dataclass(frozen=True)
 class Decision:
-    """What the policy decided for one frame; `extra` is stored as JSON."""
+    """What the policy decided for one frame, and what the frame showed: one journal column
+    each (see _V3_COLUMNS)."""
 
-    decision: str  # one of DECISIONS
+    decision: Verdict
     label: str | None = None
     class_index: int | None = None
     softmax: float | None = None
     overmap: float | None = None
     confidence: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None  # why, for quarantine
+    captured_at: datetime | None = None
+    time_source: str | None = None
+    width: int | None = None
+    height: int | None = None
+    entropy: float | None = None
+    foreground: float | None = None
+    mask_source: str | None = None
+    measure: str | None = None
+    species_guess: str | None = None
+    species_guess_p: float | None = None
+    top_k: tuple[tuple[str, float], ...] = ()
+    overlay_data: bytes | None = None
 
     def __post_init__(self) -> None:
-        if self.decision not in DECISIONS:
-            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
+        try:
+            object.__setattr__(self, "decision", Verdict(self.decision))
+        except ValueError:
+            raise ValueError(
+                f"decision must be one of {[str(v) for v in Verdict]}, got {self.decision!r}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -150,10 +207,22 @@ class Frame:
     softmax: float | None
     overmap: float | None
     confidence: float | None
-    extra: dict[str, Any] | None
-    decision: str | None
+    decision: Verdict | None
     reason: str | None
     dest: str | None
+    captured_at: datetime | None = None
+    time_source: str | None = None
+    width: int | None = None
+    height: int | None = None
+    entropy: float | None = None
+    foreground: float | None = None
+    mask_source: str | None = None
+    measure: str | None = None
+    species_guess: str | None = None
+    species_guess_p: float | None = None
+    top_k: tuple[tuple[str, float], ...] = ()
+    overlay: str | None = None
+    has_overlay_data: bool = False  # the bytes are read on demand (Journal.overlay_data)
 
 
 ANSWERS = ("accept", "label", "empty", "person", "vehicle")
@@ -184,6 +253,22 @@ class Answer:
     dest: str
     state: str  # intent or done
     done_at: float | None
+
+
+_FRAME_COLUMNS = {f.name for f in fields(Frame)} - {"has_overlay_data"}
+
+
+def _frame(row: dict[str, Any]) -> Frame:
+    """A frames row (SELECT *) as a Frame: text back to types, the overlay's bytes left out."""
+    values = {k: v for k, v in row.items() if k in _FRAME_COLUMNS}
+    values["has_overlay_data"] = row.get("overlay_data") is not None
+    if values.get("decision") is not None:
+        values["decision"] = Verdict(values["decision"])
+    if values.get("captured_at"):
+        values["captured_at"] = datetime.fromisoformat(values["captured_at"])
+    top = values.get("top_k")
+    values["top_k"] = tuple((str(n), float(p)) for n, p in json.loads(top)) if top else ()
+    return Frame(**values)
 
 
 def camera_of(relpath: str) -> str:
@@ -340,24 +425,18 @@ class Journal:
         Re-deciding a frame that is still `decided` replaces the intent; a terminal frame is
         left alone.
         """
+        values = {f.name: getattr(decision, f.name) for f in fields(Decision)}
+        values["decision"] = str(decision.decision)
+        when = decision.captured_at
+        values["captured_at"] = when.isoformat() if when else None
+        values["top_k"] = json.dumps([[n, p] for n, p in decision.top_k]) if decision.top_k \
+            else None
+        names = ", ".join(f"{k}=?" for k in values)
         with self.transaction():
             self._db.execute(
-                "UPDATE frames SET state='decided', decided_at=?, label=?, class_index=?, "
-                "softmax=?, overmap=?, confidence=?, extra=?, decision=?, reason=?, dest=? "
+                f"UPDATE frames SET state='decided', decided_at=?, {names}, dest=? "
                 "WHERE id=? AND state IN ('seen', 'decided')",
-                (
-                    time.time(),
-                    decision.label,
-                    decision.class_index,
-                    decision.softmax,
-                    decision.overmap,
-                    decision.confidence,
-                    json.dumps(decision.extra) if decision.extra else None,
-                    decision.decision,
-                    decision.reason,
-                    dest,
-                    frame_id,
-                ),
+                (time.time(), *values.values(), dest, frame_id),
             )
 
     def quarantine(self, frame_id: int, reason: str, dest: str) -> None:
@@ -394,12 +473,19 @@ class Journal:
     def _frames(self, sql: str, args: Iterable[Any] = ()) -> list[Frame]:
         with self._lock:
             rows = self._db.execute(sql, tuple(args)).fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["extra"] = json.loads(d["extra"]) if d["extra"] else None
-            out.append(Frame(**d))
-        return out
+        return [_frame(dict(r)) for r in rows]
+
+    def overlay_data(self, frame_id: int) -> bytes | None:
+        """What drawing the frame's overlay needs (edge.overlay.OverlayData), if it was kept."""
+        with self._lock:
+            row = self._db.execute("SELECT overlay_data FROM frames WHERE id=?",
+                                   (frame_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def set_overlay(self, frame_id: int, overlay: str) -> None:
+        """The frame's overlay is drawn at `overlay` (relative to OUT)."""
+        with self.transaction():
+            self._db.execute("UPDATE frames SET overlay=? WHERE id=?", (overlay, frame_id))
 
     def get(self, frame_id: int) -> Frame | None:
         rows = self._frames("SELECT * FROM frames WHERE id=?", (frame_id,))

@@ -13,23 +13,20 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from edge.bundle import Manifest
-from edge.journal import Answer, Frame, Journal
+from edge.journal import Answer, Frame, Journal, Verdict
 from edge.results import BundleInfo, FrameRecord, write_md_results
 
-DECISIONS = ("tagged", "review", "empty", "quarantine")
+DECISIONS = (Verdict.TAGGED, Verdict.REVIEW, Verdict.EMPTY, Verdict.QUARANTINE)  # table order
 MD_RESULTS = "results/megadetector.json"
 
 
 def record_of(frame: Frame, answer: Answer | None = None) -> FrameRecord:
     """A journal row as the results writers want it; with a person's `answer` (edge review)
     the label and decision are theirs, classified by a human."""
-    extra = frame.extra or {}
-    when = extra.get("time")
     record = FrameRecord(
         relpath=frame.relpath, camera=frame.camera, sha256=frame.sha256,
-        timestamp=datetime.fromisoformat(when) if when else None,
-        time_source=extra.get("time_source"),
-        width=extra.get("width"), height=extra.get("height"), label=frame.label,
+        timestamp=frame.captured_at, time_source=frame.time_source,
+        width=frame.width, height=frame.height, label=frame.label,
         class_index=frame.class_index, softmax=frame.softmax, overmap=frame.overmap,
         confidence=frame.confidence, decision=frame.decision,
         failure=frame.reason if frame.decision == "quarantine" else None, dest=frame.dest,
@@ -63,9 +60,8 @@ def write_results(journal: Journal, out: Path, manifest: Manifest,
 
 
 def _day(frame: Frame) -> str:
-    when = (frame.extra or {}).get("time")
-    if when:
-        return when[:10]
+    if frame.captured_at:
+        return frame.captured_at.strftime("%Y-%m-%d")
     return datetime.fromtimestamp(frame.seen_at).strftime("%Y-%m-%d")
 
 
@@ -83,9 +79,9 @@ def summary(journal: Journal) -> Group:
         per_cam.setdefault(f.camera or "(top)", Counter())[d] += 1
         per_day.setdefault(_day(f), Counter())[d] += 1
         label = answered.get(f.id, f.label)
-        guess = (f.extra or {}).get("species_guess")
+        guess = f.species_guess
         if f.id not in answered and label == "animal" and guess:
-            label = f"animal (guess: {guess[0]})"  # the finer name, never taken as the label
+            label = f"animal (guess: {guess})"  # the finer name, never taken as the label
         if f.decision in ("tagged", "review") and label:
             species[label] += 1
             review[label] += f.decision == "review"

@@ -104,17 +104,14 @@ def words(label: str | None, softmax: float | None, overmap: float | None) -> st
 
 
 def _item(out: Path, f: Frame) -> Item:
-    extra = f.extra or {}
-    when = extra.get("time")
-    overlay = extra.get("overlay")
+    overlay = f.overlay
     if overlay and resolve_inside(out, overlay, under=(OVERLAYS,)) is None:
         overlay = None  # not written (overlays off) or gone: the page renders one
-    top = tuple((str(n), float(p)) for n, p in extra.get("top") or ())
     assert f.dest is not None
     return Item(
         id=f.id, relpath=f.relpath, camera=f.camera, dest=f.dest, label=f.label,
-        softmax=f.softmax, overmap=f.overmap, confidence=f.confidence, top=top,
-        time=datetime.fromisoformat(when) if when else None, overlay=overlay,
+        softmax=f.softmax, overmap=f.overmap, confidence=f.confidence, top=f.top_k,
+        time=f.captured_at, overlay=overlay,
         words=words(f.label, f.softmax, f.overmap),
     )  # fmt: skip
 

@@ -65,7 +65,9 @@ def test_states_decision_fields_and_reopen(tmp_path: Path) -> None:
             softmax=0.9,
             overmap=0.2,
             confidence=0.8,
-            extra={"measure": "overlap", "mask": "lraspp"},
+            measure="overlap",
+            mask_source="segmenter",
+            top_k=(("deer", 0.9), ("fox", 0.05)),
         )
         j.record_decision(a, d, "tagged/cam1/a.jpg")
         j.quarantine(b, "truncated JPEG", "quarantine/cam2/b.jpg")
@@ -79,7 +81,8 @@ def test_states_decision_fields_and_reopen(tmp_path: Path) -> None:
         fa, fb, fc = j.get(a), j.get(b), j.get(c)
         assert fa and fb and fc
         assert (fa.state, fa.decision, fa.label, fa.class_index) == ("done", "tagged", "deer", 3)
-        assert fa.extra == {"measure": "overlap", "mask": "lraspp"}
+        assert (fa.measure, fa.mask_source) == ("overlap", "segmenter")
+        assert fa.top_k == (("deer", 0.9), ("fox", 0.05))
         assert fa.dest == "tagged/cam1/a.jpg" and fa.done_at and fa.decided_at
         assert (fb.state, fb.decision, fb.reason) == ("quarantined", "quarantine", "truncated JPEG")
         assert fc.state == "seen" and fc.camera == ""
