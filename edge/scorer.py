@@ -1,9 +1,10 @@
 """One batch of decoded frames -> a scored frame each: class, softmax, Over-MAP against the
 best mask there is, and the fused confidence. Shared by `edge watch` and `edge evaluate`.
 
-The mask: the bundle's segmenter always; the camera's background model when it has seen
-enough of that camera's frames (day and night apart); both combined when both are there.
-Masks given by the caller (ground truth, detector boxes) replace them, for evaluation.
+The mask comes from the sources of edge.mask_sources (the segmenter; the camera's background
+model once it is ready; masks given by the caller, for evaluation), picked by its `choose`.
+Scoring changes nothing: the background models learn in `learn`, a stage of its own that the
+caller runs after the triage, so what a frame is decided on never depends on when it is scored.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.background import CameraBackgrounds, pick_mask
+from edge.background import CameraBackgrounds
 from edge.bundle import Manifest
 from edge.fusion import apply_fusion, features
+from edge.mask_sources import BackgroundMasks, GivenMasks, MaskSource, SegmenterMasks, choose
 from edge.overmap import FrameScore, entropy, score_frame
-from edge.preprocess import view_of
 from edge.runtime import Outputs, Runtime
 
 
@@ -58,6 +59,11 @@ class Scorer:
         self.classes = spec.classes
         self.empty = [i for i, c in enumerate(spec.classes) if c in spec.empty_classes]
         self.human = {i for i, c in enumerate(spec.classes) if c in spec.human_classes}
+        self.sources: list[MaskSource] = [SegmenterMasks()]
+        self._background = None
+        if backgrounds is not None:
+            self._background = BackgroundMasks(backgrounds, spec.input)
+            self.sources.append(self._background)
 
     def score(
         self,
@@ -67,28 +73,21 @@ class Scorer:
         masks: Sequence[np.ndarray | None] | None = None,
         outputs: Outputs | None = None,
     ) -> list[Scored]:
-        """Score a batch, in order (the background models learn from each frame in turn).
+        """Score a batch; nothing changes (the background models learn in `learn`).
 
         `masks`: full-frame masks to use instead of the model's (evaluation). `outputs`: the
         bundle's results for these images when already run (the watcher runs the models in
         its own thread, ahead of scoring).
         """
         out = outputs if outputs is not None else self.runtime.run(images)
-        spec = self.manifest.classifier.input
+        sources = list(self.sources)
+        if masks is not None:
+            sources.append(GivenMasks(masks, self.manifest.classifier.input))
+        found = {src.name: src.masks(images, cameras, out) for src in sources}
         scores, ready = [], []
-        for i, image in enumerate(images):
-            learned = out.foreground[i, 0]
-            given = masks[i] if masks is not None else None
-            background = None
-            if self.backgrounds is not None:
-                bg = self.backgrounds.foreground(cameras[i], image)
-                if bg is not None:
-                    background = view_of(bg, image.shape[:2], spec)
-            ready.append(background is not None)
-            if given is not None:
-                mask, source = view_of(given, image.shape[:2], spec), "file"
-            else:
-                mask, source = pick_mask(learned, background)
+        for i in range(len(images)):
+            mask, source = choose({name: m[i] for name, m in found.items()})
+            ready.append(found.get("background", [None] * len(images))[i] is not None)
             scores.append(score_frame(out.probs[i], out.cam[i], mask, classes=self.classes,
                                       measure=self.measure, mask_source=source))
         X = features(
@@ -113,8 +112,14 @@ class Scorer:
                 background_ready=ready[i], probs=out.probs[i], cam=out.cam[i], cues=X[i],
                 guess=guesses[i],
             ))  # fmt: skip
-            if self.backgrounds is not None:
-                # a frame confidently showing an animal stays out of the scene's memory
-                animal = bool(self.empty) and not is_empty and s.softmax >= 0.5
-                self.backgrounds.update(cameras[i], images[i], has_animal=animal)
         return result
+
+    def learn(self, images: Sequence[np.ndarray], cameras: Sequence[str],
+              scored: Sequence[Scored]) -> None:
+        """The background models' stage, after the triage: each camera's model takes its
+        frames in order, those confidently showing an animal kept out of the scene."""
+        if self._background is None:
+            return
+        animals = [bool(self.empty) and not s.is_empty_class and s.score.softmax >= 0.5
+                   for s in scored]
+        self._background.learn(images, cameras, animals)

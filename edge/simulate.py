@@ -150,6 +150,7 @@ class _Track:
         for e in evidence:
             if e.time is not None:
                 self.recent.setdefault(e.camera, deque(maxlen=BURST_FRAMES)).append(e)
+        self.scorer.learn(images, cameras, scored)  # the watcher's stage after the triage
         classes = self.scorer.classes
         empty_name = self.scorer.manifest.classifier.empty_classes
         for r, s, v in zip(rows, scored, verdicts, strict=True):

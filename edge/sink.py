@@ -7,8 +7,9 @@ content hash (deterministic, so a retry finds it again). Files are written to a 
 file in the destination folder, fsynced, then renamed into place; folders are fsynced after a
 rename so that the rename survives a power cut.
 
-`process_pending` drives the journal's rows to a terminal state with a caller's `decide`
-function: decisions (with their destinations) are committed before any file moves.
+The sink only moves: `commit_decisions` writes each decision and its destination to the
+journal before any file moves (write-ahead intent), `place_decided` moves the decided frames
+and marks them done. What drives them, batch after batch, is edge.loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,12 @@ from typing import Any
 # sink's alike: raised here for frames and sidecars, there for commits; import it from either
 from edge.durable import fsync_dir, is_disk_full, make_dirs
 from edge.hashing import file_sha256  # named here too: callers import it from the sink
-from edge.journal import Decision, DiskFullError, Frame, Journal
+from edge.journal import Decision, DiskFullError, Frame, Journal, Verdict
 
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".edge-tmp"
-FOLDERS = {"empty": "empty", "tagged": "tagged", "review": "review", "quarantine": "quarantine"}
+FOLDERS: dict[str, str] = {v: str(v) for v in Verdict}  # a decision's folder under OUT
 _CHUNK = 1 << 20
 
 
@@ -374,112 +375,68 @@ def admit(
     return frame_id
 
 
+SIDECAR_KEYS = (
+    "relpath", "camera", "sha256", "decision", "label", "class_index", "softmax", "overmap",
+    "confidence", "reason", "captured_at", "time_source", "width", "height", "entropy",
+    "foreground", "mask_source", "measure", "species_guess", "species_guess_p", "top_k",
+)  # fmt: skip
+
+
 def _sidecar_data(frame: Frame) -> dict[str, Any]:
-    keys = ("relpath", "camera", "sha256", "decision", "label", "class_index", "softmax")
-    data = {k: getattr(frame, k) for k in keys}
-    data.update(overmap=frame.overmap, confidence=frame.confidence, reason=frame.reason)
-    if frame.extra:
-        data["extra"] = frame.extra
+    """The journal row beside the frame, for a person or a tool that finds the file alone."""
+    data = {k: getattr(frame, k) for k in SIDECAR_KEYS}
+    data["decision"] = str(frame.decision) if frame.decision else None
+    data["captured_at"] = frame.captured_at.isoformat() if frame.captured_at else None
+    data["top_k"] = [list(t) for t in frame.top_k]
     return data
 
 
-def _upcoming(
-    journal: Journal, inbox: Path, cursor: int, batch: int, lookahead: int
-) -> list[list[Path]]:
-    """The inbox paths of the next `lookahead` batches after `cursor`, as process_pending
-    will hand them to `decide` (seen frames still in the inbox, in journal order)."""
-    rows = journal.pending(limit=batch * lookahead, after_id=cursor)
-    chunks = (rows[i : i + batch] for i in range(0, len(rows), batch))
-    batches = ([p for r in c if r.state == "seen" and (p := inbox / r.relpath).exists()]
-               for c in chunks)  # fmt: skip
-    return [b for b in batches if b]
+def commit_decisions(journal: Journal, out: Path, rows: Iterable[Frame],
+                     decisions: Iterable[Decision | None]) -> None:
+    """Journal each decision with the destination it will be placed at, in one transaction
+    (the intent, before anything moves); None leaves its row pending."""
+    with journal.transaction():
+        for r, d in zip(rows, decisions, strict=True):
+            if d is not None:
+                journal.record_decision(r.id, d, choose_dest(journal, out, FOLDERS[d.decision], r))
+    crash_point("after_decision")
 
 
-def process_pending(
-    journal: Journal,
-    inbox: str | Path,
-    out: str | Path,
-    decide: Callable[[list[Path]], list[Decision | None]],
-    *,
-    copy: bool = False,
-    batch: int = 32,
-    sidecars: bool = True,
-    prefetch: Callable[[list[Path]], None] | None = None,
-    lookahead: int = 2,
-    stop: Callable[[], bool] | None = None,
-) -> int:
-    """Bring every pending journal row to a terminal state; returns how many were finished.
+def place_decided(journal: Journal, inbox: Path, out: Path, rows: Iterable[Frame], *,
+                  copy: bool = False, sidecars: bool = True) -> int:
+    """Move (or copy) every one of `rows` that is decided to its destination, then mark them
+    done in one transaction once the moves are durable; returns how many were placed.
 
-    `decide` gets the inbox paths of a batch of `seen` frames and returns one Decision each
-    (a frame that cannot be decoded should come back as Decision('quarantine', reason=...)),
-    or None for a frame it may not read now (permission denied), which stays pending. Each batch:
-    decisions and destinations are committed in one transaction, then frames are placed, then
-    marked done in one transaction. DiskFullError and SinkPermissionError propagate after the
-    frames already placed are marked done; the others stay pending for the next call.
-
-    `prefetch`, when given, is told the batches `decide` will get next (this one and up to
-    `lookahead` more, the same lists of paths), so their decoding and inference can run in
-    other threads while this thread records and moves the frames before them. It is only a
-    hint: what it starts must have no side effects, since nothing is recorded until `decide`
-    returns. The cursor over journal ids means a row left pending (a source that cannot be
-    read) is tried once per call, not again and again.
-
-    `stop`, when given, is asked before each batch: once it says True the call returns, the
-    rows not reached left pending for the next call (Ctrl-C is answered within a batch).
-    """
-    inbox, out = Path(inbox), Path(out)
-    finished, cursor = 0, 0
-    while not (stop and stop()) and (rows := journal.pending(limit=batch, after_id=cursor)):
-        cursor = rows[-1].id
-        seen = [r for r in rows if r.state == "seen"]
-        gone = [r for r in seen if not (inbox / r.relpath).exists()]
-        for r in gone:
-            journal.mark_vanished(r.id)
-        seen = [r for r in seen if r not in gone]
-        if seen:
-            paths = [inbox / r.relpath for r in seen]
-            if prefetch is not None:
-                prefetch(paths)
-                for ahead in _upcoming(journal, inbox, cursor, batch, lookahead):
-                    prefetch(ahead)
-            decisions = decide(paths)
-            if len(decisions) != len(seen):
-                raise ValueError(f"decide returned {len(decisions)} decisions for {len(seen)}")
-            with journal.transaction():
-                for r, d in zip(seen, decisions, strict=True):
-                    if d is None:
-                        continue
-                    dest = choose_dest(journal, out, FOLDERS[d.decision], r)
-                    journal.record_decision(r.id, d, dest)
-            crash_point("after_decision")
-        decided = [f for r in rows if (f := journal.get(r.id)) and f.state == "decided"]
-        placed: list[tuple[int, str]] = []
-        dirty: set[Path] = set()
-        later: list[Path] = []
-        try:
-            for f in decided:
-                assert f.dest is not None
-                try:
-                    where = place(inbox / f.relpath, out / f.dest, copy=copy,
-                                  sha256=f.sha256, dirty=dirty, later=later)
-                except (SourceMissingError, SourceChangedError) as e:
-                    # the journaled bytes are gone; new bytes under that name are a new frame
-                    log.warning("%s: %s", f.relpath, e)
-                    journal.mark_vanished(f.id, str(e))
-                    continue
-                except SourceUnreadableError as e:
-                    # readable when journaled, not now: left pending, placed once readable
-                    log.error("%s; left in the inbox", e)
-                    continue
-                crash_point("after_place")
-                if sidecars:
-                    sidecar(where, _sidecar_data(f), durable=False)  # the journal is the truth
-                placed.append((f.id, where.relative_to(out).as_posix()))
-        finally:
-            finish_moves(dirty, later)  # the moves are durable before the journal says done
-            with journal.transaction():
-                for frame_id, rel in placed:
-                    journal.mark_done(frame_id, rel)
-            finished += len(placed) + len(gone)
-            crash_point("after_done")
-    return finished
+    A source gone or changed since it was journaled is marked vanished; one unreadable now is
+    left pending. DiskFullError and SinkPermissionError propagate after the frames already
+    placed are marked done."""
+    decided = [f for r in rows if (f := journal.get(r.id)) and f.state == "decided"]
+    placed: list[tuple[int, str]] = []
+    dirty: set[Path] = set()
+    later: list[Path] = []
+    try:
+        for f in decided:
+            assert f.dest is not None
+            try:
+                where = place(inbox / f.relpath, out / f.dest, copy=copy,
+                              sha256=f.sha256, dirty=dirty, later=later)
+            except (SourceMissingError, SourceChangedError) as e:
+                # the journaled bytes are gone; new bytes under that name are a new frame
+                log.warning("%s: %s", f.relpath, e)
+                journal.mark_vanished(f.id, str(e))
+                continue
+            except SourceUnreadableError as e:
+                # readable when journaled, not now: left pending, placed once readable
+                log.error("%s; left in the inbox", e)
+                continue
+            crash_point("after_place")
+            if sidecars:
+                sidecar(where, _sidecar_data(f), durable=False)  # the journal is the truth
+            placed.append((f.id, where.relative_to(out).as_posix()))
+    finally:
+        finish_moves(dirty, later)  # the moves are durable before the journal says done
+        with journal.transaction():
+            for frame_id, rel in placed:
+                journal.mark_done(frame_id, rel)
+        crash_point("after_done")
+    return len(placed)

@@ -6,12 +6,14 @@ import os
 import shutil
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-from rich.console import Group
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -158,3 +160,24 @@ def render(stats: Stats) -> Group:
     body.add_row(decisions, species, cameras)
     where = Text(f"review folder {stats.out / 'review'}", overflow="fold")
     return Group(Panel(_header(stats), title="overmap-edge watch"), where, body, recent)
+
+
+@contextmanager
+def progress_bar(console: Console, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A run over a card: a bar of frames sorted; yields what to call with (done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  disable=not enabled) as bar:
+        task = bar.add_task("sorting", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextmanager
+def dashboard(console: Console, stats: Stats) -> Iterator[Callable[[], None]]:
+    """The live dashboard while watching; yields what to call after each turn of the loop."""
+    from rich.live import Live
+
+    with Live(render(stats), console=console, refresh_per_second=2) as live:
+        yield lambda: live.update(render(stats))

@@ -25,13 +25,15 @@ from edge.background import CameraBackgrounds
 from edge.batch.listing import Chunk, Listed
 from edge.batch.shards import record_to_json, write_shard
 from edge.bundle import load_bundle
+from edge.decide import Bursts, decide_batch
 from edge.decode import decode_frame
 from edge.hashing import file_sha256
+from edge.loader import Taken
 from edge.preprocess import CROP_RATIO
 from edge.results import FrameRecord
 from edge.runtime import Runtime
 from edge.scorer import Scorer
-from edge.triage import BURST_FRAMES, Evidence, decide_all
+from edge.triage import BURST_FRAMES
 
 # per frame: (image or None, width, height, sha256 or None, failure or None)
 Decoded = tuple[np.ndarray | None, int | None, int | None, str | None, str | None]
@@ -94,7 +96,7 @@ class ChunkScorer:
         opts = self.opts
         scorer = Scorer(self.runtime, self.manifest, backgrounds=CameraBackgrounds(),
                         measure=opts.measure)
-        recent: deque[Evidence] = deque(maxlen=opts.burst_frames)
+        recent = Bursts(opts.burst_frames)
         items = [*chunk.warmup, *chunk.frames]
         n_warm = len(chunk.warmup)
         step = max(1, opts.batch)
@@ -109,9 +111,10 @@ class ChunkScorer:
         return lines
 
     def _decide(self, group: list[Listed], results: list[Decoded], scorer: Scorer,
-                recent: deque[Evidence]) -> list[FrameRecord]:
-        """One batch as `edge.watch.Decider` decides it: score, then triage with the camera's
-        last frames as the bursts' context."""
+                recent: Bursts) -> list[FrameRecord]:
+        """One batch as the watcher decides it (edge.loop.Pipeline): score, triage by
+        edge.decide.decide_batch with the camera's last frames as the bursts' context, then
+        the background models learn."""
         opts = self.opts
         times = [datetime.fromisoformat(f.time) if f.time else None for f in group]
         ok = [i for i, r in enumerate(results) if r[0] is not None]
@@ -126,26 +129,21 @@ class ChunkScorer:
             images = [results[i][0] for i in ok]
             cameras = [group[i].camera for i in ok]
             scored = scorer.score(images, cameras)  # type: ignore[arg-type]
-            evidence = [
-                Evidence(camera=c, time=times[i], label=s.score.label,
-                         is_empty_class=s.is_empty_class, is_human=s.is_human,
-                         softmax=s.score.softmax, fused=s.fused,
-                         foreground=s.score.foreground_fraction,
-                         background_ready=s.background_ready)
-                for i, c, s in zip(ok, cameras, scored, strict=True)
-            ]
-            verdicts = decide_all(evidence, opts.thresholds, burst_gap_seconds=opts.burst_gap,
-                                  burst_frames=opts.burst_frames, earlier=list(recent))
-            recent.extend(e for e in evidence if e.time is not None)
-            for i, s, verdict in zip(ok, scored, verdicts, strict=True):
+            taken = [Taken(Path(group[i].relpath), times[i], group[i].time_source,
+                           results[i][1], results[i][2]) for i in ok]
+            decisions, evidence = decide_batch(
+                cameras, taken, scored, opts.thresholds, burst_gap=opts.burst_gap,
+                burst_frames=opts.burst_frames, earlier=recent.earlier(cameras))
+            recent.add(evidence, opts.burst_gap)
+            scorer.learn(images, cameras, scored)  # type: ignore[arg-type]
+            for i, d in zip(ok, decisions, strict=True):
                 f, (_img, width, height, digest, _fail) = group[i], results[i]
                 records[i] = FrameRecord(
                     relpath=f.relpath, camera=f.camera, sha256=digest, timestamp=times[i],
-                    time_source=f.time_source, width=width, height=height,
-                    label=s.score.label, class_index=s.score.class_index,
-                    softmax=s.score.softmax, overmap=s.score.overmap, confidence=s.fused,
-                    decision=verdict,
-                )  # fmt: skip
+                    time_source=f.time_source, width=width, height=height, label=d.label,
+                    class_index=d.class_index, softmax=d.softmax, overmap=d.overmap,
+                    confidence=d.confidence, decision=d.decision,
+                )
         return [r for r in records if r is not None]
 
     def write(self, chunk: Chunk) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from pathlib import Path
 from edge import sink
 from edge.discover import Watcher, scan
 from edge.journal import Decision, Journal
-from edge.sink import admit, clean_temps, process_pending
+from edge.loop import drain
+from edge.sink import admit, clean_temps
 from edge.stability import StabilityGate
 
 LABELS = ("empty", "tagged", "review")
@@ -57,12 +58,12 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal.open(out, exclusive=True)
     clean_temps(out)
-    process_pending(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
+    drain(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
 
     if a.once:
         for p in scan(inbox, exclude=[out]):
             admit(journal, inbox, out, p)
-        process_pending(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
+        drain(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
         return 0
 
     def known(p: Path, st) -> bool:  # noqa: ANN001
@@ -82,7 +83,7 @@ def main() -> int:
                     admit(journal, inbox, out, v.path)
                 elif v.status == "unreadable":
                     admit(journal, inbox, out, v.path, quarantine_reason=v.reason)
-            process_pending(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
+            drain(journal, inbox, out, fake_decide, copy=a.copy, batch=a.batch)
             if stop.exists() and not len(gate) and not len(w.queue) and not journal.pending():
                 left = [p for p in scan(inbox, exclude=[out]) if not known(p, p.stat())]
                 if not left:

@@ -23,7 +23,8 @@ import pytest
 
 from edge.discover import Watcher
 from edge.journal import Decision, Journal
-from edge.sink import admit, process_pending
+from edge.loop import drain
+from edge.sink import admit
 from edge.stability import StabilityGate
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -230,7 +231,7 @@ def test_burst_of_5000_small_frames(tmp_path: Path) -> None:
                 for v in gate.poll():
                     if v.status == "whole":
                         admit(j, inbox, out, v.path)
-            process_pending(j, inbox, out, decide, batch=256, sidecars=False)
+            drain(j, inbox, out, decide, batch=256, sidecars=False)
             if j.counts().get("done", 0) == n:
                 break
         assert j.counts() == {"done": n}

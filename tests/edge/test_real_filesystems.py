@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import edge.loop
 import edge.sink
 import edge.watch
 from edge.bundle import load_bundle
@@ -283,7 +284,7 @@ def test_a_live_watcher_pauses_on_a_really_full_disk_and_resumes_once_there_is_r
     frames = sources(8)
     drop(inbox / "cam", frames)
     filler = fill(out, leave=room << 10)
-    monkeypatch.setattr(edge.watch, "DISK_FULL_RETRY", 1.0)  # a quiet second to look around
+    monkeypatch.setattr(edge.loop, "DISK_FULL_RETRY", 1.0)  # a quiet second to look around
     with Live(tiny_bundle, options(inbox, out)) as w:
         w.wait_for(lambda: w.stats.status.startswith("paused"), "the watcher to pause")
         status = w.stats.status
@@ -344,7 +345,7 @@ def test_a_full_disk_that_stops_the_journal_pauses_and_loses_nothing(
     inbox = tmp_path / "in"
     first, second, third = sources(2, start=40), sources(3, start=42), sources(2, start=45)
     drop(inbox / "cam", first)
-    monkeypatch.setattr(edge.watch, "DISK_FULL_RETRY", 0.2)
+    monkeypatch.setattr(edge.loop, "DISK_FULL_RETRY", 0.2)
     with Live(tiny_bundle, options(inbox, out)) as w:
         w.wait_for(lambda: done(out) == 2, "the first two frames")
         filler = fill(out)  # not a byte left

@@ -1,4 +1,4 @@
-"""The sink: atomic, idempotent placing; disk full and permission errors; process_pending."""
+"""The sink: atomic, idempotent placing; disk full and permission errors; edge.loop.drain."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from edge import sink
 from edge.durable import is_disk_full
 from edge.journal import Decision, Journal
+from edge.loop import drain
 from edge.sink import (
     DiskFullError,
     SinkPermissionError,
@@ -20,7 +21,6 @@ from edge.sink import (
     clean_temps,
     file_sha256,
     place,
-    process_pending,
     sidecar,
 )
 
@@ -185,7 +185,7 @@ def _decide_all(kind: str):
     return decide
 
 
-def test_process_pending_moves_journals_and_writes_sidecars(tmp_path: Path) -> None:
+def test_drain_moves_journals_and_writes_sidecars(tmp_path: Path) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     shas = {}
     for i, rel in enumerate(["cam1/a.jpg", "cam2/b.jpg", "c.jpg"]):
@@ -193,7 +193,7 @@ def test_process_pending_moves_journals_and_writes_sidecars(tmp_path: Path) -> N
     with Journal.open(out) as j:
         for p in sorted(inbox.rglob("*.jpg")):
             admit(j, inbox, out, p)
-        assert process_pending(j, inbox, out, _decide_all("tagged"), batch=2) == 3
+        assert drain(j, inbox, out, _decide_all("tagged"), batch=2) == 3
         for f in j.frames():
             assert f.state == "done" and f.dest == f"tagged/{f.relpath}"
             assert file_sha256(out / f.dest) == shas[f.relpath]
@@ -206,11 +206,11 @@ def test_name_reused_after_done_is_a_second_frame(tmp_path: Path) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     with Journal.open(out) as j:
         admit(j, inbox, out, _drop(inbox, "cam/IMG_0001.JPG", 0))
-        process_pending(j, inbox, out, _decide_all("tagged"))
+        drain(j, inbox, out, _decide_all("tagged"))
         second = _drop(inbox, "cam/IMG_0001.JPG", 1)
         sha2 = file_sha256(second)
         admit(j, inbox, out, second)
-        process_pending(j, inbox, out, _decide_all("tagged"))
+        drain(j, inbox, out, _decide_all("tagged"))
         a, b = j.frames()
         assert a.state == b.state == "done"
         assert a.dest == "tagged/cam/IMG_0001.JPG"
@@ -224,12 +224,12 @@ def test_copy_mode_rescan_skips_done_frames(tmp_path: Path) -> None:
     src = _drop(inbox, "cam/a.jpg")
     with Journal.open(out) as j:
         assert admit(j, inbox, out, src) is not None
-        process_pending(j, inbox, out, _decide_all("empty"), copy=True)
+        drain(j, inbox, out, _decide_all("empty"), copy=True)
         assert admit(j, inbox, out, src) is None  # known by path, size and mtime
         assert src.exists() and j.counts() == {"done": 1}
 
 
-def test_disk_full_in_process_pending_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_disk_full_in_drain_loses_nothing(tmp_path: Path, monkeypatch) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     src = _drop(inbox, "cam/a.jpg")
     sha = file_sha256(src)
@@ -243,12 +243,12 @@ def test_disk_full_in_process_pending_loses_nothing(tmp_path: Path, monkeypatch)
         admit(j, inbox, out, src)
         monkeypatch.setattr(sink.os, "fsync", full)
         with pytest.raises(DiskFullError):
-            process_pending(j, inbox, out, _decide_all("review"))
+            drain(j, inbox, out, _decide_all("review"))
         (f,) = j.frames()
         assert f.state == "decided" and file_sha256(src) == sha and not _temps(out)
         # space again: the retry finishes the frame
         monkeypatch.setattr(sink.os, "fsync", real_fsync)
-        assert process_pending(j, inbox, out, _decide_all("review")) == 1
+        assert drain(j, inbox, out, _decide_all("review")) == 1
         (f,) = j.frames()
         assert f.state == "done" and file_sha256(out / f.dest) == sha and not src.exists()
 
@@ -260,7 +260,7 @@ def test_unreadable_frame_is_quarantined_with_reason(tmp_path: Path) -> None:
     bad.write_bytes(_frame(0).read_bytes()[:5000])
     with Journal.open(out) as j:
         admit(j, inbox, out, bad, quarantine_reason="truncated JPEG")
-        process_pending(j, inbox, out, _decide_all("tagged"))
+        drain(j, inbox, out, _decide_all("tagged"))
         (f,) = j.frames()
         assert (f.state, f.reason, f.dest) == (
             "quarantined",
@@ -279,12 +279,12 @@ def test_source_rewritten_after_seen_becomes_a_new_frame(tmp_path: Path) -> None
         new = inbox / "cam" / "a.jpg"
         new.write_bytes(_frame(1).read_bytes())
         os.utime(new, (1e9, 1e9))
-        process_pending(j, inbox, out, _decide_all("tagged"))
+        drain(j, inbox, out, _decide_all("tagged"))
         (old,) = j.frames()
         assert old.state == "vanished" and "changed" in (old.reason or "")
         assert new.exists()
         admit(j, inbox, out, new)
-        process_pending(j, inbox, out, _decide_all("tagged"))
+        drain(j, inbox, out, _decide_all("tagged"))
         assert j.counts() == {"done": 1, "vanished": 1}
         (done,) = j.frames("done")
         assert file_sha256(out / done.dest) == file_sha256(_frame(1)) and not new.exists()
@@ -310,8 +310,8 @@ def test_prefetch_is_told_each_batch_before_decide_gets_it(tmp_path: Path) -> No
     with Journal.open(out) as j:
         for p in sorted(inbox.rglob("*.jpg")):
             admit(j, inbox, out, p)
-        n = process_pending(j, inbox, out, decide, batch=3, lookahead=2,
-                            prefetch=lambda paths: log.append(("announce", names(paths))))
+        n = drain(j, inbox, out, decide, batch=3, lookahead=2,
+                  ahead=lambda paths: log.append(("announce", names(paths))))
         assert n == 7  # six placed, one vanished
         assert [f.state for f in j.frames()].count("vanished") == 1
     decided = [b for kind, b in log if kind == "decide"]

@@ -59,7 +59,7 @@ def test_the_results_give_the_original_frame_size_not_the_reduced_decode(tiny_bu
         rows = {f.relpath: f for f in j.frames()}
     got = {Path(f).name: (im["width"], im["height"]) for f, im in results(out).items()}
     assert got == {"level.jpg": (width, height), "turned.jpg": (height, width)}
-    assert {(f.extra["width"], f.extra["height"]) for f in rows.values()} == {
+    assert {(f.width, f.height) for f in rows.values()} == {
         (width, height), (height, width)}
     from megadetector.postprocessing import validate_batch_results as vbr
 
@@ -99,8 +99,8 @@ def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle
     assert len(rows) == 16
     for camera, source in (("exif", "exif"), ("plain", "file")):
         mine = [f for f in rows if f.camera == camera]
-        times = [f.extra["time"] for f in mine]
-        assert {f.extra["time_source"] for f in mine} == {source}
+        times = [f.captured_at for f in mine]
+        assert {f.time_source for f in mine} == {source}
         assert times == sorted(times) and len(set(times)) == len(times)
     # and not by chance: the names' order is another order
     names = [f.relpath for f in rows if f.camera == "exif"]
