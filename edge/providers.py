@@ -30,6 +30,9 @@ TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEFAULT_ORDER = (TENSORRT, CUDA, CPU)
+# what a bundle exported for each target lists in its manifest (the device's `fallback`)
+TARGET_ORDER: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": DEFAULT_ORDER,
+                                            "jetson": DEFAULT_ORDER}
 ENV = "OVERMAP_PROVIDERS"
 TRT_CACHE = "trt_cache"  # engine cache folder, next to the model
 
@@ -119,6 +122,19 @@ def provider_order(
     if CPU not in order:
         order.append(CPU)
     return order
+
+
+def target_providers(target: str) -> list[str]:
+    """The providers a bundle for `target` ("cpu", "cuda", "jetson") asks for, best first.
+
+    The exporter writes this into the manifest; kept here so the device's default order and
+    the bundle's can never drift apart."""
+    try:
+        return list(TARGET_ORDER[target])
+    except KeyError:
+        raise ProviderError(
+            f"unknown bundle target {target!r}; one of {', '.join(TARGET_ORDER)}"
+        ) from None
 
 
 def default_threads() -> int:

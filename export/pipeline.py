@@ -31,15 +31,10 @@ from edge.bundle import (
     file_entry,
     write_manifest,
 )
+from edge.providers import CPU, target_providers
 from edge.thresholds import Thresholds
 
 log = logging.getLogger("export")
-
-PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-    "jetson": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-}
 
 
 class ExportRefused(Exception):
@@ -120,7 +115,7 @@ def _mask_fn(segmenter: Path, spec: InputSpec, size: tuple[int, int]):
 
     from edge.preprocess import prepare
 
-    sess = ort.InferenceSession(str(segmenter), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(segmenter), providers=[CPU])
 
     def masks(frames: list[np.ndarray]) -> np.ndarray:
         fg = sess.run(None, {"image": prepare(frames, spec)})[0][:, 0]
@@ -137,8 +132,8 @@ def _segmenter_agreement(fp32: Path, quant: Path, spec: InputSpec, images: list[
     from edge.decode import load_image
     from edge.preprocess import prepare
 
-    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(quant), providers=["CPUExecutionProvider"])
+    a = ort.InferenceSession(str(fp32), providers=[CPU])
+    b = ort.InferenceSession(str(quant), providers=[CPU])
     ious, diffs = [], []
     for i in range(0, len(images), 16):
         x = prepare([load_image(p) for p in images[i : i + 16]], spec)
@@ -232,7 +227,7 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
             format_version=FORMAT_VERSION,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             target=opts.target,
-            providers=PROVIDERS[opts.target],
+            providers=target_providers(opts.target),
             classifier=ClassifierSpec(
                 file=file_entry(work, "classifier.onnx"),
                 name=clf.name,
@@ -276,7 +271,7 @@ def _cam_size(onnx_path: Path, spec: InputSpec) -> tuple[int, int]:
     """Run the exported classifier once to learn the map's resolution."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(onnx_path), providers=[CPU])
     x = np.zeros((1, 3, *spec.size), np.float32)
     cam = sess.run(["cam"], {"image": x})[0]
     return int(cam.shape[-2]), int(cam.shape[-1])

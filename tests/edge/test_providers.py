@@ -251,3 +251,16 @@ def test_tensorrt_options(model: Path, probe: np.ndarray) -> None:
     fp16 = P.provider_options(P.TENSORRT, model, precision="fp16")
     assert fp16["trt_fp16_enable"] and not fp16["trt_int8_enable"]
     assert P.provider_options(P.CUDA, model) == {} == P.provider_options(P.CPU, model)
+
+
+def test_bundle_targets_list_their_order_from_here() -> None:
+    """The exporter writes these into manifests; the GPU targets ask for the device's default
+    order, so the two cannot drift apart."""
+    assert P.target_providers("cpu") == [P.CPU]
+    assert P.target_providers("cuda") == P.target_providers("jetson") == list(P.DEFAULT_ORDER)
+    assert P.DEFAULT_ORDER[-1] == P.CPU
+    with pytest.raises(P.ProviderError, match="'tpu'"):
+        P.target_providers("tpu")
+    import export.pipeline as pipeline
+
+    assert not hasattr(pipeline, "PROVIDERS")  # no second table in the exporter

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from edge.bundle import load_bundle
 from edge.cli import app
+from edge.providers import target_providers
+from edge.thresholds import Thresholds
 
 pytest.importorskip("torch")
 
@@ -44,6 +46,9 @@ def test_export_writes_a_verified_int8_bundle(small_bundle: Path) -> None:
     assert 0.0 <= v["overmap_drift_mean"] <= 0.1
     assert v["segmenter"]["mask_iou_vs_fp32"] > 0.8
     assert m.versions["onnxruntime"]
+    # the providers and thresholds come from their one owner each on the device side
+    assert m.providers == target_providers("cpu") == ["CPUExecutionProvider"]
+    assert m.thresholds == Thresholds().as_dict()
     # nothing but the bundle's own files is left behind
     assert sorted(p.name for p in small_bundle.iterdir()) == [
         "classifier.onnx", "manifest.json", "segmenter.onnx"
