@@ -17,7 +17,6 @@ copies a channel-reversed numpy view slowly, which cost more than the encoding i
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from edge.bundle import InputSpec
+from edge.durable import is_disk_full
 from edge.preprocess import CROP_RATIO, resize_frame
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ def ensure_overlay(journal: Journal, out: Path, frame: Frame) -> Path | None:
         try:
             write_overlay(target, picture)
         except OSError as e:
-            full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            full = is_disk_full(e)
             log.warning("overlay of %s not written%s: %s", frame.relpath,
                         " (no space left)" if full else "", e)
             return None
