@@ -261,10 +261,11 @@ def watch_cmd(
         float | None,
         typer.Option(help="Delete frames sorted as empty after this many days (off by default)."),
     ] = None,
-    learn_every: Annotated[int, typer.Option(
+    learn_every: Annotated[int | None, typer.Option(
         help="Live: learn from the review page's answers after every N new ones (as `edge "
-             "learn`), taking the new bundle only when it does better (0: never).", min=0,
-    )] = 0,
+             "learn`), taking the new bundle only when it does better (0: never; default: "
+             "the config's, else 0).", min=0, show_default=False,
+    )] = None,
 ) -> None:
     """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
 
@@ -300,14 +301,6 @@ def watch_cmd(
     source, follow = _learn_paths(out or cfg.watch.out or inbox / "sorted",
                                   bundle or cfg.runtime.bundle)
     b = _load_bundle_or_exit(source)
-    try:
-        flags = {"tag": tag, "empty": empty, "empty_foreground": empty_foreground}
-        thresholds = resolve_thresholds(b.manifest.thresholds, cfg, flags)
-        overrides = resolve_thresholds({}, cfg, flags)  # what outlasts a bundle swapped in
-    except ConfigError as e:
-        err.print(f"[red]{escape(str(e))}[/]")
-        raise typer.Exit(2) from None
-    w = cfg.watch
     provider_list = None
     if providers:
         from edge.providers import ProviderError, parse_providers
@@ -317,20 +310,22 @@ def watch_cmd(
         except ProviderError as e:
             err.print(f"[red]--providers:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
+    try:  # the flags laid over the config file, the one way they override it
+        cfg = cfg.with_flags({
+            "copy": copy, "polling": polling, "settle": settle, "batch": batch,
+            "providers": provider_list, "threads": threads, "learn_every": learn_every,
+            "delete_empty_after": delete_empty_after, "tag": tag, "empty": empty,
+            "empty_foreground": empty_foreground,
+        })
+        thresholds = resolve_thresholds(b.manifest.thresholds, cfg, {})
+        overrides = resolve_thresholds({}, cfg, {})  # what outlasts a bundle swapped in
+    except ConfigError as e:
+        err.print(f"[red]{escape(str(e))}[/]")
+        raise typer.Exit(2) from None
     opts = WatchOptions(
-        inbox=inbox.resolve(), out=(out or w.out or inbox / "sorted").resolve(),
-        thresholds=thresholds, threshold_overrides=overrides, learn_every=learn_every,
-        follow=follow.resolve(), learn_from=b.root,
-        copy=copy if copy is not None else w.copy_files,
-        polling=polling if polling is not None else (None if w.poll == "auto" else w.poll),
-        poll_interval=w.poll_interval, rescan_interval=w.rescan_interval,
-        settle=settle if settle is not None else w.settle_seconds,
-        give_up=w.give_up_seconds, batch=batch or w.batch_size, max_queue=w.max_queue,
-        burst_gap=cfg.triage.burst_gap_seconds, burst_frames=cfg.triage.burst_max_frames,
-        providers=provider_list or cfg.runtime.providers, threads=threads or cfg.runtime.threads,
-        delete_empty_after_days=delete_empty_after if delete_empty_after is not None else (
-            cfg.triage.empty_retention_days if cfg.triage.delete_empty else None),
-    )  # fmt: skip
+        inbox.resolve(), (out or cfg.watch.out or inbox / "sorted").resolve(), thresholds,
+        config=cfg, threshold_overrides=overrides, follow=follow.resolve(), learn_from=b.root,
+    )
     denied = _unwritable_out(opts.out)
     if denied is not None:
         err.print(f"[red]permission denied:[/] cannot write {escape(str(denied))}"

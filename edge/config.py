@@ -62,6 +62,9 @@ class WatchConfig(_Section):
     give_up_seconds: float = Field(600.0, gt=0)  # still growing/undecodable: quarantine
     batch_size: int = Field(16, ge=1, le=1024)
     max_queue: int = Field(2048, ge=1)
+    lookahead: int = Field(2, ge=0, le=16)  # batches loaded ahead in other threads (0: none)
+    overlays: bool = True  # keep what a review frame's overlay needs, drawn when looked at
+    learn_every: int = Field(0, ge=0)  # learn from the review page's answers every N (0: no)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -97,6 +100,16 @@ class RuntimeConfig(_Section):
     bundle: Path | None = None
     providers: list[str] | None = None
     threads: int | None = Field(None, ge=1, le=256)
+    measure: str = "energy"  # the Over-MAP measure, a name in edge.overmap.MEASURES
+
+    @field_validator("measure")
+    @classmethod
+    def _known_measure(cls, name: str) -> str:
+        from edge.overmap import MEASURES
+
+        if name not in MEASURES:
+            raise ValueError(f"must be one of {', '.join(sorted(MEASURES))}")
+        return name
 
     @field_validator("providers")
     @classmethod
@@ -129,6 +142,55 @@ class Config(_Section):
     taxa: dict[str, str] = Field(default_factory=dict)
 
     source: Path | None = Field(None, exclude=True)  # the file it came from, for messages
+
+    def with_flags(self, flags: Mapping[str, Any]) -> Config:
+        """This config with command-line flags laid over it (the one way flags override the
+        file): `flags` maps a flag's name (FLAGS) to its value, None for "not given". The
+        result is validated as the file is; a bad value is a ConfigError naming the flag.
+
+        >>> Config().with_flags({"settle": 0.5, "copy": None}).watch.settle_seconds
+        0.5
+        """
+        unknown = sorted(set(flags) - set(FLAGS))
+        if unknown:
+            raise ConfigError(f"unknown flag(s) {unknown}; known: {', '.join(FLAGS)}")
+        data = self.model_dump(by_alias=False)
+        for name, value in flags.items():
+            if value is None:
+                continue
+            section, key = FLAGS[name]
+            if name == "delete_empty_after":  # a retention period means: delete, after it
+                data["triage"]["delete_empty"] = True
+            if name == "polling":
+                value = value if isinstance(value, bool) else "auto"
+            data[section][key] = value
+        try:
+            merged = Config.model_validate(data)
+        except ValidationError as e:
+            names = {v: k for k, v in FLAGS.items()}
+            lines = [f"--{names.get(tuple(err['loc'][:2]), '.'.join(map(str, err['loc'])))}"
+                     .replace("_", "-") + f" = {err.get('input')!r}: "
+                     + err["msg"].removeprefix("Value error, ") for err in e.errors()]
+            raise ConfigError("; ".join(lines)) from None
+        return merged.model_copy(update={"source": self.source})
+
+
+# A command-line flag -> the (section, key) of the config it overrides: one table, so a flag and
+# its key in the file can never mean two things.
+FLAGS: dict[str, tuple[str, str]] = {
+    "inbox": ("watch", "inbox"), "out": ("watch", "out"), "copy": ("watch", "copy_files"),
+    "polling": ("watch", "poll"), "poll_interval": ("watch", "poll_interval"),
+    "rescan_interval": ("watch", "rescan_interval"), "settle": ("watch", "settle_seconds"),
+    "give_up": ("watch", "give_up_seconds"), "batch": ("watch", "batch_size"),
+    "max_queue": ("watch", "max_queue"), "lookahead": ("watch", "lookahead"),
+    "overlays": ("watch", "overlays"), "learn_every": ("watch", "learn_every"),
+    "tag": ("triage", "tag"), "empty": ("triage", "empty"),
+    "empty_foreground": ("triage", "empty_foreground"),
+    "delete_empty_after": ("triage", "empty_retention_days"),
+    "burst_gap": ("triage", "burst_gap_seconds"), "burst_frames": ("triage", "burst_max_frames"),
+    "bundle": ("runtime", "bundle"), "providers": ("runtime", "providers"),
+    "threads": ("runtime", "threads"), "measure": ("runtime", "measure"),
+}  # fmt: skip
 
 
 def _allowed(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

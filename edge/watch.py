@@ -10,17 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.bundle import Bundle
+from edge.config import Config
 from edge.discover import EXTS
 from edge.durable import make_dirs
+from edge.journal import Verdict
 from edge.loop import capture_order, inference_threads, run_forever, run_once
 from edge.reports import MD_RESULTS
 from edge.retention import purge_empties
 from edge.sink import DiskFullError, SinkPermissionError
-from edge.triage import BURST_FRAMES
 from edge.tui import Stats
 
 __all__ = ["WatchOptions", "capture_order", "inference_threads", "purge_empties",
@@ -31,37 +32,68 @@ log = logging.getLogger("edge.watch")
 BUNDLE_CHECK_EVERY = 10.0  # seconds between looks for a bundle `edge learn` swapped in
 
 
-@dataclass
 class WatchOptions:
-    inbox: Path
-    out: Path
-    thresholds: dict[str, float]
-    copy: bool = False
-    polling: bool | None = None
-    poll_interval: float = 2.0
-    rescan_interval: float = 300.0
-    settle: float = 2.0
-    give_up: float = 600.0
-    batch: int = 16
-    lookahead: int = 2  # batches decoded and inferred ahead in other threads; 0: one at a time
-    max_queue: int = 2048
-    burst_gap: float = 10.0
-    burst_frames: int = BURST_FRAMES
-    overlays: bool = True  # keep what a review frame's overlay needs (drawn when looked at)
-    providers: list[str] | None = None
-    threads: int | None = None
-    measure: str = "energy"
-    delete_empty_after_days: float | None = None  # None: empties are kept, never deleted
-    # the thresholds the config and the flags set: they outlast a bundle swapped in while
-    # watching, whose own thresholds replace the old bundle's
-    threshold_overrides: dict[str, float] = field(default_factory=dict)
-    bundle_check: float = BUNDLE_CHECK_EVERY  # seconds between looks for a new bundle
-    # the folder whose bundle is followed (None: the one the watcher started with); without
-    # --bundle that is OUT/bundle, where `edge learn` installs the camera's own bundle
-    follow: Path | None = None
-    learn_every: int = 0  # learn from the answers after this many new ones (0: never)
-    learn_from: Path | None = None  # the bundle learning starts from, until OUT/bundle exists
-    stop: threading.Event = field(default_factory=threading.Event)
+    """One watcher run: its folders, the thresholds in use, the config (edge.config.Config, the
+    one schema every tunable lives in) and the run's own state (the stop event, the bundle it
+    follows). Flags given as keywords are laid over `config` by `Config.with_flags`, the one
+    way a flag overrides the file; the tunables are read from the config (`opts.settle` is
+    `config.watch.settle_seconds`)."""
+
+    def __init__(
+        self,
+        inbox: Path,
+        out: Path,
+        thresholds: dict[str, float],
+        *,
+        config: Config | None = None,
+        threshold_overrides: dict[str, float] | None = None,
+        follow: Path | None = None,
+        learn_from: Path | None = None,
+        bundle_check: float = BUNDLE_CHECK_EVERY,
+        stop: threading.Event | None = None,
+        **flags: Any,
+    ) -> None:
+        self.inbox = inbox
+        self.out = out
+        self.thresholds = thresholds
+        self.config = (config or Config()).with_flags(flags)
+        # the thresholds the config and the flags set: they outlast a bundle swapped in while
+        # watching, whose own thresholds replace the old bundle's
+        self.threshold_overrides = threshold_overrides or {}
+        # the folder whose bundle is followed (None: the one the watcher started with);
+        # without --bundle that is OUT/bundle, where `edge learn` installs the camera's own
+        self.follow = follow
+        self.learn_from = learn_from  # the bundle learning starts from, until OUT/bundle exists
+        self.bundle_check = bundle_check  # seconds between looks for a new bundle
+        self.stop = stop or threading.Event()
+
+    def __repr__(self) -> str:
+        return f"WatchOptions({self.inbox}, {self.out}, {self.thresholds}, {self.config!r})"
+
+    # the tunables, read from the config
+    copy = property(lambda self: self.config.watch.copy_files)
+    polling = property(lambda self: None if self.config.watch.poll == "auto"
+                       else self.config.watch.poll)
+    poll_interval = property(lambda self: self.config.watch.poll_interval)
+    rescan_interval = property(lambda self: self.config.watch.rescan_interval)
+    settle = property(lambda self: self.config.watch.settle_seconds)
+    give_up = property(lambda self: self.config.watch.give_up_seconds)
+    batch = property(lambda self: self.config.watch.batch_size)
+    lookahead = property(lambda self: self.config.watch.lookahead)
+    max_queue = property(lambda self: self.config.watch.max_queue)
+    overlays = property(lambda self: self.config.watch.overlays)
+    learn_every = property(lambda self: self.config.watch.learn_every)
+    burst_gap = property(lambda self: self.config.triage.burst_gap_seconds)
+    burst_frames = property(lambda self: self.config.triage.burst_max_frames)
+    providers = property(lambda self: self.config.runtime.providers)
+    threads = property(lambda self: self.config.runtime.threads)
+    measure = property(lambda self: self.config.runtime.measure)
+
+    @property
+    def delete_empty_after_days(self) -> float | None:
+        """None: empties are kept, never deleted."""
+        t = self.config.triage
+        return t.empty_retention_days if t.delete_empty else None
 
 
 def watch(bundle: Bundle, opts: WatchOptions, *, once: bool, tui: bool, console) -> int:
@@ -116,7 +148,7 @@ def _log_to_stderr() -> Callable[[], None]:
 def _log_stop(stats: Stats, results: Path) -> None:
     d = stats.decisions
     log.info("stop: %d frame(s) handled (%s), %d left unreadable%s", sum(d.values()),
-             ", ".join(f"{k} {d[k]}" for k in ("tagged", "review", "empty", "quarantine")),
+             ", ".join(f"{k} {d[k]}" for k in Verdict),
              len(stats.unreadable), f"; results {results}" if results.is_file() else "")
 
 
