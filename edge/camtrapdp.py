@@ -73,6 +73,7 @@ from typing import Any, Literal
 from edge import __version__
 from edge.camtrapdp_meta import CameraDeployment, tzinfo_of
 from edge.config import Config
+from edge.journal import Verdict
 from edge.results import BundleInfo, FrameRecord, write_json_atomic
 from edge.triage import burst_ids
 
@@ -387,7 +388,7 @@ def _observations(
         "observationLevel": "media",
         "observationTags": _tags(frame),
     }
-    if frame.decision is None or frame.decision == "quarantine":
+    if frame.decision is None or frame.decision == Verdict.QUARANTINE:
         return [base | {"observationID": f"{media_id}-0", "observationType": "unclassified"}]
     human = frame.classification_method == "human"  # answered in `edge review`
     if human:
@@ -410,10 +411,10 @@ def _observations(
         }
     said = f"; machine label '{frame.machine_label}'" if human and frame.machine_label else ""
     kind = bundle.kind(frame.label)
-    if frame.decision == "empty" or (frame.decision == "tagged" and kind == "empty"):
+    if frame.decision == Verdict.EMPTY or (frame.decision == Verdict.TAGGED and kind == "empty"):
         row = {"observationComments": f"empty by a person{said}"} if human else {}
         return [base | row | {"observationID": f"{media_id}-0", "observationType": "blank"}]
-    if frame.decision == "review":
+    if frame.decision == Verdict.REVIEW:
         note = f"machine label '{frame.label}' below the tag threshold; kept for review"
         row = {"observationType": "unknown", "observationComments": note}
         return [base | row | {"observationID": f"{media_id}-0"}]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edge import __version__
+from edge.journal import Verdict
 from edge.kinds import Kind, is_vehicle, kind_of
 
 FORMAT_VERSION = "1.6"
@@ -112,7 +113,7 @@ class BundleInfo:
 
 def is_empty(frame: FrameRecord, bundle: BundleInfo) -> bool:
     """Empty when the triage set it aside or the classifier called an empty class."""
-    return frame.decision == "empty" or bundle.kind(frame.label) == "empty"
+    return frame.decision == Verdict.EMPTY or bundle.kind(frame.label) == "empty"
 
 
 def _conf(x: float | None) -> float:

@@ -370,7 +370,7 @@ def admit(
     if quarantine_reason is not None:
         frame = journal.get(frame_id)
         if frame is not None and frame.state == "seen":
-            dest = choose_dest(journal, out, FOLDERS["quarantine"], frame)
+            dest = choose_dest(journal, out, FOLDERS[Verdict.QUARANTINE], frame)
             journal.quarantine(frame_id, quarantine_reason, dest)
     return frame_id
 

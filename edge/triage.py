@@ -21,11 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
+from edge.journal import Verdict
 from edge.thresholds import Thresholds
-
-Decision = Literal["empty", "tagged", "review", "quarantine"]
 
 BURST_FRAMES = 10  # the most frames one burst holds
 
@@ -45,15 +43,15 @@ class Evidence:
     background_ready: bool
 
 
-def decide(e: Evidence, thresholds: Thresholds | Mapping[str, float]) -> Decision:
+def decide(e: Evidence, thresholds: Thresholds | Mapping[str, float]) -> Verdict:
     """The decision for one frame on its own. A plain mapping is laid over the defaults of
     edge.thresholds (keys it leaves out take them)."""
     t = Thresholds.of(thresholds)
     if e.is_empty_class:
         quiet = e.foreground < t.empty_foreground
         # not convinced, or something stands in front of the camera: a person looks
-        return "empty" if e.softmax >= t.empty and quiet else "review"
-    return "tagged" if e.fused >= t.tag else "review"
+        return Verdict.EMPTY if e.softmax >= t.empty and quiet else Verdict.REVIEW
+    return Verdict.TAGGED if e.fused >= t.tag else Verdict.REVIEW
 
 
 def burst_ids(frames: Sequence[tuple[str, datetime | None]], gap_seconds: float,
@@ -101,7 +99,7 @@ def decide_all(
     burst_gap_seconds: float = 10.0,
     burst_frames: int = BURST_FRAMES,
     earlier: Sequence[Evidence] = (),
-) -> list[Decision]:
+) -> list[Verdict]:
     """Decide every frame, then lift "empty" to "review" in bursts where another frame is not
     empty: an animal that walks out of frame in the third shot was still there.
 
@@ -112,7 +110,7 @@ def decide_all(
     t = Thresholds.of(thresholds)  # checked once, not per frame
     decisions = [decide(e, t) for e in every]
     ids = bursts(every, burst_gap_seconds, burst_frames)
-    busy = {b for b, d in zip(ids, decisions, strict=True) if d != "empty"}
+    busy = {b for b, d in zip(ids, decisions, strict=True) if d != Verdict.EMPTY}
     n = len(earlier)
-    return ["review" if d == "empty" and b in busy else d
+    return [Verdict.REVIEW if d == Verdict.EMPTY and b in busy else d
             for b, d in zip(ids[n:], decisions[n:], strict=True)]

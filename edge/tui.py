@@ -18,10 +18,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from edge.journal import camera_of
+from edge.journal import Verdict, camera_of
 from edge.sink import TEMP_SUFFIX
 
-DECISION_STYLE = {"empty": "dim", "tagged": "green", "review": "yellow", "quarantine": "red"}
+DECISION_STYLE = {Verdict.EMPTY: "dim", Verdict.TAGGED: "green", Verdict.REVIEW: "yellow",
+                  Verdict.QUARANTINE: "red"}
 RATE_WINDOW = 20.0  # seconds: frames/s is what the watcher does now, not since it started
 ROWS = 5  # species, cameras and last decisions shown: the dashboard fits 80x24
 
@@ -51,8 +52,8 @@ class Stats:
                latency: float) -> None:
         self.decisions[decision] += 1
         self.cameras.setdefault(camera_of(file) or "(top)", Counter())[decision] += 1
-        self.review_queue += decision == "review"
-        if decision not in ("empty", "quarantine"):
+        self.review_queue += decision == Verdict.REVIEW
+        if decision not in (Verdict.EMPTY, Verdict.QUARANTINE):
             self.species[label] += 1
         self.latencies.append(latency)
         self.done_times.append(time.monotonic())
@@ -139,7 +140,7 @@ def render(stats: Stats) -> Group:
     decisions = Table(title="decisions", show_edge=False)
     decisions.add_column("decision")
     decisions.add_column("frames", justify="right")
-    for d in ("tagged", "review", "empty", "quarantine"):
+    for d in Verdict:
         decisions.add_row(Text(d, style=DECISION_STYLE[d]), str(stats.decisions[d]))
     species = Table(title="species", show_edge=False)
     species.add_column("label", no_wrap=True, overflow="ellipsis", max_width=18)
@@ -147,7 +148,7 @@ def render(stats: Stats) -> Group:
     for name, n in stats.species.most_common(ROWS):
         species.add_row(name, str(n))
     cams = sorted(stats.cameras.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-    cameras = _counts("cameras", "camera", [(c, sum(n.values()), n["review"]) for c, n in cams])
+    cameras = _counts("cameras", "camera", [(c, sum(n.values()), n[Verdict.REVIEW]) for c, n in cams])
     recent = Table(title="last decisions", show_edge=False, expand=True)
     recent.add_column("frame", overflow="ellipsis", no_wrap=True)
     recent.add_column("label", overflow="ellipsis", no_wrap=True)

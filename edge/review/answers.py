@@ -27,6 +27,7 @@ from edge.journal import (
     Answer,
     AnswerRefusedError,
     Journal,
+    Verdict,
 )
 from edge.review.queue import REVIEW, is_empty_label, waiting
 from edge.sink import FOLDERS, SinkError, _sidecar_data, choose_dest, place, sidecar
@@ -66,12 +67,12 @@ def outcome(answer: str, machine_label: str | None, label: str | None = None, *,
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {', '.join(ANSWERS)}, got {answer!r}")
     if answer == "empty":
-        return None, "empty"
+        return None, Verdict.EMPTY
     chosen = {"accept": machine_label, "person": PERSON_LABEL, "vehicle": VEHICLE_LABEL,
               "label": clean_text(label, "label") if answer == "label" else None}[answer]
     if is_empty_label(chosen, empty_classes):
-        return chosen, "empty"
-    return chosen, "tagged"
+        return chosen, Verdict.EMPTY
+    return chosen, Verdict.TAGGED
 
 
 def answer_frames(
