@@ -432,7 +432,10 @@ class CameraBackgrounds:
     def foreground(
         self, camera: str, image: np.ndarray, *, shape: tuple[int, int] | None = None
     ) -> np.ndarray | None:
-        return self.model(camera).foreground(image, shape=shape)
+        """The camera's foreground mask, None until its model is ready. Looking changes
+        nothing: no model is made for a new camera, and the eviction order stays as it was."""
+        m = self._models.get(camera)
+        return None if m is None else m.foreground(image, shape=shape)
 
     def state(self) -> dict[str, dict[str, int]]:
         """Frames held per camera and mode."""

@@ -94,9 +94,9 @@ class Bursts:
         cameras = set()
         for e in evidence:
             if e.time is not None:
-                self.recent.setdefault(e.camera, deque(maxlen=self.max_frames)).append(e)
+                self.recent.setdefault(e.camera, deque()).append(e)
                 cameras.add(e.camera)
-        for c in cameras:
+        for c in cameras:  # the open burst holds at most max_frames: the rest is let go
             kept = self.recent[c]
             ids = bursts(list(kept), gap_seconds, self.max_frames)
             while ids and ids[0] != ids[-1]:

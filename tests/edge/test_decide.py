@@ -174,16 +174,12 @@ def test_a_burst_split_across_two_batches_is_one_burst():
     assert v == [Verdict.REVIEW, Verdict.REVIEW]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Bursts keeps a deque of maxlen max_frames, so the "
-                   "frame where an open burst began is dropped and the cap is counted wrong")
 def test_the_frame_cap_counts_from_where_the_burst_really_began():
     frames = [ev(i) for i in range(1, 7)]  # 1 s apart, cap 3
     assert groups([b for b in bursts(frames, 10.0, 3)]) == [[1, 2, 3], [4, 5, 6]]
     assert groups(batched_partition(frames, 2, 10.0, 3)) == [[1, 2, 3], [4, 5, 6]]
 
 
-@pytest.mark.xfail(strict=True, reason="same bug as above, seen in the verdicts: frames 5 and 6 "
-                   "share a burst with the animal in frame 4 and must go to review")
 def test_an_animal_opening_a_burst_lifts_its_empties_in_the_next_batch():
     frames = [ev(1), ev(2), ev(3), ev(4, empty=False), ev(5), ev(6)]
     t = {"tag": 0.5, "empty": 0.5}

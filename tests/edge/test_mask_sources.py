@@ -102,9 +102,6 @@ def test_score_twice_is_identical_and_learns_nothing(setup):
                                                      "combined"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: BackgroundMasks.masks -> CameraBackgrounds."
-                   "foreground -> model(camera) creates an empty model for an unseen camera "
-                   "and moves a seen one to the LRU end, so scoring changes state")
 def test_score_changes_no_state_at_all(setup):
     bundle, rt, images = setup
     bg, scorer = _learnt(bundle, rt, images)
