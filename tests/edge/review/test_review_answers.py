@@ -13,6 +13,7 @@ import pytest
 
 from edge.camtrapdp import _observations
 from edge.journal import AlreadyAnsweredError, AnswerRefusedError, Journal
+from edge.overlay import ensure_overlay
 from edge.reports import records
 from edge.results import BundleInfo, image_entry
 from edge.review.answers import answer_frames, finish_pending, outcome
@@ -38,7 +39,14 @@ def test_the_queue_is_grouped_per_camera_and_burst(out: Path):
     ]
     assert [len(b.items) for b in ca.bursts] == [1, 1, 1]
     item = s90.bursts[0].items[1]
-    assert item.overlay == "overlays/S90/EK000002.JPG.overmap.jpg"
+    assert item.overlay is None  # not drawn until someone looks (edge.overlay.ensure_overlay)
+    with Journal.open(out) as j:
+        frame = j.get(item.id)
+        assert frame is not None and frame.has_overlay_data
+        drawn = ensure_overlay(j, out, frame)
+        assert drawn == out / "overlays/S90/EK000002.JPG.overmap.jpg" and drawn.is_file()
+        assert [i.overlay for c in load_queue(j, out) for b in c.bursts for i in b.items
+                if i.id == item.id] == ["overlays/S90/EK000002.JPG.overmap.jpg"]
     assert item.top and item.top[0][0] == item.label
     assert item.words.startswith("The model is unsure")
 

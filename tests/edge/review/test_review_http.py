@@ -60,12 +60,15 @@ def test_the_page_lists_the_queue_with_words_and_keys(out: Path):
         assert c.get("/static/review.js").status_code == 200
 
 
-def test_a_picture_is_drawn_when_the_watcher_wrote_no_overlay(out: Path):
+def test_the_overlay_is_drawn_when_the_page_first_asks_for_it(out: Path):
     ids = frames_by_name(out)
-    (out / "overlays/S90/EK000002.JPG.overmap.jpg").unlink()
+    drawn = out / "overlays/S90/EK000002.JPG.overmap.jpg"
+    assert not drawn.exists()  # the watcher keeps what it needs, draws nothing
     with client(out) as c:
         r = c.get(f"/picture/{ids['EK000002.JPG']}")
         assert r.status_code == 200 and r.content[:2] == b"\xff\xd8"
+        assert drawn.is_file() and r.content == drawn.read_bytes()
+        assert c.get(f"/picture/{ids['EK000002.JPG']}").content == r.content
         assert c.get("/picture/999").status_code == 404
 
 
@@ -148,6 +151,8 @@ def test_no_path_outside_out_is_served(out: Path, tmp_path: Path, path: str):
         ok = c.get("/media/review/S90/EK000001.JPG")
         assert ok.status_code == 200 and ok.content == \
             (out / "review/S90/EK000001.JPG").read_bytes()
+        assert c.get("/media/overlays/S90/EK000001.JPG.overmap.jpg").status_code == 404
+        c.get(f"/picture/{frames_by_name(out)['EK000001.JPG']}")  # drawn once looked at
         assert c.get("/media/overlays/S90/EK000001.JPG.overmap.jpg").status_code == 200
 
 
