@@ -10,6 +10,7 @@ naming what is wrong, before any frame is touched.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -212,6 +213,16 @@ def verify_files(root: Path, manifest: Manifest) -> None:
             raise BundleError(
                 f"{p}: sha256 {digest[:12]}... does not match the manifest (tampered?)"
             )
+
+
+def default_bundle() -> Path:
+    """$OVERMAP_BUNDLE, else the bundle shipped inside the package (`edge/default_bundle`:
+    empty / animal / person / vehicle on Lite0, INT8, with an ImageNet species guess), which
+    needs no building and no torch."""
+    env = os.environ.get("OVERMAP_BUNDLE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent / "default_bundle"
 
 
 def load_bundle(root: str | Path, *, verify: bool = True) -> Bundle:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edge.bundle import BundleError
+from edge.bundle import BundleError, default_bundle
 
 app = typer.Typer(
     name="edge",
@@ -148,16 +147,6 @@ def export_cmd(
     console.print(f"[green]bundle written:[/] {path}")
 
 
-def default_bundle() -> Path:
-    """$OVERMAP_BUNDLE, else the bundle shipped inside the package (`edge/default_bundle`:
-    empty / animal / person / vehicle on Lite0, INT8, with an ImageNet species guess), which
-    needs no building and no torch."""
-    env = os.environ.get("OVERMAP_BUNDLE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent / "default_bundle"
-
-
 def _load_config_or_exit(path: Path | None):
     """The validated config (defaults when no file is given), or a clear message and exit 2."""
     from edge.config import Config, ConfigError, load_config
@@ -177,35 +166,6 @@ def _load_bundle_or_exit(path: Path):
     except BundleError as e:
         err.print(f"[red]bundle refused:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
-
-
-def _unwritable_out(out: Path) -> Path | None:
-    """The first place in OUT the watcher may not write (None: all writable).
-
-    Checked before the models load: a permission problem there is a clear error naming the
-    path, where it would otherwise be a traceback (the journal) or, with --once, a pause that
-    retries forever (a sorted folder). Only what `edge watch` writes is checked: OUT (or its
-    nearest existing parent), the journal's files and the folders frames, overlays and
-    results go in.
-    """
-    from edge.journal import JOURNAL_NAME
-    from edge.sink import FOLDERS
-
-    rw, wx = os.R_OK | os.W_OK, os.W_OK | os.X_OK
-    if not out.exists():
-        parent = next(p for p in out.parents if p.exists())
-        return None if os.access(parent, wx) else parent
-    if not os.access(out, wx):
-        return out
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        f = out / f"{JOURNAL_NAME}{suffix}"
-        if f.exists() and not os.access(f, rw):
-            return f
-    for sub in (*FOLDERS.values(), "overlays", "results"):
-        for folder, _dirs, _files in os.walk(out / sub):
-            if not os.access(folder, wx):
-                return Path(folder)
-    return None
 
 
 @app.command("watch")
@@ -276,6 +236,8 @@ def watch_cmd(
     Example: `edge watch /mnt/camera --out /data/sorted`
     """
     from edge.config import ConfigError, resolve_thresholds
+    from edge.learn import learn_paths
+    from edge.sink import unwritable
     from edge.watch import WatchOptions
 
     if delete_empty_after is not None and not delete_empty_after > 0:
@@ -298,7 +260,7 @@ def watch_cmd(
     # the camera's own bundle, once `edge learn` has installed one in OUT, beats the default
     # the camera's own bundle once `edge learn` installed one in OUT, else the default; the
     # watcher follows where learning installs (OUT/bundle unless a bundle of the user's is named)
-    source, follow = _learn_paths(out or cfg.watch.out or inbox / "sorted",
+    source, follow = learn_paths(out or cfg.watch.out or inbox / "sorted",
                                   bundle or cfg.runtime.bundle)
     b = _load_bundle_or_exit(source)
     provider_list = None
@@ -326,7 +288,7 @@ def watch_cmd(
         inbox.resolve(), (out or cfg.watch.out or inbox / "sorted").resolve(), thresholds,
         config=cfg, threshold_overrides=overrides, follow=follow.resolve(), learn_from=b.root,
     )
-    denied = _unwritable_out(opts.out)
+    denied = unwritable(opts.out)
     if denied is not None:
         err.print(f"[red]permission denied:[/] cannot write {escape(str(denied))}"
                   " (give --out a folder this user may write, or fix its owner or mode)")
@@ -798,17 +760,6 @@ def overlays_cmd(
         raise typer.Exit(1)
 
 
-def _learn_paths(out: Path, bundle: Path | None) -> tuple[Path, Path]:
-    """(the bundle to learn from, where the learned one goes): `bundle` itself; without it
-    OUT/bundle once learned, else the default bundle. The bundle shipped inside the package
-    is never written: what is learned from it goes to OUT/bundle."""
-    mine = out / "bundle"
-    source = bundle or (mine if (mine / "manifest.json").is_file() else default_bundle())
-    packaged = Path(__file__).resolve().parent
-    target = mine if source.resolve().is_relative_to(packaged) else source
-    return source, target
-
-
 @app.command("learn")
 def learn_cmd(
     out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch` (its answers).")],
@@ -830,12 +781,12 @@ def learn_cmd(
     OUT/learn/log.jsonl. A running `edge watch` on that bundle takes the new one between
     batches; a new one finds OUT/bundle without --bundle.
     """
-    from edge.learn import run_learn
+    from edge.learn import learn_paths, run_learn
 
     if not (out / "journal.sqlite").is_file():
         err.print(f"[red]{out}: no journal.sqlite here[/] (the OUT folder of `edge watch`?)")
         raise typer.Exit(2)
-    source, target = _learn_paths(out, bundle)
+    source, target = learn_paths(out, bundle)
     _load_bundle_or_exit(source)
     try:
         entry = run_learn(out, source, target=target, target_error=target_error, every=every)

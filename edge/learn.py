@@ -42,7 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import Bundle, Manifest, file_entry, load_bundle, write_manifest
+from edge.bundle import (
+    MANIFEST,
+    Bundle,
+    Manifest,
+    default_bundle,
+    file_entry,
+    load_bundle,
+    write_manifest,
+)
 from edge.categories import CATEGORIES, md_category
 from edge.durable import fsync_dir
 from edge.fusion import FEATURES, apply_fusion, features, fit_fusion
@@ -74,6 +82,18 @@ class Answered:
     @property
     def key(self) -> str:
         return f"{self.frame_id}:{self.sha256}"
+
+
+def learn_paths(out: Path, bundle: Path | None) -> tuple[Path, Path]:
+    """(the bundle to learn from, where the learned one goes): `bundle` itself; without it
+    OUT/bundle once learned, else the default bundle. The bundle shipped inside the package
+    is never written: what is learned from it goes to OUT/bundle. `edge watch` picks the
+    bundle it runs and follows by the same rule."""
+    mine = out / "bundle"
+    source = bundle or (mine if (mine / MANIFEST).is_file() else default_bundle())
+    packaged = Path(__file__).resolve().parent
+    target = mine if source.resolve().is_relative_to(packaged) else source
+    return source, target
 
 
 def answered(journal: Journal) -> list[Answered]:

@@ -331,6 +331,34 @@ def clean_temps(out: str | Path) -> int:
 # -- the journal-driven loop ----------------------------------------------------------------
 
 
+def unwritable(out: Path) -> Path | None:
+    """The first place in OUT the watcher may not write (None: all writable).
+
+    Checked before the models load: a permission problem there is a clear error naming the
+    path, where it would otherwise be a traceback (the journal) or, with --once, a pause that
+    retries forever (a sorted folder). Only what `edge watch` writes is checked: OUT (or its
+    nearest existing parent), the journal's files and the folders frames, overlays and
+    results go in.
+    """
+    from edge.journal import JOURNAL_NAME
+
+    rw, wx = os.R_OK | os.W_OK, os.W_OK | os.X_OK
+    if not out.exists():
+        parent = next(p for p in out.parents if p.exists())
+        return None if os.access(parent, wx) else parent
+    if not os.access(out, wx):
+        return out
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        f = out / f"{JOURNAL_NAME}{suffix}"
+        if f.exists() and not os.access(f, rw):
+            return f
+    for sub in (*FOLDERS.values(), "overlays", "results"):
+        for folder, _dirs, _files in os.walk(out / sub):
+            if not os.access(folder, wx):
+                return Path(folder)
+    return None
+
+
 def choose_dest(journal: Journal, out: Path, folder: str, frame: Frame) -> str:
     """Destination relative to OUT: folder/relpath, or suffixed with the hash when taken."""
     rel = f"{folder}/{frame.relpath}"

@@ -148,7 +148,8 @@ def render(stats: Stats) -> Group:
     for name, n in stats.species.most_common(ROWS):
         species.add_row(name, str(n))
     cams = sorted(stats.cameras.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
-    cameras = _counts("cameras", "camera", [(c, sum(n.values()), n[Verdict.REVIEW]) for c, n in cams])
+    rows = [(c, sum(n.values()), n[Verdict.REVIEW]) for c, n in cams]
+    cameras = _counts("cameras", "camera", rows)
     recent = Table(title="last decisions", show_edge=False, expand=True)
     recent.add_column("frame", overflow="ellipsis", no_wrap=True)
     recent.add_column("label", overflow="ellipsis", no_wrap=True)

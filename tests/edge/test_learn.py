@@ -241,15 +241,15 @@ def test_the_command_learns_and_says_what_it_did(tmp_path: Path, learnable: Path
 def test_the_packaged_bundle_is_never_written(tmp_path: Path, learnable: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import edge
-    from edge.cli import _learn_paths
+    from edge.learn import learn_paths
 
     monkeypatch.delenv("OVERMAP_BUNDLE", raising=False)
     out = tmp_path / "out"
-    source, target = _learn_paths(out, None)
+    source, target = learn_paths(out, None)
     assert source.is_relative_to(Path(edge.__file__).parent) and target == out / "bundle"
     shutil.copytree(learnable, out / "bundle")  # once learned, OUT/bundle is the one
-    assert _learn_paths(out, None) == (out / "bundle", out / "bundle")
-    assert _learn_paths(out, learnable) == (learnable, learnable)
+    assert learn_paths(out, None) == (out / "bundle", out / "bundle")
+    assert learn_paths(out, learnable) == (learnable, learnable)
 
 
 def test_a_learned_bundle_carries_the_first_labels_named(tmp_path: Path,

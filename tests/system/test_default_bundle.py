@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import load_bundle
+from edge.bundle import default_bundle, load_bundle
 from edge.categories import CATEGORIES, md_category
-from edge.cli import default_bundle
 from edge.reports import MD_RESULTS
 
 ROOT = Path(__file__).resolve().parents[2]
