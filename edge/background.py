@@ -137,8 +137,13 @@ def _blur(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """cv2.GaussianBlur 3x3 of padded uint8 planes [..., S+2, S] (a frame's own, or several
     frames' stacked), as float32 [..., S+2, S]: rows 1..S are each plane's blur, the same
     values (exact: sums of 1/16ths of whole numbers), and the pad rows are left over."""
-    flat = cv2.sepFilter2D(planes.reshape(-1, planes.shape[-1]), cv2.CV_32F, _BLUR, _BLUR,
-                           dst=None if out is None else out.reshape(-1, planes.shape[-1]))
+    flat = cv2.sepFilter2D(
+        planes.reshape(-1, planes.shape[-1]),
+        cv2.CV_32F,
+        _BLUR,
+        _BLUR,
+        dst=None if out is None else out.reshape(-1, planes.shape[-1]),
+    )
     return flat.reshape(planes.shape)
 
 
@@ -273,8 +278,9 @@ class BackgroundModel:
         h, w = self.size
         small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
         planes = np.empty((3, h + 2, w), np.uint8)
-        cv2.mixChannels([small], [planes[0, 1:-1], planes[1, 1:-1], planes[2, 1:-1]],
-                        [0, 0, 1, 1, 2, 2])
+        cv2.mixChannels(
+            [small], [planes[0, 1:-1], planes[1, 1:-1], planes[2, 1:-1]], [0, 0, 1, 1, 2, 2]
+        )
         planes[:, 0], planes[:, -1] = planes[:, 2], planes[:, -3]
         desc = cv2.resize(small, (_DESC, _DESC), interpolation=cv2.INTER_AREA)
         desc = desc.astype(np.float32).ravel() - 128.0
@@ -425,9 +431,13 @@ class CameraBackgrounds:
             "background model of camera %s dropped (%d day and %d night frames, %.1f MB): "
             "the models of %d cameras were over their %.0f MB budget; it learns again from "
             "its next frame",
-            camera, state["colour"], state["ir"], m.nbytes / 2**20, len(self._models) + 1,
+            camera,
+            state["colour"],
+            state["ir"],
+            m.nbytes / 2**20,
+            len(self._models) + 1,
             self.max_bytes / 2**20,
-        )  # fmt: skip
+        )
 
     def foreground(
         self, camera: str, image: np.ndarray, *, shape: tuple[int, int] | None = None

@@ -135,6 +135,7 @@ class Manifest(_Strict):
         from edge.fusion import check_fusion
 
         return None if params is None else check_fusion(params)
+
     versions: dict[str, str] = Field(default_factory=dict)
 
 

@@ -213,7 +213,10 @@ class _Span:
 
 
 def _span(
-    dep_id: str, where: str, cd: CameraDeployment, items: list[tuple[str, datetime, bool]],
+    dep_id: str,
+    where: str,
+    cd: CameraDeployment,
+    items: list[tuple[str, datetime, bool]],
     tz: Any,
 ) -> _Span:
     """The deployment's start and end from the config and its media (id, time, file time?),
@@ -311,8 +314,9 @@ def _check_path(path: str) -> str:
 def _name_key(relpath: str) -> tuple[tuple[int, int, str], ...]:
     """The name order the watcher takes frames of one time in (edge.watch.capture_order):
     digits as numbers, so a burst's frames sharing a second keep the camera's order."""
-    return tuple((0, int(s), "") if s.isdigit() else (1, 0, s)
-                 for s in re.split(r"(\d+)", relpath) if s)
+    return tuple(
+        (0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", relpath) if s
+    )
 
 
 def _events(items: list[tuple[str, datetime, str]], gap: float, max_frames: int) -> dict[str, int]:
@@ -397,7 +401,8 @@ def _observations(
             "classificationMethod": "human",
             "classifiedBy": frame.classified_by or "",
             "classificationTimestamp": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            if when else classified_at,
+            if when
+            else classified_at,
             "classificationProbability": "",
         }
     else:
@@ -419,13 +424,23 @@ def _observations(
         row = {"observationType": "unknown", "observationComments": note}
         return [base | row | {"observationID": f"{media_id}-0"}]
     # a person is Homo sapiens whatever the class is called ("scuba_diver", "groom")
-    taxon = (_taxon(frame.label, taxa) if kind == "animal"
-             else _taxon(frame.label, taxa) or TAXA["human"] if kind == "human" else None)
+    taxon = (
+        _taxon(frame.label, taxa)
+        if kind == "animal"
+        else _taxon(frame.label, taxa) or TAXA["human"]
+        if kind == "human"
+        else None
+    )
     row = {
         "observationType": kind,
         "scientificName": taxon[0] if taxon else "",
-        "observationComments": (f"label '{frame.label}' by a person{said}" if human
-                                else "" if taxon else f"machine label '{frame.label}'"),
+        "observationComments": (
+            f"label '{frame.label}' by a person{said}"
+            if human
+            else ""
+            if taxon
+            else f"machine label '{frame.label}'"
+        ),
     }
     if not frame.boxes:
         return [base | row | {"observationID": f"{media_id}-0"}]
@@ -590,8 +605,11 @@ def write_camtrap_dp(
             )
         deployments.append(_deployment_row(dep_id, camera, cd, span.start, span.end, span.note))
         items = span.keep
-        events = _events([(m, seen_at[m], unique[m].relpath) for m, _, _ in timed],
-                         config.triage.burst_gap_seconds, config.triage.burst_max_frames)
+        events = _events(
+            [(m, seen_at[m], unique[m].relpath) for m, _, _ in timed],
+            config.triage.burst_gap_seconds,
+            config.triage.burst_max_frames,
+        )
         number: dict[int, int] = {}  # burst -> event number, from 0 in time order of the kept
         for media_id, stamp in items:
             fr = unique[media_id]

@@ -17,7 +17,7 @@ _UNKNOWN = {"", "unknown", "unidentified", "unclassified"}
 
 
 def md_category(label: str) -> str | None:
-    """"empty", "person", "vehicle" or "animal" for a label; None where it says nothing
+    """ "empty", "person", "vehicle" or "animal" for a label; None where it says nothing
     ("unknown"). A frame with several ("human+vehicle") takes the first that is not an animal."""
     parts = [p.strip().lower() for p in label.replace(";", "+").split("+")]
     if all(p in _UNKNOWN for p in parts):

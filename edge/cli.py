@@ -28,6 +28,7 @@ class Target(StrEnum):
     cuda = "cuda"
     jetson = "jetson"
 
+
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # never break a path in an error
 
@@ -128,10 +129,20 @@ def export_cmd(
     from export.pipeline import ExportOptions, ExportRefused, run_export
 
     opts = ExportOptions(
-        target=target.value, out=out, classifier=classifier, weights=weights, classes=classes,
-        segmenter=segmenter, segmenter_weights=segmenter_weights, calib=calib, val=val,
-        val_limit=val_limit, int8=int8, min_agreement=min_agreement, force=force,
-    )  # fmt: skip
+        target=target.value,
+        out=out,
+        classifier=classifier,
+        weights=weights,
+        classes=classes,
+        segmenter=segmenter,
+        segmenter_weights=segmenter_weights,
+        calib=calib,
+        val=val,
+        val_limit=val_limit,
+        int8=int8,
+        min_agreement=min_agreement,
+        force=force,
+    )
     try:
         path = run_export(opts, err)
     except ExportRefused as e:
@@ -172,13 +183,16 @@ def _load_bundle_or_exit(path: Path):
 def watch_cmd(
     inbox: Annotated[
         Path | None,
-        typer.Argument(help="Folder the camera's frames land in (default: the config's).",
-                       show_default=False),
+        typer.Argument(
+            help="Folder the camera's frames land in (default: the config's).", show_default=False
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Where frames are sorted into empty/, tagged/, review/, quarantine/"
-                     " (default: INBOX/sorted). The journal and results live here too."),
+        typer.Option(
+            help="Where frames are sorted into empty/, tagged/, review/, quarantine/"
+            " (default: INBOX/sorted). The journal and results live here too."
+        ),
     ] = None,
     bundle: Annotated[
         Path | None, typer.Option(help="Bundle folder (default: $OVERMAP_BUNDLE or the built-in).")
@@ -187,17 +201,22 @@ def watch_cmd(
         Path | None, typer.Option(help="TOML config (see examples/edge.toml).")
     ] = None,
     copy: Annotated[
-        bool | None, typer.Option("--copy/--no-copy", show_default=False,
-                                  help="Copy frames, leave the originals in place (default: "
-                                       "the config's, else move).")
+        bool | None,
+        typer.Option(
+            "--copy/--no-copy",
+            show_default=False,
+            help="Copy frames, leave the originals in place (default: the config's, else move).",
+        ),
     ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Handle what is there now, then exit.")
     ] = False,
     polling: Annotated[
         bool | None,
-        typer.Option("--polling/--no-polling",
-                     help="Force polling (SD cards, FUSE, network mounts) or events."),
+        typer.Option(
+            "--polling/--no-polling",
+            help="Force polling (SD cards, FUSE, network mounts) or events.",
+        ),
     ] = None,
     tag: Annotated[float | None, typer.Option(help="Fused confidence to tag a frame.")] = None,
     empty: Annotated[
@@ -213,19 +232,27 @@ def watch_cmd(
     providers: Annotated[
         str | None, typer.Option(help="Execution providers in order, e.g. trt,cuda,cpu.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(
-        min=1, help="CPU threads for inference (default: all cores but one, left to decoding)."
-    )] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="CPU threads for inference (default: all cores but one, left to decoding)."
+        ),
+    ] = None,
     tui: Annotated[bool, typer.Option(help="Live dashboard (off: log lines).")] = True,
     delete_empty_after: Annotated[
         float | None,
         typer.Option(help="Delete frames sorted as empty after this many days (off by default)."),
     ] = None,
-    learn_every: Annotated[int | None, typer.Option(
-        help="Live: learn from the review page's answers after every N new ones (as `edge "
-             "learn`), taking the new bundle only when it does better (0: never; default: "
-             "the config's, else 0).", min=0, show_default=False,
-    )] = None,
+    learn_every: Annotated[
+        int | None,
+        typer.Option(
+            help="Live: learn from the review page's answers after every N new ones (as `edge "
+            "learn`), taking the new bundle only when it does better (0: never; default: "
+            "the config's, else 0).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
 
@@ -241,8 +268,10 @@ def watch_cmd(
     from edge.watch import WatchOptions
 
     if delete_empty_after is not None and not delete_empty_after > 0:
-        err.print("[red]--delete-empty-after:[/] a positive number of days, how long empties "
-                  "are kept before they are deleted")
+        err.print(
+            "[red]--delete-empty-after:[/] a positive number of days, how long empties "
+            "are kept before they are deleted"
+        )
         raise typer.Exit(2)
     cfg = _load_config_or_exit(config)
     inbox = inbox or cfg.watch.inbox
@@ -250,9 +279,11 @@ def watch_cmd(
         err.print("[red]which folder?[/] give INBOX, or \\[watch] inbox in --config")
         raise typer.Exit(2)
     if inbox.exists() and not inbox.is_dir():
-        err.print(f"[red]{escape(str(inbox))} is a file, not a folder:[/] INBOX is the folder "
-                  "the camera's frames land in (its parent, "
-                  f"{escape(str(inbox.parent))}, perhaps?)")
+        err.print(
+            f"[red]{escape(str(inbox))} is a file, not a folder:[/] INBOX is the folder "
+            "the camera's frames land in (its parent, "
+            f"{escape(str(inbox.parent))}, perhaps?)"
+        )
         raise typer.Exit(2)
     if not inbox.is_dir():
         err.print(f"[red]{inbox}: no such folder[/] (is the card mounted?)")
@@ -260,8 +291,9 @@ def watch_cmd(
     # the camera's own bundle, once `edge learn` has installed one in OUT, beats the default
     # the camera's own bundle once `edge learn` installed one in OUT, else the default; the
     # watcher follows where learning installs (OUT/bundle unless a bundle of the user's is named)
-    source, follow = learn_paths(out or cfg.watch.out or inbox / "sorted",
-                                  bundle or cfg.runtime.bundle)
+    source, follow = learn_paths(
+        out or cfg.watch.out or inbox / "sorted", bundle or cfg.runtime.bundle
+    )
     b = _load_bundle_or_exit(source)
     provider_list = None
     if providers:
@@ -273,25 +305,41 @@ def watch_cmd(
             err.print(f"[red]--providers:[/] {escape(str(e))}")
             raise typer.Exit(2) from None
     try:  # the flags laid over the config file, the one way they override it
-        cfg = cfg.with_flags({
-            "copy": copy, "polling": polling, "settle": settle, "batch": batch,
-            "providers": provider_list, "threads": threads, "learn_every": learn_every,
-            "delete_empty_after": delete_empty_after, "tag": tag, "empty": empty,
-            "empty_foreground": empty_foreground,
-        })
+        cfg = cfg.with_flags(
+            {
+                "copy": copy,
+                "polling": polling,
+                "settle": settle,
+                "batch": batch,
+                "providers": provider_list,
+                "threads": threads,
+                "learn_every": learn_every,
+                "delete_empty_after": delete_empty_after,
+                "tag": tag,
+                "empty": empty,
+                "empty_foreground": empty_foreground,
+            }
+        )
         thresholds = resolve_thresholds(b.manifest.thresholds, cfg, {})
         overrides = resolve_thresholds({}, cfg, {})  # what outlasts a bundle swapped in
     except ConfigError as e:
         err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
     opts = WatchOptions(
-        inbox.resolve(), (out or cfg.watch.out or inbox / "sorted").resolve(), thresholds,
-        config=cfg, threshold_overrides=overrides, follow=follow.resolve(), learn_from=b.root,
+        inbox.resolve(),
+        (out or cfg.watch.out or inbox / "sorted").resolve(),
+        thresholds,
+        config=cfg,
+        threshold_overrides=overrides,
+        follow=follow.resolve(),
+        learn_from=b.root,
     )
     denied = unwritable(opts.out)
     if denied is not None:
-        err.print(f"[red]permission denied:[/] cannot write {escape(str(denied))}"
-                  " (give --out a folder this user may write, or fix its owner or mode)")
+        err.print(
+            f"[red]permission denied:[/] cannot write {escape(str(denied))}"
+            " (give --out a folder this user may write, or fix its owner or mode)"
+        )
         raise typer.Exit(2)
     from edge.watch import watch
 
@@ -310,30 +358,54 @@ class Links(StrEnum):
 
 @app.command("batch")
 def batch_cmd(
-    source: Annotated[Path, typer.Argument(
-        help="A folder tree (one subfolder per camera) or a list file of frame paths.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A folder tree (one subfolder per camera) or a list file of frame paths."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Where shards, results (and copies) are written.")],
-    address: Annotated[str | None, typer.Option(
-        help="A Ray cluster's address (default: a Ray started on this machine).")] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="A Ray cluster's address (default: a Ray started on this machine)."),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Actors, one model session each.")] = 1,
     bundle: Annotated[
         Path | None, typer.Option(help="Bundle folder (default: $OVERMAP_BUNDLE or the built-in).")
     ] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="TOML config: thresholds and bursts as for `edge watch`.")] = None,
-    camtrap_dp: Annotated[Path | None, typer.Option(
-        "--camtrap-dp", help="Also write OUT/camtrap-dp, with this config's [deployment].")]
-    = None,
-    sorted_copy: Annotated[bool, typer.Option(
-        "--sorted-copy", help="Copy frames into OUT/{empty,tagged,review,quarantine}/.")] = False,
-    links: Annotated[Links | None, typer.Option(
-        help="Hard or symbolic links there instead of copies.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config: thresholds and bursts as for `edge watch`.")
+    ] = None,
+    camtrap_dp: Annotated[
+        Path | None,
+        typer.Option(
+            "--camtrap-dp", help="Also write OUT/camtrap-dp, with this config's [deployment]."
+        ),
+    ] = None,
+    sorted_copy: Annotated[
+        bool,
+        typer.Option(
+            "--sorted-copy", help="Copy frames into OUT/{empty,tagged,review,quarantine}/."
+        ),
+    ] = False,
+    links: Annotated[
+        Links | None, typer.Option(help="Hard or symbolic links there instead of copies.")
+    ] = None,
     chunk: Annotated[int, typer.Option(min=1, help="Frames per chunk (one shard each).")] = 256,
-    gpus: Annotated[bool | None, typer.Option(
-        "--gpus/--no-gpus", show_default=False,
-        help="One GPU per actor (default: where the cluster has enough).")] = None,
-    threads: Annotated[int, typer.Option(
-        min=1, help="ONNX Runtime CPU threads per actor (each reserves as many CPUs).")] = 1,
+    gpus: Annotated[
+        bool | None,
+        typer.Option(
+            "--gpus/--no-gpus",
+            show_default=False,
+            help="One GPU per actor (default: where the cluster has enough).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="ONNX Runtime CPU threads per actor (each reserves as many CPUs)."
+        ),
+    ] = 1,
 ) -> None:
     """Classify, score and triage a whole archive on a Ray cluster, resumably.
 
@@ -344,8 +416,10 @@ def batch_cmd(
     Example: `edge batch /archive --out /data/batch --address ray-head:6379 --workers 8`
     """
     if importlib.util.find_spec("ray") is None:
-        err.print("[red]`edge batch` needs the batch extra (ray not installed).[/]\n"
-                  "Install it with:  [bold]pip install 'overmap-edge\\[batch]'[/]")
+        err.print(
+            "[red]`edge batch` needs the batch extra (ray not installed).[/]\n"
+            "Install it with:  [bold]pip install 'overmap-edge\\[batch]'[/]"
+        )
         raise typer.Exit(2)
     if sorted_copy and links:
         err.print("[red]--sorted-copy or --links, not both[/]")
@@ -366,13 +440,22 @@ def batch_cmd(
     from edge.camtrapdp import CamtrapDPError
 
     opts = BatchOptions(
-        source=source, out=out, bundle=b.root, thresholds=thresholds, address=address,
-        workers=workers, chunk_frames=chunk, burst_gap=cfg.triage.burst_gap_seconds,
-        burst_frames=cfg.triage.burst_max_frames, gpus=gpus, threads=threads,
+        source=source,
+        out=out,
+        bundle=b.root,
+        thresholds=thresholds,
+        address=address,
+        workers=workers,
+        chunk_frames=chunk,
+        burst_gap=cfg.triage.burst_gap_seconds,
+        burst_frames=cfg.triage.burst_max_frames,
+        gpus=gpus,
+        threads=threads,
         place="copy" if sorted_copy else (links.value if links else None),
-        camtrap_config=camtrap_dp, providers=cfg.runtime.providers,
+        camtrap_config=camtrap_dp,
+        providers=cfg.runtime.providers,
         log=lambda s: err.print(escape(s)),
-    )  # fmt: skip
+    )
     from ray.exceptions import RayError
 
     try:
@@ -381,16 +464,22 @@ def batch_cmd(
         err.print(f"[red]edge batch:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     except OSError as e:  # OUT unwritable, full, or hard links asked across filesystems
-        err.print(f"[red]edge batch stopped:[/] {escape(str(e))}\nThe chunks finished so far "
-                  "are kept in OUT; run again once this is fixed.")
+        err.print(
+            f"[red]edge batch stopped:[/] {escape(str(e))}\nThe chunks finished so far "
+            "are kept in OUT; run again once this is fixed."
+        )
         raise typer.Exit(1) from None
     except RayError as e:  # a chunk failed past Ray's retries, a node lost, ...
-        err.print(f"[red]edge batch stopped:[/] {escape(str(e).splitlines()[0])}\nThe "
-                  "chunks finished so far are kept in OUT; run the same command again.")
+        err.print(
+            f"[red]edge batch stopped:[/] {escape(str(e).splitlines()[0])}\nThe "
+            "chunks finished so far are kept in OUT; run the same command again."
+        )
         raise typer.Exit(1) from None
-    console.print(f"{report.frames} frames ({report.failures} unreadable) in {report.chunks} "
-                  f"chunks, {report.chunks_done_before} done before this run, "
-                  f"{report.seconds:.1f} s")
+    console.print(
+        f"{report.frames} frames ({report.failures} unreadable) in {report.chunks} "
+        f"chunks, {report.chunks_done_before} done before this run, "
+        f"{report.seconds:.1f} s"
+    )
     console.print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phases.items()))
     for path in report.results:
         console.print(f"results: {path}", soft_wrap=True)
@@ -470,8 +559,15 @@ def train_cmd(
 
     first, last = _rows(rows)
     try:
-        train_command(labels, out, images_root=images_root, first=first, last=last,
-                      source=source, min_count=min_count)
+        train_command(
+            labels,
+            out,
+            images_root=images_root,
+            first=first,
+            last=last,
+            source=source,
+            min_count=min_count,
+        )
     except (FileNotFoundError, ValueError) as e:
         err.print(f"[red]train failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
@@ -480,12 +576,16 @@ def train_cmd(
 def _labels_or_exit(labels: Path) -> None:
     """A labels CSV that is not there (or is a folder) named plainly, exit 2."""
     if labels.is_dir():
-        err.print(f"[red]{escape(str(labels))}: a folder, not a CSV file[/] (one with at least "
-                  "`file,label` columns)")
+        err.print(
+            f"[red]{escape(str(labels))}: a folder, not a CSV file[/] (one with at least "
+            "`file,label` columns)"
+        )
         raise typer.Exit(2)
     if not labels.exists():
-        err.print(f"[red]{escape(str(labels))}: no such file[/] (the CSV with at least "
-                  "`file,label` columns)")
+        err.print(
+            f"[red]{escape(str(labels))}: no such file[/] (the CSV with at least "
+            "`file,label` columns)"
+        )
         raise typer.Exit(2)
 
 
@@ -497,8 +597,9 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
     _labels_or_exit(labels)  # before the bundle: the likelier mistake, and a cheap one to name
     b = _load_bundle_or_exit(bundle or default_bundle())
     try:
-        table = read_rows(labels, images_root=images_root, source=source, masks_column=masks,
-                          boxes_column=boxes)
+        table = read_rows(
+            labels, images_root=images_root, source=source, masks_column=masks, boxes_column=boxes
+        )
     except OSError as e:  # a bare "[Errno 13]" says nothing of which file
         err.print(f"[red]{escape(str(e.filename or labels))}: {escape(e.strerror or str(e))}[/]")
         raise typer.Exit(2) from None
@@ -509,8 +610,13 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
     table = table[:end] if end is not None else table
     with Progress(console=err) as bar:
         task = bar.add_task("scoring", total=len(table) - start)
-        report = run_frames(table, b, start=start, background=background,
-                            progress=lambda done, total: bar.update(task, completed=done))
+        report = run_frames(
+            table,
+            b,
+            start=start,
+            background=background,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
     if report["labels_not_in_bundle"]:
         unknown = escape(str(report["labels_not_in_bundle"]))
         err.print(f"[yellow]labels the bundle cannot predict:[/] {unknown}")
@@ -533,9 +639,7 @@ def evaluate_cmd(
     boxes: Annotated[
         str | None, typer.Option(help="Column with boxes x,y,w,h (normalised; ';' between).")
     ] = None,
-    background: Annotated[
-        bool, typer.Option(help="Use the per-camera background model.")
-    ] = True,
+    background: Annotated[bool, typer.Option(help="Use the per-camera background model.")] = True,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write every figure here.")
     ] = None,
@@ -554,14 +658,28 @@ def evaluate_cmd(
     from edge.evaluate import figures, write_json
     from edge.evaluate import plots as make_plots
 
-    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes,
-                                 background)
+    b, report = _evaluate_frames(
+        labels, bundle, images_root, source, rows, masks, boxes, background
+    )
     fig = figures(report["frames"])
-    report.update(figures=fig, bundle=str(b.root), labels=str(labels), rows=rows,
-                  source=source, masks=masks or boxes or "model")
+    report.update(
+        figures=fig,
+        bundle=str(b.root),
+        labels=str(labels),
+        rows=rows,
+        source=source,
+        masks=masks or boxes or "model",
+    )
     t = Table(title=f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors")
-    cols = ["auroc", "aurc", "eaurc", "fpr_at_0.95", "ece", "review_capture_0.1",
-            "review_capture_0.2"]
+    cols = [
+        "auroc",
+        "aurc",
+        "eaurc",
+        "fpr_at_0.95",
+        "ece",
+        "review_capture_0.1",
+        "review_capture_0.2",
+    ]
     t.add_column("confidence")
     for c in cols:
         t.add_column(c.replace("review_capture_", "caught@"), justify="right")
@@ -569,9 +687,11 @@ def evaluate_cmd(
         t.add_row(name, *(f"{row[c]:.3f}" for c in cols))
     console.print(t)
     cost = report["cost"]
-    console.print(f"forward pass {cost['forward_ms_per_frame']:.1f} ms/frame; MC dropout adds "
-                  f"{cost['mc_dropout_extra_ms_per_frame'] or float('nan'):.2f} ms/frame "
-                  f"({cost['mc_dropout']})")
+    console.print(
+        f"forward pass {cost['forward_ms_per_frame']:.1f} ms/frame; MC dropout adds "
+        f"{cost['mc_dropout_extra_ms_per_frame'] or float('nan'):.2f} ms/frame "
+        f"({cost['mc_dropout']})"
+    )
     if plots and fig["n"]:
         for p in make_plots(report["frames"], plots):
             console.print(f"plot: {p}")
@@ -582,36 +702,37 @@ def evaluate_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     labels: LabelsArg,
-    bundle: Annotated[Path | None, typer.Option(help="Bundle folder (its manifest is updated).")]
-    = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Bundle folder (its manifest is updated).")
+    ] = None,
     images_root: ImagesRoot = None,
     source: SourceOpt = None,
     rows: Annotated[str | None, typer.Option(help="Fit on rows START:END.")] = None,
     masks: Annotated[str | None, typer.Option(help="Column with mask files.")] = None,
     method: Annotated[str, typer.Option(help="logistic or isotonic.")] = "logistic",
-    background: Annotated[
-        bool, typer.Option(help="Use the per-camera background model.")
-    ] = True,
+    background: Annotated[bool, typer.Option(help="Use the per-camera background model.")] = True,
 ) -> None:
     """Fit the fused confidence (softmax + Over-MAP + foreground) on labelled frames and store
     it in the bundle. Use frames the classifier was not trained on."""
     from edge.evaluate import calibrate
 
-    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, None,
-                                 background)
+    b, report = _evaluate_frames(labels, bundle, images_root, source, rows, masks, None, background)
     try:
         params = calibrate(report["frames"], b, method=method)
     except ValueError as e:
         err.print(f"[red]calibrate failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
     cv = params.get("cv") or {}
-    console.print(f"fusion stored in {b.root / 'manifest.json'}: chosen {params['chosen']}, "
-                  f"cross-validated AUROC fusion {cv.get('fusion_auroc', float('nan')):.3f} vs "
-                  f"softmax {cv.get('softmax_auroc', float('nan')):.3f}")
+    console.print(
+        f"fusion stored in {b.root / 'manifest.json'}: chosen {params['chosen']}, "
+        f"cross-validated AUROC fusion {cv.get('fusion_auroc', float('nan')):.3f} vs "
+        f"softmax {cv.get('softmax_auroc', float('nan')):.3f}"
+    )
 
 
-service_app = typer.Typer(help="Run the watcher as a systemd service (start at boot, restart).",
-                          no_args_is_help=True)
+service_app = typer.Typer(
+    help="Run the watcher as a systemd service (start at boot, restart).", no_args_is_help=True
+)
 app.add_typer(service_app, name="service")
 
 
@@ -622,8 +743,7 @@ def service_install_cmd(
     unit_path: Annotated[Path, typer.Option(help="Where to write the unit.")] = Path(
         "/etc/systemd/system/overmap-edge.service"
     ),
-    network: Annotated[bool, typer.Option(help="Wait for the network (inbox on a share).")]
-    = False,
+    network: Annotated[bool, typer.Option(help="Wait for the network (inbox on a share).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace a different unit.")] = False,
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the unit instead of writing it.")
@@ -642,9 +762,14 @@ def service_install_cmd(
     exe = shutil.which("edge") or str(Path(sys.argv[0]).resolve())
     cfg_path = config.resolve()
     try:
-        text = systemd_unit(exe, ["watch", "--config", str(cfg_path), "--no-tui"],
-                            user=user, workdir=cfg_path.parent,
-                            providers=cfg.runtime.providers, network=network)
+        text = systemd_unit(
+            exe,
+            ["watch", "--config", str(cfg_path), "--no-tui"],
+            user=user,
+            workdir=cfg_path.parent,
+            providers=cfg.runtime.providers,
+            network=network,
+        )
         if print_only:
             typer.echo(text, nl=False)
             return
@@ -661,8 +786,9 @@ def service_install_cmd(
 def export_dp_cmd(
     out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
     config: Annotated[Path, typer.Option(help="TOML config with [deployment] and [project].")],
-    bundle: Annotated[Path | None, typer.Option(help="The bundle the frames were sorted with.")]
-    = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="The bundle the frames were sorted with.")
+    ] = None,
     folder: Annotated[
         Path | None, typer.Option(help="Where to write the package (default: OUT/camtrap-dp).")
     ] = None,
@@ -682,31 +808,46 @@ def export_dp_cmd(
         raise typer.Exit(1) from None
     b = _load_bundle_or_exit(bundle or cfg.runtime.bundle or default_bundle())
     try:
-        report = write_camtrap_dp(folder or out / "camtrap-dp", frames, cfg,
-                                  bundle_info=BundleInfo.from_manifest(b.manifest), paths="dest")
+        report = write_camtrap_dp(
+            folder or out / "camtrap-dp",
+            frames,
+            cfg,
+            bundle_info=BundleInfo.from_manifest(b.manifest),
+            paths="dest",
+        )
     except CamtrapDPError as e:
         err.print(f"[red]Camtrap DP:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
-    console.print(f"package: {report.folder} ({report.deployments} deployments, {report.media} "
-                  f"media, {report.observations} observations; {len(report.skipped)} skipped)")
+    console.print(
+        f"package: {report.folder} ({report.deployments} deployments, {report.media} "
+        f"media, {report.observations} observations; {len(report.skipped)} skipped)"
+    )
 
 
 @app.command("review")
 def review_cmd(
     out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch`.")],
-    host: Annotated[str | None, typer.Option(
-        help="Address to listen on (default 127.0.0.1: this machine only; any other needs "
-             "the token).")] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8321).")]
-    = None,
-    token: Annotated[str | None, typer.Option(
-        help="Access token (default: the config's; made up and printed beyond localhost).")]
-    = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config ([review], [triage]).")]
-    = None,
-    bundle: Annotated[Path | None, typer.Option(
-        help="The bundle the frames were sorted with: its labels, and the results file.")]
-    = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (default 127.0.0.1: this machine only; any other needs "
+            "the token)."
+        ),
+    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8321).")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Access token (default: the config's; made up and printed beyond localhost)."
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config ([review], [triage]).")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="The bundle the frames were sorted with: its labels, and the results file."
+        ),
+    ] = None,
 ) -> None:
     """The review queue as a local web page: answer doubtful frames with the keyboard.
 
@@ -725,9 +866,13 @@ def review_cmd(
         raise typer.Exit(2)
     cfg = _load_config_or_exit(config)
     try:
-        serve(out, cfg, address(cfg, host, port, token),
-              bundle or cfg.runtime.bundle or default_bundle(),
-              lambda text: console.print(escape(text), soft_wrap=True))  # URL unbroken
+        serve(
+            out,
+            cfg,
+            address(cfg, host, port, token),
+            bundle or cfg.runtime.bundle or default_bundle(),
+            lambda text: console.print(escape(text), soft_wrap=True),
+        )  # URL unbroken
     except JournalError as e:
         err.print(f"[red]journal:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
@@ -747,29 +892,41 @@ def overlays_cmd(
     root = out.resolve()
     try:
         with _reader_journal(out) as j:
-            todo = [f for f in waiting(j, root) if f.has_overlay_data and not (
-                f.overlay and resolve_inside(root, f.overlay, under=(OVERLAYS,)))]
+            todo = [
+                f
+                for f in waiting(j, root)
+                if f.has_overlay_data
+                and not (f.overlay and resolve_inside(root, f.overlay, under=(OVERLAYS,)))
+            ]
             drawn = sum(ensure_overlay(j, root, f) is not None for f in todo)
     except JournalError as e:
         err.print(f"[red]journal:[/] {escape(str(e))}")
         raise typer.Exit(1) from None
     console.print(f"{drawn} overlay(s) drawn in {escape(str(out / OVERLAYS))}", soft_wrap=True)
     if drawn < len(todo):
-        err.print(f"[red]{len(todo) - drawn} overlay(s) not drawn[/] (frame unreadable, corrupt "
-                  "data or no space left: see the warnings above)")
+        err.print(
+            f"[red]{len(todo) - drawn} overlay(s) not drawn[/] (frame unreadable, corrupt "
+            "data or no space left: see the warnings above)"
+        )
         raise typer.Exit(1)
 
 
 @app.command("learn")
 def learn_cmd(
     out: Annotated[Path, typer.Argument(help="The OUT folder of `edge watch` (its answers).")],
-    bundle: Annotated[Path | None, typer.Option(
-        help="The bundle to learn from and replace (default: OUT/bundle once learned, else "
-             "the default bundle, whose learned copy goes to OUT/bundle).")] = None,
-    every: Annotated[int, typer.Option(
-        min=0, help="Learn only once this many answers came since the last step.")] = 0,
-    target_error: Annotated[float, typer.Option(
-        min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")] = 0.02,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="The bundle to learn from and replace (default: OUT/bundle once learned, else "
+            "the default bundle, whose learned copy goes to OUT/bundle)."
+        ),
+    ] = None,
+    every: Annotated[
+        int, typer.Option(min=0, help="Learn only once this many answers came since the last step.")
+    ] = 0,
+    target_error: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")
+    ] = 0.02,
 ) -> None:
     """Learn a new head from the review page's answers; install it only if it does better.
 
@@ -797,14 +954,18 @@ def learn_cmd(
         new, old = entry["candidate"], entry["current"]
         kept = f"previous kept at {entry['previous']}" if entry["previous"] else "the first"
         cal = entry["calibration"]
-        console.print(f"[green]installed[/] {escape(entry['installed'])} ({escape(kept)}): on "
-                      f"{new['frames']} held-back answers {new['reviewed']} reviews and "
-                      f"{new['wrong_auto']} wrong, against {old['reviewed']} and "
-                      f"{old['wrong_auto']}; thresholds tag {cal['tag']:.3f}, empty "
-                      f"{cal['empty'] if cal['empty'] is None else round(cal['empty'], 3)}")
+        console.print(
+            f"[green]installed[/] {escape(entry['installed'])} ({escape(kept)}): on "
+            f"{new['frames']} held-back answers {new['reviewed']} reviews and "
+            f"{new['wrong_auto']} wrong, against {old['reviewed']} and "
+            f"{old['wrong_auto']}; thresholds tag {cal['tag']:.3f}, empty "
+            f"{cal['empty'] if cal['empty'] is None else round(cal['empty'], 3)}"
+        )
     else:
-        console.print(f"not installed: {escape(str(entry.get('reason')))} "
-                      f"({entry.get('answers_total', entry.get('answers', 0))} answers)")
+        console.print(
+            f"not installed: {escape(str(entry.get('reason')))} "
+            f"({entry.get('answers_total', entry.get('answers', 0))} answers)"
+        )
 
 
 @app.command("simulate")
@@ -812,15 +973,20 @@ def simulate_cmd(
     labels: LabelsArg,
     images_root: Annotated[Path, typer.Option(help="Folder the CSV's `file` paths are in.")],
     json_out: Annotated[Path, typer.Option("--json", help="Write the report here.")],
-    target_error: Annotated[float, typer.Option(
-        min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")] = 0.02,
+    target_error: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Wrong labels allowed among auto-tagged frames.")
+    ] = 0.02,
     every: Annotated[int, typer.Option(min=0, help="Learn every N answers (0: never).")] = 50,
     bundle: Annotated[Path | None, typer.Option(help="Bundle folder.")] = None,
     source: SourceOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="The first N frames only.")] = None,
-    leave_stream_out: Annotated[bool, typer.Option(
-        help="Refit the starting head without the stream's own frames when the bundle's "
-             "first labels hold them (a camera it has never seen).")] = True,
+    leave_stream_out: Annotated[
+        bool,
+        typer.Option(
+            help="Refit the starting head without the stream's own frames when the bundle's "
+            "first labels hold them (a camera it has never seen)."
+        ),
+    ] = True,
 ) -> None:
     """Replay a labelled stream in order through the watcher's decisions, a reviewer answering
     every review frame with the CSV's label and the bundle learning every N answers.
@@ -838,10 +1004,17 @@ def simulate_cmd(
     try:
         with Progress(console=err) as bar:
             task = bar.add_task("replaying", total=None)
-            report = simulate(labels, images_root, b.root, target_error=target_error,
-                              every=every, source=source, limit=limit,
-                              leave_stream_out=leave_stream_out,
-                              progress=lambda d, n: bar.update(task, completed=d, total=n))
+            report = simulate(
+                labels,
+                images_root,
+                b.root,
+                target_error=target_error,
+                every=every,
+                source=source,
+                limit=limit,
+                leave_stream_out=leave_stream_out,
+                progress=lambda d, n: bar.update(task, completed=d, total=n),
+            )
     except (OSError, RuntimeError, ValueError) as e:
         err.print(f"[red]simulate failed:[/] {escape(str(e))}")
         raise typer.Exit(2) from None
@@ -851,13 +1024,18 @@ def simulate_cmd(
         t.add_column(col, justify="left" if col == "policy" else "right")
     rows = {f"learning every {every} answers": report, **report["baselines"]}
     for name, r in rows.items():
-        t.add_row(name, f"{r['reviewed_share']:.1%}", f"{r['residual_error']:.2%}",
-                  f"{r['empty_lost']:.2%}")
+        t.add_row(
+            name,
+            f"{r['reviewed_share']:.1%}",
+            f"{r['residual_error']:.2%}",
+            f"{r['empty_lost']:.2%}",
+        )
     console.print(t)
     quarters = ", ".join(f"{q:.1%}" for q in report["reviewed_by_quarter"])
     console.print(f"reviewed in each quarter of the stream, learning: {quarters}")
-    console.print(f"{report['installs']} bundles installed in {len(report['steps'])} steps; "
-                  f"json: {json_out}")
+    console.print(
+        f"{report['installs']} bundles installed in {len(report['steps'])} steps; json: {json_out}"
+    )
 
 
 def main() -> None:  # pragma: no cover

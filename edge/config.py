@@ -168,9 +168,14 @@ class Config(_Section):
             merged = Config.model_validate(data)
         except ValidationError as e:
             names = {v: k for k, v in FLAGS.items()}
-            lines = [f"--{names.get(tuple(err['loc'][:2]), '.'.join(map(str, err['loc'])))}"
-                     .replace("_", "-") + f" = {err.get('input')!r}: "
-                     + err["msg"].removeprefix("Value error, ") for err in e.errors()]
+            lines = [
+                f"--{names.get(tuple(err['loc'][:2]), '.'.join(map(str, err['loc'])))}".replace(
+                    "_", "-"
+                )
+                + f" = {err.get('input')!r}: "
+                + err["msg"].removeprefix("Value error, ")
+                for err in e.errors()
+            ]
             raise ConfigError("; ".join(lines)) from None
         return merged.model_copy(update={"source": self.source})
 

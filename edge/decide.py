@@ -22,10 +22,17 @@ from edge.triage import BURST_FRAMES, Evidence, bursts, decide_all
 
 def evidence_of(camera: str, taken: Taken, s: Scored) -> Evidence:
     """What the triage looks at for one frame."""
-    return Evidence(camera=camera, time=taken.time, label=s.score.label,
-                    is_empty_class=s.is_empty_class, is_human=s.is_human,
-                    softmax=s.score.softmax, fused=s.fused,
-                    foreground=s.score.foreground_fraction, background_ready=s.background_ready)
+    return Evidence(
+        camera=camera,
+        time=taken.time,
+        label=s.score.label,
+        is_empty_class=s.is_empty_class,
+        is_human=s.is_human,
+        softmax=s.score.softmax,
+        fused=s.fused,
+        foreground=s.score.foreground_fraction,
+        background_ready=s.background_ready,
+    )
 
 
 def decide_batch(
@@ -48,10 +55,17 @@ def decide_batch(
     if not len(cameras) == len(taken) == len(scored):
         raise ValueError(f"{len(cameras)} cameras, {len(taken)} frames, {len(scored)} scores")
     evidence = [evidence_of(c, t, s) for c, t, s in zip(cameras, taken, scored, strict=True)]
-    verdicts = decide_all(evidence, thresholds, burst_gap_seconds=burst_gap,
-                          burst_frames=burst_frames, earlier=earlier)
-    decisions = [_decision(Verdict(v), t, s, overlay_spec)
-                 for v, t, s in zip(verdicts, taken, scored, strict=True)]
+    verdicts = decide_all(
+        evidence,
+        thresholds,
+        burst_gap_seconds=burst_gap,
+        burst_frames=burst_frames,
+        earlier=earlier,
+    )
+    decisions = [
+        _decision(Verdict(v), t, s, overlay_spec)
+        for v, t, s in zip(verdicts, taken, scored, strict=True)
+    ]
     return decisions, evidence
 
 
@@ -61,20 +75,38 @@ def _decision(verdict: Verdict, taken: Taken, s: Scored, spec: InputSpec | None)
     if verdict == Verdict.REVIEW and spec is not None:
         from edge.overlay import pack_overlay
 
-        data = pack_overlay(s.cam, score.mask, spec,
-                            label=f"{score.label}  ({score.mask_source} mask)",
-                            scores={"softmax": score.softmax, "overmap": score.overmap,
-                                    "fused": s.fused, "fg": score.foreground_fraction})
+        data = pack_overlay(
+            s.cam,
+            score.mask,
+            spec,
+            label=f"{score.label}  ({score.mask_source} mask)",
+            scores={
+                "softmax": score.softmax,
+                "overmap": score.overmap,
+                "fused": s.fused,
+                "fg": score.foreground_fraction,
+            },
+        )
     guess = s.guess
     return Decision(
-        verdict, label=score.label, class_index=score.class_index, softmax=score.softmax,
-        overmap=score.overmap, confidence=s.fused, captured_at=taken.time,
-        time_source=taken.time_source, width=taken.width, height=taken.height,
-        entropy=s.entropy, foreground=score.foreground_fraction,
-        mask_source=score.mask_source, measure=score.measure,
+        verdict,
+        label=score.label,
+        class_index=score.class_index,
+        softmax=score.softmax,
+        overmap=score.overmap,
+        confidence=s.fused,
+        captured_at=taken.time,
+        time_source=taken.time_source,
+        width=taken.width,
+        height=taken.height,
+        entropy=s.entropy,
+        foreground=score.foreground_fraction,
+        mask_source=score.mask_source,
+        measure=score.measure,
         species_guess=guess[0] if guess else None,
         species_guess_p=round(guess[1], 4) if guess else None,
-        top_k=tuple((n, float(p)) for n, p in score.top_k), overlay_data=data,
+        top_k=tuple((n, float(p)) for n, p in score.top_k),
+        overlay_data=data,
     )
 
 

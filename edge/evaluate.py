@@ -62,12 +62,15 @@ def read_rows(
             if source and r.get("source") != source:
                 continue
             file = root / r["file"]
-            rows.append(Row(
-                file=file, label=r["label"],
-                camera=r.get("camera_or_sequence") or str(Path(r["file"]).parent),
-                mask=root / r[masks_column] if masks_column and r[masks_column] else None,
-                boxes=boxes_from_labels_bbox(r[boxes_column]) if boxes_column else None,
-            ))  # fmt: skip
+            rows.append(
+                Row(
+                    file=file,
+                    label=r["label"],
+                    camera=r.get("camera_or_sequence") or str(Path(r["file"]).parent),
+                    mask=root / r[masks_column] if masks_column and r[masks_column] else None,
+                    boxes=boxes_from_labels_bbox(r[boxes_column]) if boxes_column else None,
+                )
+            )
     if not rows:
         raise ValueError(f"{labels}: no rows" + (f" with source {source!r}" if source else ""))
     return rows
@@ -122,8 +125,11 @@ def run_frames(
     for i in range(0, len(todo), batch):
         chunk = todo[i : i + batch]
         images = [load_image(r.file) for r in chunk]
-        masks = ([_given_mask(r, im.shape[:2]) for r, im in zip(chunk, images, strict=True)]
-                 if use_given_masks else None)
+        masks = (
+            [_given_mask(r, im.shape[:2]) for r, im in zip(chunk, images, strict=True)]
+            if use_given_masks
+            else None
+        )
         t0 = time.perf_counter()
         scored = scorer.score(images, [r.camera for r in chunk], masks=masks)
         forward_s += time.perf_counter() - t0
@@ -135,22 +141,28 @@ def run_frames(
             mc = mc_dropout_probs(feats, tap, p=mc_p, samples=mc_samples, seed=i)
             mc_s += time.perf_counter() - t0
         for k, (r, s) in enumerate(zip(chunk, scored, strict=True)):
-            frames.append({
-                "file": str(r.file), "camera": r.camera, "label": r.label,
-                "prediction": s.score.label, "correct": s.score.label == r.label,
-                "mask_source": s.score.mask_source,
-                "foreground": s.score.foreground_fraction,
-                "probs": s.probs,
-                "cues": dict(zip(FEATURES, map(float, s.cues), strict=True))
-                if s.cues is not None else None,
-                "confidences": {
-                    "softmax": s.score.softmax,
-                    "entropy": 1.0 - s.entropy,
-                    "mc_dropout": float(mc[k].max()) if mc is not None else None,
-                    "overmap": s.score.overmap,
-                    "fused": s.fused,
-                },
-            })  # fmt: skip
+            frames.append(
+                {
+                    "file": str(r.file),
+                    "camera": r.camera,
+                    "label": r.label,
+                    "prediction": s.score.label,
+                    "correct": s.score.label == r.label,
+                    "mask_source": s.score.mask_source,
+                    "foreground": s.score.foreground_fraction,
+                    "probs": s.probs,
+                    "cues": dict(zip(FEATURES, map(float, s.cues), strict=True))
+                    if s.cues is not None
+                    else None,
+                    "confidences": {
+                        "softmax": s.score.softmax,
+                        "entropy": 1.0 - s.entropy,
+                        "mc_dropout": float(mc[k].max()) if mc is not None else None,
+                        "overmap": s.score.overmap,
+                        "fused": s.fused,
+                    },
+                }
+            )
         if progress:
             progress(len(frames), len(todo))
     n = max(len(frames), 1)
@@ -180,8 +192,12 @@ def figures(frames: Sequence[dict[str, Any]], *, budgets: Sequence[float] = (0.1
         for b in budgets:
             row[f"review_capture_{b:g}"] = review_capture(s, correct, b)
         table[name] = row
-    return {"n": len(frames), "accuracy": float(correct.mean()) if len(frames) else 0.0,
-            "errors": int((~correct).sum()), "confidences": table}
+    return {
+        "n": len(frames),
+        "accuracy": float(correct.mean()) if len(frames) else 0.0,
+        "errors": int((~correct).sum()),
+        "confidences": table,
+    }
 
 
 def plots(frames: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
@@ -190,17 +206,27 @@ def plots(frames: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     correct = np.array([f["correct"] for f in frames], bool)
-    conf = {n: np.array([f["confidences"][n] for f in frames], float) for n in CONFIDENCES
-            if all(f["confidences"][n] is not None for f in frames)}
+    conf = {
+        n: np.array([f["confidences"][n] for f in frames], float)
+        for n in CONFIDENCES
+        if all(f["confidences"][n] is not None for f in frames)
+    }
     out = [plot_risk_coverage(conf, correct, folder / "risk_coverage.png")]
     for name in ("fused", "softmax"):
-        out.append(plot_reliability(conf[name], correct, folder / f"reliability_{name}.png",
-                                    title=f"reliability: {name}"))
+        out.append(
+            plot_reliability(
+                conf[name],
+                correct,
+                folder / f"reliability_{name}.png",
+                title=f"reliability: {name}",
+            )
+        )
     return out
 
 
 def write_json(path: Path, report: dict[str, Any]) -> Path:
     """The figures plus, per frame, file, label, prediction and every confidence."""
+
     def clean(f: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in f.items() if k != "probs"}
 
@@ -231,16 +257,27 @@ def calibrate(
     return params
 
 
-TABLE_COLUMNS = ("auroc", "aurc", "eaurc", "fpr_at_0.95", "ece", "review_capture_0.1",
-                 "review_capture_0.2")
+TABLE_COLUMNS = (
+    "auroc",
+    "aurc",
+    "eaurc",
+    "fpr_at_0.95",
+    "ece",
+    "review_capture_0.1",
+    "review_capture_0.2",
+)
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The figures of one `edge evaluate --json` report as a Markdown table (docs/evidence.md)."""
     fig = report.get("figures") or figures(report["frames"])
     head = ["confidence", *(c.replace("review_capture_", "caught@") for c in TABLE_COLUMNS)]
-    lines = [f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for name, row in fig["confidences"].items():
         lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in TABLE_COLUMNS) + " |")
     return "\n".join(lines)
@@ -250,12 +287,25 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     # what the classifier alone knows, incl. the per-class prior "it said empty"
     "softmax cues": ("max_softmax", "margin", "entropy", "pred_empty"),
     # plus how much of the frame is animal, and the empty/animal conflicts (no map)
-    "+ foreground": ("max_softmax", "margin", "entropy", "pred_empty", "foreground",
-                     "conflict_empty", "conflict_animal", "foreground_empty"),
+    "+ foreground": (
+        "max_softmax",
+        "margin",
+        "entropy",
+        "pred_empty",
+        "foreground",
+        "conflict_empty",
+        "conflict_animal",
+        "foreground_empty",
+    ),
     # plus the map's overlap with the mask: what Over-MAP adds on top of all the rest
     "+ Over-MAP (all cues)": FEATURES,
-    "Over-MAP cues + softmax": ("max_softmax", "overmap", "overmap_lift", "overmap_animal",
-                                "overmap_x_softmax"),
+    "Over-MAP cues + softmax": (
+        "max_softmax",
+        "overmap",
+        "overmap_lift",
+        "overmap_animal",
+        "overmap_x_softmax",
+    ),
 }
 
 
@@ -267,8 +317,9 @@ def _cue_table(report: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return X, np.array([f["correct"] for f in frames], bool)
 
 
-def ablation(calibration: dict[str, Any], test: dict[str, Any],
-             sets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+def ablation(
+    calibration: dict[str, Any], test: dict[str, Any], sets: dict[str, Sequence[str]] | None = None
+) -> dict[str, Any]:
     """Which cues earn their keep: fit the fusion on `calibration`'s frames with each cue set
     (no guard, so every set is really used), apply it to `test`'s frames, and report the test
     figures beside max softmax. Both are `edge evaluate --json` reports of the same bundle."""
@@ -284,8 +335,12 @@ def ablation(calibration: dict[str, Any], test: dict[str, Any],
     for name, s in scores.items():
         for b in (0.1, 0.2):
             table[name][f"review_capture_{b:g}"] = review_capture(s, yt, b)
-    return {"n": int(yt.size), "accuracy": float(yt.mean()), "errors": int((~yt).sum()),
-            "confidences": table}
+    return {
+        "n": int(yt.size),
+        "accuracy": float(yt.mean()),
+        "errors": int((~yt).sum()),
+        "confidences": table,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -294,12 +349,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
-    usage = ("usage: python -m edge.evaluate tables REPORT.json [...] | "
-             "python -m edge.evaluate ablate CALIBRATION.json TEST.json")
+    usage = (
+        "usage: python -m edge.evaluate tables REPORT.json [...] | "
+        "python -m edge.evaluate ablate CALIBRATION.json TEST.json"
+    )
     if len(args) == 3 and args[0] == "ablate":
         cal, test = (json.loads(Path(p).read_text(encoding="utf-8")) for p in args[1:])
-        print(f"### cue ablation: fitted on {args[1]}, tested on {args[2]}\n\n"
-              + markdown_table({"figures": ablation(cal, test)}) + "\n")
+        print(
+            f"### cue ablation: fitted on {args[1]}, tested on {args[2]}\n\n"
+            + markdown_table({"figures": ablation(cal, test)})
+            + "\n"
+        )
         return
     if not args or args[0] != "tables" or len(args) < 2:
         raise SystemExit(usage)

@@ -64,22 +64,32 @@ def learn_in_background(opts: WatchOptions, follow: Path) -> threading.Thread:
 
     def step() -> None:
         try:
-            entry = run_learn(opts.out, source, target=follow, every=opts.learn_every,
-                              threads=1, providers=opts.providers)
+            entry = run_learn(
+                opts.out,
+                source,
+                target=follow,
+                every=opts.learn_every,
+                threads=1,
+                providers=opts.providers,
+            )
         except Exception as e:  # a failed step never stops the watcher; the next one retries
             log.warning("learning from the answers failed: %s", e)
             return
         if not entry.get("skipped"):
-            log.info("learned from %s answers: %s", entry.get("answers"),
-                     "installed" if entry.get("install") else "not better, not installed")
+            log.info(
+                "learned from %s answers: %s",
+                entry.get("answers"),
+                "installed" if entry.get("install") else "not better, not installed",
+            )
 
     t = threading.Thread(target=step, name="edge-learn", daemon=True)
     t.start()
     return t
 
 
-def swap_bundle(root: Path, pipeline: Pipeline, opts: WatchOptions,
-                stats: Stats) -> tuple[Bundle, Pipeline] | None:
+def swap_bundle(
+    root: Path, pipeline: Pipeline, opts: WatchOptions, stats: Stats
+) -> tuple[Bundle, Pipeline] | None:
     """The bundle now at `root`, opened, with a pipeline that carries the frames waiting, the
     bursts and the background models over; None (the one in use kept) if it fails."""
     from edge.loop import Pipeline, open_scorer
@@ -88,14 +98,17 @@ def swap_bundle(root: Path, pipeline: Pipeline, opts: WatchOptions,
         new = load_bundle(root)
         scorer, provider = open_scorer(new, opts, pipeline.scorer.backgrounds, event="swap")
     except (BundleError, RuntimeError, OSError) as e:
-        log.warning("bundle %s changed but cannot be used, keeping the one in use: %s",
-                    root, e)
+        log.warning("bundle %s changed but cannot be used, keeping the one in use: %s", root, e)
         return None
     opts.thresholds = {**new.manifest.thresholds, **opts.threshold_overrides}
     fresh = Pipeline(scorer, opts, stats)
     fresh.carry(pipeline)
     pipeline.close()
     stats.provider = provider
-    log.info("bundle %s replaced (created %s): thresholds now %s", new.root,
-             new.manifest.created, opts.thresholds)
+    log.info(
+        "bundle %s replaced (created %s): thresholds now %s",
+        new.root,
+        new.manifest.created,
+        opts.thresholds,
+    )
     return new, fresh

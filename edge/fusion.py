@@ -44,8 +44,11 @@ LEGACY_FEATURES = FEATURES[:8]  # the cue table before pred_empty..foreground_em
 FG_HIGH = 0.05  # foreground share from which "empty" is fully in conflict
 FG_LOW = 0.005  # foreground share under which an animal label is fully in conflict
 DEFAULT_PENALTY = 0.5  # uncalibrated: full conflict halves the max softmax
-DEFAULT: dict[str, Any] = {"kind": "default", "penalty": DEFAULT_PENALTY,
-                           "input_features": list(LEGACY_FEATURES)}  # reads either table
+DEFAULT: dict[str, Any] = {
+    "kind": "default",
+    "penalty": DEFAULT_PENALTY,
+    "input_features": list(LEGACY_FEATURES),
+}  # reads either table
 
 
 def features(
@@ -71,8 +74,10 @@ def features(
     om = np.asarray(overmap, np.float64).reshape(-1)
     fg = np.asarray(foreground_fraction, np.float64).reshape(-1)
     if om.size != n or fg.size != n:
-        raise ValueError(f"overmap ({om.size}) and foreground_fraction ({fg.size}) must have "
-                         f"one value per row of probs ({n})")
+        raise ValueError(
+            f"overmap ({om.size}) and foreground_fraction ({fg.size}) must have "
+            f"one value per row of probs ({n})"
+        )
     for name, a in (("probs", p), ("overmap", om), ("foreground_fraction", fg)):
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} contains NaN or infinity")
@@ -91,8 +96,22 @@ def features(
         c_empty = pred_empty * np.clip(fg / fg_high, 0, 1)
         c_animal = ~pred_empty * np.clip(1 - fg / fg_low, 0, 1)
         pred_empty = pred_empty.astype(np.float64)
-    return np.column_stack([top1, top1 - top2[:, 0], ent, om, fg, c_empty, c_animal, om * top1,
-                            pred_empty, om - fg, om * (1 - pred_empty), fg * pred_empty])
+    return np.column_stack(
+        [
+            top1,
+            top1 - top2[:, 0],
+            ent,
+            om,
+            fg,
+            c_empty,
+            c_animal,
+            om * top1,
+            pred_empty,
+            om - fg,
+            om * (1 - pred_empty),
+            fg * pred_empty,
+        ]
+    )
 
 
 # ---- applying (device side, numpy only) ------------------------------------------------------
@@ -125,11 +144,13 @@ def apply_fusion(params: dict[str, Any] | None, X: Any) -> np.ndarray:
     kind = params.get("kind")
     if kind == "default":
         top1, c_empty, c_animal = _columns(
-            params, X, ["max_softmax", "conflict_empty", "conflict_animal"]).T
+            params, X, ["max_softmax", "conflict_empty", "conflict_animal"]
+        ).T
         return top1 * (1.0 - float(params["penalty"]) * np.maximum(c_empty, c_animal))
     if kind == "logistic":
         Z = (_columns(params, X, params["features"]) - np.asarray(params["mean"])) / np.asarray(
-            params["scale"])
+            params["scale"]
+        )
         return _sigmoid(Z @ np.asarray(params["coef"], np.float64) + float(params["intercept"]))
     if kind == "isotonic":
         x = _columns(params, X, [params["features"][0]])[:, 0]
@@ -147,8 +168,9 @@ def check_fusion(params: dict[str, Any]) -> dict[str, Any]:
         with np.errstate(all="ignore"):  # what it gives is checked below
             out = apply_fusion(params, np.zeros((1, width)))
     except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"the fusion parameters cannot be applied ({type(e).__name__}: {e})"
-                         ) from None
+        raise ValueError(
+            f"the fusion parameters cannot be applied ({type(e).__name__}: {e})"
+        ) from None
     if out.shape != (1,) or not np.all(np.isfinite(out)):
         raise ValueError("the fusion parameters give no finite confidence")
     return params
@@ -163,9 +185,14 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, names: list[str], C: float) -> d
 
     scaler = StandardScaler().fit(X)
     model = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(X), y)
-    return {"kind": "logistic", "features": names, "mean": scaler.mean_.tolist(),
-            "scale": scaler.scale_.tolist(), "coef": model.coef_[0].tolist(),
-            "intercept": float(model.intercept_[0])}
+    return {
+        "kind": "logistic",
+        "features": names,
+        "mean": scaler.mean_.tolist(),
+        "scale": scaler.scale_.tolist(),
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
+    }
 
 
 def _fit_isotonic(x: np.ndarray, y: np.ndarray, name: str) -> dict[str, Any]:
@@ -173,12 +200,17 @@ def _fit_isotonic(x: np.ndarray, y: np.ndarray, name: str) -> dict[str, Any]:
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     iso.fit(x, y)
-    return {"kind": "isotonic", "features": [name], "x": iso.X_thresholds_.tolist(),
-            "y": iso.y_thresholds_.tolist()}
+    return {
+        "kind": "isotonic",
+        "features": [name],
+        "x": iso.X_thresholds_.tolist(),
+        "y": iso.y_thresholds_.tolist(),
+    }
 
 
-def _fit(method: str, X: np.ndarray, y: np.ndarray, names: list[str], score: str,
-         C: float) -> dict[str, Any]:
+def _fit(
+    method: str, X: np.ndarray, y: np.ndarray, names: list[str], score: str, C: float
+) -> dict[str, Any]:
     if method == "logistic":
         return _fit_logistic(X, y, names, C)
     return _fit_isotonic(X[:, names.index(score)], y, score)
@@ -242,22 +274,37 @@ def fit_fusion(
     if guard and n_splits >= 2:
         soft = X[:, names.index("max_softmax")]
         fused_scores, soft_scores = [], []
-        for tr, te in StratifiedKFold(n_splits, shuffle=shuffle,
-                                            random_state=seed if shuffle else None).split(X, yi):
+        for tr, te in StratifiedKFold(
+            n_splits, shuffle=shuffle, random_state=seed if shuffle else None
+        ).split(X, yi):
             if yi[te].min() == yi[te].max():
                 continue
-            p = apply_fusion({**_fit(method, sub[tr], yi[tr], cols, score, C),
-                              "input_features": cols}, sub[te])
+            p = apply_fusion(
+                {**_fit(method, sub[tr], yi[tr], cols, score, C), "input_features": cols}, sub[te]
+            )
             fused_scores.append(roc_auc_score(yi[te], p))
             soft_scores.append(roc_auc_score(yi[te], soft[te]))
         gains = np.subtract(fused_scores, soft_scores)
         se = float(gains.std(ddof=1) / math.sqrt(gains.size)) if gains.size > 1 else math.inf
-        cv = {"folds": n_splits, "shuffled": shuffle, "fusion_auroc": float(np.mean(fused_scores)),
-              "softmax_auroc": float(np.mean(soft_scores)), "min_gain": min_gain,
-              "fold_gains": gains.round(6).tolist(), "gain_se": se}
+        cv = {
+            "folds": n_splits,
+            "shuffled": shuffle,
+            "fusion_auroc": float(np.mean(fused_scores)),
+            "softmax_auroc": float(np.mean(soft_scores)),
+            "min_gain": min_gain,
+            "fold_gains": gains.round(6).tolist(),
+            "gain_se": se,
+        }
         # one-standard-error rule: the gain must stand clear of the folds' own scatter
         if not float(gains.mean()) - se > min_gain:
             chosen = "softmax"
             params = _fit_logistic(X[:, [names.index("max_softmax")]], yi, ["max_softmax"], C)
-    return {**params, "input_features": names, "method": method, "chosen": chosen, "cv": cv,
-            "n": int(y.size), "accuracy": float(y.mean())}
+    return {
+        **params,
+        "input_features": names,
+        "method": method,
+        "chosen": chosen,
+        "cv": cv,
+        "n": int(y.size),
+        "accuracy": float(y.mean()),
+    }

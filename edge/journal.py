@@ -120,13 +120,21 @@ _V3_COLUMNS = {
     "overlay": ("TEXT", "$.overlay"),
     "overlay_data": ("BLOB", None),
 }
-_SCHEMA_V3 = "".join(
-    f"ALTER TABLE frames ADD COLUMN {name} {kind};" for name, (kind, _) in _V3_COLUMNS.items()
-) + "UPDATE frames SET " + ", ".join(
-    f"{name} = json_extract(extra, '{path}')" if name != "top_k"
-    else f"{name} = json(json_extract(extra, '{path}'))"
-    for name, (_, path) in _V3_COLUMNS.items() if path
-) + " WHERE extra IS NOT NULL;" + "ALTER TABLE frames DROP COLUMN extra;"
+_SCHEMA_V3 = (
+    "".join(
+        f"ALTER TABLE frames ADD COLUMN {name} {kind};" for name, (kind, _) in _V3_COLUMNS.items()
+    )
+    + "UPDATE frames SET "
+    + ", ".join(
+        f"{name} = json_extract(extra, '{path}')"
+        if name != "top_k"
+        else f"{name} = json(json_extract(extra, '{path}'))"
+        for name, (_, path) in _V3_COLUMNS.items()
+        if path
+    )
+    + " WHERE extra IS NOT NULL;"
+    + "ALTER TABLE frames DROP COLUMN extra;"
+)
 
 # Migration i upgrades a journal from user_version i to i + 1.
 _MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
@@ -150,8 +158,9 @@ class DiskFullError(Exception):
 def _disk_full(e: sqlite3.Error) -> bool:
     """SQLite's words for ENOSPC: SQLITE_FULL, or the -shm file that could not grow."""
     code = getattr(e, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF == sqlite3.SQLITE_FULL
-                                 or code == sqlite3.SQLITE_IOERR_SHMSIZE)
+    return code is not None and (
+        code & 0xFF == sqlite3.SQLITE_FULL or code == sqlite3.SQLITE_IOERR_SHMSIZE
+    )
 
 
 @dataclass(frozen=True)
@@ -292,8 +301,10 @@ class Journal:
         """
         self.path = Path(path)
         if not create and not self.path.is_file():
-            raise JournalMissingError(f"{self.path.parent}: no {self.path.name} here (is it "
-                                      "the OUT folder of `edge watch`?)")
+            raise JournalMissingError(
+                f"{self.path.parent}: no {self.path.name} here (is it "
+                "the OUT folder of `edge watch`?)"
+            )
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_fd: int | None = None
@@ -309,7 +320,10 @@ class Journal:
         try:
             self._db = db = sqlite3.connect(
                 self.path if create else f"{self.path.resolve().as_uri()}?mode=rw",
-                isolation_level=None, check_same_thread=False, timeout=30.0, uri=not create,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+                uri=not create,
             )
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -429,8 +443,9 @@ class Journal:
         values["decision"] = str(decision.decision)
         when = decision.captured_at
         values["captured_at"] = when.isoformat() if when else None
-        values["top_k"] = json.dumps([[n, p] for n, p in decision.top_k]) if decision.top_k \
-            else None
+        values["top_k"] = (
+            json.dumps([[n, p] for n, p in decision.top_k]) if decision.top_k else None
+        )
         names = ", ".join(f"{k}=?" for k in values)
         with self.transaction():
             self._db.execute(
@@ -478,8 +493,9 @@ class Journal:
     def overlay_data(self, frame_id: int) -> bytes | None:
         """What drawing the frame's overlay needs (edge.overlay.OverlayData), if it was kept."""
         with self._lock:
-            row = self._db.execute("SELECT overlay_data FROM frames WHERE id=?",
-                                   (frame_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT overlay_data FROM frames WHERE id=?", (frame_id,)
+            ).fetchone()
         return None if row is None or row[0] is None else bytes(row[0])
 
     def set_overlay(self, frame_id: int, overlay: str) -> None:
@@ -556,7 +572,13 @@ class Journal:
         )
 
     def record_answer(
-        self, frame_id: int, *, answer: str, label: str | None, decision: str, who: str,
+        self,
+        frame_id: int,
+        *,
+        answer: str,
+        label: str | None,
+        decision: str,
+        who: str,
         dest: str,
     ) -> Answer:
         """Write-ahead intent of a person's answer, before the frame leaves OUT/review.
@@ -581,11 +603,22 @@ class Journal:
                 self._db.execute(
                     "INSERT INTO answers (frame_id, answer, label, decision, previous_decision,"
                     " previous_label, who, answered_at, src, dest) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (frame_id, answer, label, decision, f.decision, f.label, who, time.time(),
-                     f.dest, dest),
+                    (
+                        frame_id,
+                        answer,
+                        label,
+                        decision,
+                        f.decision,
+                        f.label,
+                        who,
+                        time.time(),
+                        f.dest,
+                        dest,
+                    ),
                 )
-                self._db.execute("UPDATE frames SET decision=?, dest=? WHERE id=?",
-                                 (decision, dest, frame_id))
+                self._db.execute(
+                    "UPDATE frames SET decision=?, dest=? WHERE id=?", (decision, dest, frame_id)
+                )
             except sqlite3.IntegrityError as e:  # another writer claimed it meanwhile
                 raise AnswerRefusedError(f"frame {frame_id}: {dest} is taken ({e})") from e
         found = self.answer_of(frame_id)
@@ -595,12 +628,15 @@ class Journal:
     def finish_answer(self, answer_id: int, dest: str) -> None:
         """The answered frame lies at `dest` (relative to OUT), its sidecar written."""
         with self.transaction():
-            row = self._db.execute("SELECT frame_id FROM answers WHERE id=?",
-                                   (answer_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT frame_id FROM answers WHERE id=?", (answer_id,)
+            ).fetchone()
             if row is None:
                 raise ValueError(f"no answer {answer_id}")
-            self._db.execute("UPDATE answers SET state='done', done_at=?, dest=? WHERE id=?",
-                             (time.time(), dest, answer_id))
+            self._db.execute(
+                "UPDATE answers SET state='done', done_at=?, dest=? WHERE id=?",
+                (time.time(), dest, answer_id),
+            )
             self._db.execute("UPDATE frames SET dest=? WHERE id=?", (dest, row[0]))
 
     def _answers(self, sql: str, args: Iterable[Any] = ()) -> list[Answer]:

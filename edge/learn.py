@@ -111,8 +111,9 @@ def is_category_bundle(classes: Sequence[str]) -> bool:
     return sorted(classes) == sorted(CATEGORIES)
 
 
-def class_index(label: str | None, classes: Sequence[str],
-                empty_classes: Sequence[str] = ()) -> int | None:
+def class_index(
+    label: str | None, classes: Sequence[str], empty_classes: Sequence[str] = ()
+) -> int | None:
     """The bundle's class for a label, None when it has none.
 
     A category bundle maps any label onto its four classes with edge.categories.md_category
@@ -151,8 +152,13 @@ class Examples:
 
     def take(self, idx: Any) -> Examples:
         idx = np.asarray(idx, int)
-        return Examples([self.keys[i] for i in idx], self.features[idx], self.fmap[idx],
-                        self.foreground[idx], self.y[idx])
+        return Examples(
+            [self.keys[i] for i in idx],
+            self.features[idx],
+            self.fmap[idx],
+            self.foreground[idx],
+            self.y[idx],
+        )
 
 
 @dataclass(frozen=True)
@@ -189,33 +195,46 @@ def first_labels(bundle: Bundle) -> FirstLabels | None:
         sources = z["sources"].astype(str) if "sources" in z else blank
     if labels.dtype.kind in "iu":
         labels = names[labels.astype(int)]
-    y = np.array([class_index(str(s), c.classes, c.empty_classes) if str(s) else None
-                  for s in labels], dtype=object)
+    y = np.array(
+        [class_index(str(s), c.classes, c.empty_classes) if str(s) else None for s in labels],
+        dtype=object,
+    )
     known = np.array([v is not None for v in y], bool)
     return FirstLabels(X[known], y[known].astype(int), files[known], sources[known])
 
 
-def add_first_labels(root: Path, features: Any, labels: Sequence[str],
-                     files: Sequence[str] | None = None,
-                     sources: Sequence[str] | None = None) -> Path:
+def add_first_labels(
+    root: Path,
+    features: Any,
+    labels: Sequence[str],
+    files: Sequence[str] | None = None,
+    sources: Sequence[str] | None = None,
+) -> Path:
     """Ship a training set's features in the bundle at `root` (what the exporter calls):
     `train_features.npz` with features [M,K] as float16, labels [M] (class names) and files
     [M] and sources [M] (where the frames came from, so a replay can leave a camera's own
     frames out), named in the manifest with its sha256. Returns the file's path."""
     X = np.asarray(features, np.float32)
     if X.ndim != 2 or len(labels) != len(X) or (files is not None and len(files) != len(X)):
-        raise ValueError(f"features [M, K] with one label (and file) per row, got {X.shape}, "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"features [M, K] with one label (and file) per row, got {X.shape}, "
+            f"{len(labels)} labels"
+        )
     path = Path(root) / TRAIN_FEATURES
     tmp = path.with_name(path.name + ".tmp")  # a new file, never the old one rewritten: a
     with open(tmp, "wb") as f:  # learned bundle may hold the old one as a hard link
-        np.savez(f, features=X.astype(np.float16), labels=np.asarray(labels, str),
-                 files=np.asarray(files if files is not None else [""] * len(X), str),
-                 sources=np.asarray(sources if sources is not None else [""] * len(X), str))
+        np.savez(
+            f,
+            features=X.astype(np.float16),
+            labels=np.asarray(labels, str),
+            files=np.asarray(files if files is not None else [""] * len(X), str),
+            sources=np.asarray(sources if sources is not None else [""] * len(X), str),
+        )
     tmp.replace(path)
     m = load_bundle(root, verify=False).manifest
-    spec = m.classifier.model_copy(update={"train_features": file_entry(Path(root),
-                                                                        TRAIN_FEATURES)})
+    spec = m.classifier.model_copy(
+        update={"train_features": file_entry(Path(root), TRAIN_FEATURES)}
+    )
     write_manifest(Path(root), m.model_copy(update={"classifier": spec}))
     return path
 
@@ -223,19 +242,38 @@ def add_first_labels(root: Path, features: Any, labels: Sequence[str],
 # ---- the confidence and the thresholds -----------------------------------------------------
 
 
-def cues(probs: np.ndarray, cam: np.ndarray, foreground: np.ndarray, *,
-         classes: Sequence[str], empty_index: Sequence[int], measure: str = "energy"
-         ) -> np.ndarray:
+def cues(
+    probs: np.ndarray,
+    cam: np.ndarray,
+    foreground: np.ndarray,
+    *,
+    classes: Sequence[str],
+    empty_index: Sequence[int],
+    measure: str = "energy",
+) -> np.ndarray:
     """The fused confidence's cues [N,F] (edge.fusion.features) for a head's probabilities and
     maps against the segmenter's masks, as edge.scorer computes them for the segmenter."""
-    scores = [score_frame(probs[i], cam[i], np.asarray(foreground[i, 0], np.float32),
-                          classes=classes, measure=measure) for i in range(len(probs))]
-    return features(probs, [s.overmap for s in scores],
-                    [s.foreground_fraction for s in scores], empty_index=list(empty_index) or None)
+    scores = [
+        score_frame(
+            probs[i],
+            cam[i],
+            np.asarray(foreground[i, 0], np.float32),
+            classes=classes,
+            measure=measure,
+        )
+        for i in range(len(probs))
+    ]
+    return features(
+        probs,
+        [s.overmap for s in scores],
+        [s.foreground_fraction for s in scores],
+        empty_index=list(empty_index) or None,
+    )
 
 
-def tag_threshold(confidence: Any, correct: Any, *, target_error: float = 0.02,
-                  min_count: int = 20) -> float:
+def tag_threshold(
+    confidence: Any, correct: Any, *, target_error: float = 0.02, min_count: int = 20
+) -> float:
     """The lowest `tag` threshold t at which frames with confidence >= t are wrong at most
     `target_error` of the time, with at least `min_count` of them (fewer say too little).
 
@@ -271,25 +309,50 @@ class Policy:
     thresholds: dict[str, float]
 
 
-def triage_frames(probs: np.ndarray, cam: np.ndarray, foreground: np.ndarray, policy: Policy,
-                  *, classes: Sequence[str], empty_index: Sequence[int],
-                  measure: str = "energy") -> tuple[list[str], np.ndarray]:
+def triage_frames(
+    probs: np.ndarray,
+    cam: np.ndarray,
+    foreground: np.ndarray,
+    policy: Policy,
+    *,
+    classes: Sequence[str],
+    empty_index: Sequence[int],
+    measure: str = "energy",
+) -> tuple[list[str], np.ndarray]:
     """Each frame's decision on its own (edge.triage.decide) and its predicted class."""
     X = cues(probs, cam, foreground, classes=classes, empty_index=empty_index, measure=measure)
     fused = apply_fusion(policy.fusion, X)
     pred = probs.argmax(1)
     fg = FEATURES.index("foreground")
     t = Thresholds.of(policy.thresholds)
-    decisions = [decide(Evidence(camera="", time=None, label=classes[k],
-                                 is_empty_class=int(k) in empty_index, is_human=False,
-                                 softmax=float(probs[i, k]), fused=float(fused[i]),
-                                 foreground=float(X[i, fg]), background_ready=False), t)
-                 for i, k in enumerate(pred)]
+    decisions = [
+        decide(
+            Evidence(
+                camera="",
+                time=None,
+                label=classes[k],
+                is_empty_class=int(k) in empty_index,
+                is_human=False,
+                softmax=float(probs[i, k]),
+                fused=float(fused[i]),
+                foreground=float(X[i, fg]),
+                background_ready=False,
+            ),
+            t,
+        )
+        for i, k in enumerate(pred)
+    ]
     return decisions, pred
 
 
-def workload(decisions: Sequence[str], pred: np.ndarray, y: np.ndarray, *,
-             empty_index: Sequence[int], target_error: float) -> dict[str, Any]:
+def workload(
+    decisions: Sequence[str],
+    pred: np.ndarray,
+    y: np.ndarray,
+    *,
+    empty_index: Sequence[int],
+    target_error: float,
+) -> dict[str, Any]:
     """What a triage leaves to do on labelled frames: reviews, wrong automatic decisions, and
     non-empty frames set aside as empty. cost = reviewed + wrong / target_error: at the target
     error rate one wrong automatic decision is worth 1 / target_error frames not reviewed."""
@@ -299,10 +362,14 @@ def workload(decisions: Sequence[str], pred: np.ndarray, y: np.ndarray, *,
     said_empty = d == "empty"
     wrong = auto & ((said_empty & ~empty_true) | (~said_empty & (pred != y)))
     reviewed, n_wrong = int((~auto).sum()), int(wrong.sum())
-    return {"frames": int(d.size), "reviewed": reviewed, "wrong_auto": n_wrong,
-            "empty_lost": int((said_empty & ~empty_true).sum()),
-            "non_empty": int((~empty_true).sum()),
-            "cost": reviewed + n_wrong / max(target_error, 1e-9)}
+    return {
+        "frames": int(d.size),
+        "reviewed": reviewed,
+        "wrong_auto": n_wrong,
+        "empty_lost": int((said_empty & ~empty_true).sum()),
+        "non_empty": int((~empty_true).sum()),
+        "cost": reviewed + n_wrong / max(target_error, 1e-9),
+    }
 
 
 # ---- one learning step ------------------------------------------------------------------------
@@ -356,16 +423,22 @@ def learn_step(
     """
     n, n_cls = len(examples), len(classes)
     test = held_back(n, test_share=test_share, min_test=min_test)
-    report: dict[str, Any] = {"answers": n, "held_back": int(test.size),
-                              "target_error": target_error, "install": False}
+    report: dict[str, Any] = {
+        "answers": n,
+        "held_back": int(test.size),
+        "target_error": target_error,
+        "install": False,
+    }
     if n < min_answers or n - test.size < 2:
         return Step(False, None, {**report, "reason": f"fewer than {min_answers} answers"})
     if current_probs.shape != (test.size, n_cls):
-        raise ValueError(f"current_probs must be [{test.size}, {n_cls}], "
-                         f"got {current_probs.shape}")
+        raise ValueError(f"current_probs must be [{test.size}, {n_cls}], got {current_probs.shape}")
     rest = np.arange(n - test.size)
-    X0, y0 = (first if first is not None else (np.zeros((0, examples.features.shape[1])),
-                                                np.zeros(0, int)))
+    X0, y0 = (
+        first
+        if first is not None
+        else (np.zeros((0, examples.features.shape[1])), np.zeros(0, int))
+    )
     w = answer_weight if answer_weight is not None else max(1.0, len(y0) / max(1, rest.size))
 
     def fit(idx: np.ndarray) -> dict[str, Any] | None:
@@ -384,13 +457,20 @@ def learn_step(
         head = fit(np.setdiff1d(rest, f))
         if head is None:
             continue
-        logits, cam = apply_head(head["weight"], head["bias"], examples.features[f],
-                                 examples.fmap[f])
+        logits, cam = apply_head(
+            head["weight"], head["bias"], examples.features[f], examples.fmap[f]
+        )
         probs[f], cams[f], seen[f] = softmax(logits), cam, True
     calib = rest[seen]
     y_cal, p_cal = examples.y[calib], probs[seen]
-    X_cal = cues(p_cal, cams[seen], examples.foreground[calib], classes=classes,
-                 empty_index=empty_index, measure=measure)
+    X_cal = cues(
+        p_cal,
+        cams[seen],
+        examples.foreground[calib],
+        classes=classes,
+        empty_index=empty_index,
+        measure=measure,
+    )
     right = p_cal.argmax(1) == y_cal
     try:
         fusion: dict[str, Any] | None = fit_fusion(X_cal, right)
@@ -398,14 +478,17 @@ def learn_step(
         fusion, report["fusion_note"] = None, str(e)
     conf = apply_fusion(fusion, X_cal)
     said_empty = np.isin(p_cal.argmax(1), empty_index)
-    tag = tag_threshold(conf[~said_empty], right[~said_empty], target_error=target_error,
-                        min_count=min_count)
+    tag = tag_threshold(
+        conf[~said_empty], right[~said_empty], target_error=target_error, min_count=min_count
+    )
     thresholds = {**current.thresholds, "tag": tag}
     if len(empty_index):  # "empty" acts on the softmax: non-empty frames set aside stay rare
         thresholds["empty"] = tag_threshold(
-            p_cal.max(1)[said_empty], np.isin(y_cal, empty_index)[said_empty],
+            p_cal.max(1)[said_empty],
+            np.isin(y_cal, empty_index)[said_empty],
             target_error=target_error if empty_error is None else empty_error,
-            min_count=min_count)
+            min_count=min_count,
+        )
     head = fit(rest)
     if head is None:
         return Step(False, None, {**report, "reason": "the answers hold a single class"})
@@ -417,8 +500,10 @@ def learn_step(
     ex = examples.take(test)
     logits, cam = apply_head(head["weight"], head["bias"], ex.features, ex.fmap)
     figures: dict[str, dict[str, Any]] = {}
-    for who, p, c, pol in (("candidate", softmax(logits), cam, candidate),
-                           ("current", current_probs, current_cam, current)):
+    for who, p, c, pol in (
+        ("candidate", softmax(logits), cam, candidate),
+        ("current", current_probs, current_cam, current),
+    ):
         d, pred = triage_frames(np.asarray(p), np.asarray(c), ex.foreground, pol, **kw)
         figures[who] = workload(d, pred, ex.y, **wk) | {"accuracy": float((pred == ex.y).mean())}
     new, old = figures["candidate"], figures["current"]
@@ -427,12 +512,20 @@ def learn_step(
     allowed = max(old["empty_lost"], math.floor(max_empty_lost * new["non_empty"]))
     better = new["cost"] < old["cost"] and new["empty_lost"] <= allowed
     report |= {
-        "calibration": {"frames": int(calib.size), "accuracy": float(right.mean()),
-                        "fusion": None if fusion is None else fusion.get("chosen"),
-                        "tag": tag, "empty": thresholds.get("empty")},
-        "first_labels": int(len(y0)), "answer_weight": w,
-        "candidate": new, "current": old, "install": bool(better),
-        "reason": "lower workload on the held-back answers" if better
+        "calibration": {
+            "frames": int(calib.size),
+            "accuracy": float(right.mean()),
+            "fusion": None if fusion is None else fusion.get("chosen"),
+            "tag": tag,
+            "empty": thresholds.get("empty"),
+        },
+        "first_labels": int(len(y0)),
+        "answer_weight": w,
+        "candidate": new,
+        "current": old,
+        "install": bool(better),
+        "reason": "lower workload on the held-back answers"
+        if better
         else "not better on the held-back answers",
     }
     return Step(bool(better), candidate, report)
@@ -447,8 +540,7 @@ def held_back(n: int, *, test_share: float = 0.2, min_test: int = 10) -> np.ndar
 # ---- the bundle on disk ----------------------------------------------------------------------
 
 
-def write_learned_bundle(src: Bundle, dest: Path, policy: Policy,
-                         learned: dict[str, Any]) -> Path:
+def write_learned_bundle(src: Bundle, dest: Path, policy: Policy, learned: dict[str, Any]) -> Path:
     """A new bundle folder `dest`: src's model files hard-linked (copied across filesystems),
     the new head in `head.npz`, the manifest with the head, fused confidence and thresholds,
     and `learned` (the step's figures) under validation. Every file fsynced."""
@@ -473,11 +565,15 @@ def write_learned_bundle(src: Bundle, dest: Path, policy: Policy,
         update["train_features"] = file_entry(dest, first)
     spec = c.model_copy(update=update)
     history = [*m.validation.get("learned_history", []), learned]
-    manifest = m.model_copy(update={
-        "classifier": spec, "fusion": policy.fusion, "thresholds": dict(policy.thresholds),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "validation": {**m.validation, "learned": learned, "learned_history": history[-20:]},
-    })
+    manifest = m.model_copy(
+        update={
+            "classifier": spec,
+            "fusion": policy.fusion,
+            "thresholds": dict(policy.thresholds),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "validation": {**m.validation, "learned": learned, "learned_history": history[-20:]},
+        }
+    )
     Manifest.model_validate(manifest.model_dump())  # the copy is checked as a read would be
     write_manifest(dest, manifest)
     _fsync(dest / "manifest.json")
@@ -576,18 +672,28 @@ def _load_cache(path: Path, classifier_sha: str) -> dict[str, dict[str, np.ndarr
     with np.load(path, allow_pickle=False) as z:
         if str(z["classifier_sha256"]) != classifier_sha:
             return {}
-        return {str(k): {"features": z["features"][i], "fmap": z["fmap"][i],
-                         "foreground": z["foreground"][i]} for i, k in enumerate(z["keys"])}
+        return {
+            str(k): {
+                "features": z["features"][i],
+                "fmap": z["fmap"][i],
+                "foreground": z["foreground"][i],
+            }
+            for i, k in enumerate(z["keys"])
+        }
 
 
 def _save_cache(path: Path, cache: dict[str, dict[str, np.ndarray]], classifier_sha: str) -> None:
     keys = sorted(cache)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, keys=np.array(keys), classifier_sha256=np.array(classifier_sha),
-             features=np.stack([cache[k]["features"] for k in keys]).astype(np.float32),
-             fmap=np.stack([cache[k]["fmap"] for k in keys]).astype(np.float16),
-             foreground=np.stack([cache[k]["foreground"] for k in keys]).astype(np.float16))
+    np.savez(
+        tmp,
+        keys=np.array(keys),
+        classifier_sha256=np.array(classifier_sha),
+        features=np.stack([cache[k]["features"] for k in keys]).astype(np.float32),
+        fmap=np.stack([cache[k]["fmap"] for k in keys]).astype(np.float16),
+        foreground=np.stack([cache[k]["foreground"] for k in keys]).astype(np.float16),
+    )
     tmp.replace(path)
 
 
@@ -611,12 +717,19 @@ def run_learn(
     with Journal.open(out) as journal:
         answers = answered(journal)
     last = _last_logged(out)
-    entry: dict[str, Any] = {"at": datetime.now(UTC).isoformat(timespec="seconds"),
-                             "bundle": str(bundle_root), "target": str(target)}
+    entry: dict[str, Any] = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "bundle": str(bundle_root),
+        "target": str(target),
+    }
     if every and last is not None and len(answers) - int(last.get("answers_total", 0)) < every:
         # checked before the bundle is read and verified: a watcher asks every few seconds
-        return entry | {"install": False, "answers": len(answers), "skipped": True,
-                        "reason": f"fewer than {every} new answers since the last step"}
+        return entry | {
+            "install": False,
+            "answers": len(answers),
+            "skipped": True,
+            "reason": f"fewer than {every} new answers since the last step",
+        }
     bundle = load_bundle(bundle_root)
     m = bundle.manifest
     classes, empty = m.classifier.classes, empty_indices(m)
@@ -632,17 +745,21 @@ def run_learn(
         o = runtime.run([load_image(out / a.path) for a in chunk])
         assert o.features is not None and o.fmap is not None
         for j, a in enumerate(chunk):
-            cache[a.key] = {"features": o.features[j], "fmap": o.fmap[j],
-                            "foreground": o.foreground[j]}
+            cache[a.key] = {
+                "features": o.features[j],
+                "fmap": o.fmap[j],
+                "foreground": o.foreground[j],
+            }
     if missing:
         _save_cache(cache_path, cache, sha)
     keys = [a.key for a, _ in usable]
-    ex = Examples(keys, np.stack([cache[k]["features"] for k in keys]) if keys else
-                  np.zeros((0, 1)),
-                  np.stack([cache[k]["fmap"] for k in keys]) if keys else np.zeros((0, 1, 1, 1)),
-                  np.stack([cache[k]["foreground"] for k in keys]) if keys else
-                  np.zeros((0, 1, 1, 1)),
-                  np.array([k for _, k in usable], int))
+    ex = Examples(
+        keys,
+        np.stack([cache[k]["features"] for k in keys]) if keys else np.zeros((0, 1)),
+        np.stack([cache[k]["fmap"] for k in keys]) if keys else np.zeros((0, 1, 1, 1)),
+        np.stack([cache[k]["foreground"] for k in keys]) if keys else np.zeros((0, 1, 1, 1)),
+        np.array([k for _, k in usable], int),
+    )
     test = held_back(len(ex))
     # the installed bundle's own view of the held-back frames, exactly as the watcher runs it
     if len(usable) and test.size:
@@ -652,16 +769,32 @@ def run_learn(
         cur_probs = np.zeros((0, len(classes)), np.float32)
         cur_cam = np.zeros((0, *m.classifier.cam_size), np.float32)
     first = first_labels(bundle)
-    step = learn_step(ex, classes=classes, empty_index=empty, current=policy_of(bundle),
-                      current_probs=cur_probs, current_cam=cur_cam,
-                      first=None if first is None else (first.X, first.y),
-                      target_error=target_error)
+    step = learn_step(
+        ex,
+        classes=classes,
+        empty_index=empty,
+        current=policy_of(bundle),
+        current_probs=cur_probs,
+        current_cam=cur_cam,
+        first=None if first is None else (first.X, first.y),
+        target_error=target_error,
+    )
     entry |= step.report | {"answers_total": len(answers), "answers_usable": len(usable)}
     if step.install and step.policy is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         new = target.with_name(f"{target.name}.new-{stamp}-{os.getpid()}")
-        learned = {k: entry[k] for k in ("at", "answers", "held_back", "target_error",
-                                         "candidate", "current", "calibration")}
+        learned = {
+            k: entry[k]
+            for k in (
+                "at",
+                "answers",
+                "held_back",
+                "target_error",
+                "candidate",
+                "current",
+                "calibration",
+            )
+        }
         write_learned_bundle(bundle, new, step.policy, learned)
         prev = install_bundle(new, target)
         entry |= {"installed": str(target), "previous": None if prev is None else str(prev)}

@@ -58,8 +58,9 @@ def fit_head(
     scale[scale < 1e-8] = 1.0
     Z = (X - mean) / scale
     with threadpool_limits(1):
-        m = LogisticRegression(C=C, class_weight="balanced", max_iter=3000,
-                               random_state=seed).fit(Z, y, sample_weight=sample_weight)
+        m = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed).fit(
+            Z, y, sample_weight=sample_weight
+        )
     weight = np.zeros((n_classes, X.shape[1]))
     bias = np.full(n_classes, ABSENT_BIAS)
     coef, inter = m.coef_, m.intercept_
@@ -87,8 +88,9 @@ def head_cam(weight: np.ndarray, fmap: np.ndarray, classes: np.ndarray) -> np.nd
     return np.maximum(cam, 0.0)
 
 
-def apply_head(weight: np.ndarray, bias: np.ndarray, features: np.ndarray,
-               fmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def apply_head(
+    weight: np.ndarray, bias: np.ndarray, features: np.ndarray, fmap: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(logits [N,C], cam [N,h,w] of each frame's top class) for a head on the backbone."""
     logits = head_logits(weight, bias, features)
     return logits, head_cam(weight, fmap, logits.argmax(1))

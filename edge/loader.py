@@ -113,8 +113,7 @@ class Loader:
         key = tuple(paths)
         if key not in self._ahead:
             done = self._read.submit(read, paths, self.runtime, self.smallest)
-            self._ahead[key] = self._infer.submit(
-                lambda: infer(*done.result(), self.runtime))
+            self._ahead[key] = self._infer.submit(lambda: infer(*done.result(), self.runtime))
 
     def get(self, paths: list[Path]) -> Loaded:
         """The batch, loaded and inferred (from `ahead`'s work when it was started there)."""

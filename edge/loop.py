@@ -103,12 +103,16 @@ class Pipeline:
         not be read now (it stays pending)."""
         ids = [_identity(p) for p in paths]
         again = [self._last.get(p) for p in paths]
-        if paths and all(a is not None and i is not None and a[0] == i
-                         for a, i in zip(again, ids, strict=True)):
+        if paths and all(
+            a is not None and i is not None and a[0] == i for a, i in zip(again, ids, strict=True)
+        ):
             return [a[1] for a in again if a is not None]
         decisions = self._decide(paths)
-        self._last = {p: (i, d) for p, i, d in zip(paths, ids, decisions, strict=True)
-                      if i is not None and d is not None}
+        self._last = {
+            p: (i, d)
+            for p, i, d in zip(paths, ids, decisions, strict=True)
+            if i is not None and d is not None
+        }
         return decisions
 
     def _decide(self, paths: list[Path]) -> list[Decision | None]:
@@ -118,17 +122,24 @@ class Pipeline:
         for i, reason in loaded.failed.items():
             decisions[i] = Decision(Verdict.QUARANTINE, reason=reason)
         for i, reason in loaded.denied.items():
-            left_unreadable(self.stats, paths[i].relative_to(inbox).as_posix(),
-                            f"{paths[i]}: {reason}")
+            left_unreadable(
+                self.stats, paths[i].relative_to(inbox).as_posix(), f"{paths[i]}: {reason}"
+            )
         if loaded.images:
             assert loaded.outputs is not None
             cameras = [camera_of(paths[i].relative_to(inbox).as_posix()) for i in loaded.index]
             scored = self.scorer.score(loaded.images, cameras, outputs=loaded.outputs)
             spec = self.scorer.manifest.classifier.input if opts.overlays else None
             made, evidence = decide_batch(
-                cameras, loaded.taken, scored, opts.thresholds, burst_gap=opts.burst_gap,
-                burst_frames=opts.burst_frames, earlier=self.bursts.earlier(cameras),
-                overlay_spec=spec)
+                cameras,
+                loaded.taken,
+                scored,
+                opts.thresholds,
+                burst_gap=opts.burst_gap,
+                burst_frames=opts.burst_frames,
+                earlier=self.bursts.earlier(cameras),
+                overlay_spec=spec,
+            )
             self.bursts.add(evidence, opts.burst_gap)
             self.scorer.learn(loaded.images, cameras, scored)
             for i, d in zip(loaded.index, made, strict=True):
@@ -136,8 +147,9 @@ class Pipeline:
         now = time.monotonic()
         for p, d in zip(paths, decisions, strict=True):
             if d is not None:
-                record(self.stats, p.relative_to(inbox).as_posix(), d,
-                       now - self.arrived.pop(p, now))
+                record(
+                    self.stats, p.relative_to(inbox).as_posix(), d, now - self.arrived.pop(p, now)
+                )
         return decisions
 
 
@@ -220,26 +232,37 @@ def drain(
     return finished
 
 
-def _upcoming(journal: Journal, inbox: Path, cursor: int, batch: int,
-              lookahead: int) -> list[list[Path]]:
+def _upcoming(
+    journal: Journal, inbox: Path, cursor: int, batch: int, lookahead: int
+) -> list[list[Path]]:
     """The inbox paths of the next `lookahead` batches after `cursor`, as `drain` will hand
     them to `decide` (seen frames still in the inbox, in journal order)."""
     rows = journal.pending(limit=batch * lookahead, after_id=cursor)
     chunks = (rows[i : i + batch] for i in range(0, len(rows), batch))
-    batches = ([p for r in c if r.state == "seen" and (p := inbox / r.relpath).exists()]
-               for c in chunks)
+    batches = (
+        [p for r in c if r.state == "seen" and (p := inbox / r.relpath).exists()] for c in chunks
+    )
     return [b for b in batches if b]
 
 
-def process(journal: Journal, pipeline: Pipeline, opts: WatchOptions, stats: Stats, *,
-            pause: bool = True) -> None:
+def process(
+    journal: Journal, pipeline: Pipeline, opts: WatchOptions, stats: Stats, *, pause: bool = True
+) -> None:
     """`drain`, pausing (not failing) while the output disk is full or a folder may not be
     written; with `pause=False` (a run over a card) the error goes up to say so instead."""
     while not opts.stop.is_set():
         try:
-            drain(journal, opts.inbox, opts.out, pipeline.decide, copy=opts.copy,
-                  batch=opts.batch, lookahead=opts.lookahead,
-                  ahead=pipeline.ahead if opts.lookahead > 0 else None, stop=opts.stop.is_set)
+            drain(
+                journal,
+                opts.inbox,
+                opts.out,
+                pipeline.decide,
+                copy=opts.copy,
+                batch=opts.batch,
+                lookahead=opts.lookahead,
+                ahead=pipeline.ahead if opts.lookahead > 0 else None,
+                stop=opts.stop.is_set,
+            )
             if stats.status.startswith("paused"):
                 stats.status = "watching"
             return
@@ -276,8 +299,9 @@ def capture_order(inbox: Path, paths: Iterable[Path]) -> list[Path]:
     def key(p: Path) -> tuple:
         rel = p.relative_to(inbox).as_posix()
         t, _source = when_taken(p)
-        name = tuple((0, int(s), "") if s.isdigit() else (1, 0, s)
-                     for s in re.split(r"(\d+)", rel) if s)
+        name = tuple(
+            (0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", rel) if s
+        )
         return camera_of(rel), t is None, t or datetime.min, name
 
     return sorted(paths, key=key)
@@ -312,12 +336,17 @@ def admit_ready(journal: Journal, gate: StabilityGate, pipeline: Pipeline) -> in
                             n += 1
                         stats.unreadable.pop(rel, None)
                     elif v.status == "unreadable":
-                        if not known(journal, opts.inbox, v.path) and admit(
-                            journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
-                        ) is not None:
+                        if (
+                            not known(journal, opts.inbox, v.path)
+                            and admit(
+                                journal, opts.inbox, opts.out, v.path, quarantine_reason=v.reason
+                            )
+                            is not None
+                        ):
                             latency = time.monotonic() - arrived.get(v.path, time.monotonic())
-                            record(stats, rel, Decision(Verdict.QUARANTINE, reason=v.reason),
-                                   latency)
+                            record(
+                                stats, rel, Decision(Verdict.QUARANTINE, reason=v.reason), latency
+                            )
                         arrived.pop(v.path, None)
                         n += 1
                     else:
@@ -345,16 +374,28 @@ def inference_threads(opts: WatchOptions) -> int:
     return max(1, cores - 1) if opts.lookahead > 0 else cores
 
 
-def open_scorer(bundle: Bundle, opts: WatchOptions,
-                backgrounds: CameraBackgrounds | None = None,
-                event: str = "start") -> tuple[Scorer, str]:
-    runtime = Runtime.from_bundle(bundle, providers=opts.providers,
-                                  threads=inference_threads(opts))
-    scorer = Scorer(runtime, bundle.manifest, measure=opts.measure,
-                    backgrounds=backgrounds if backgrounds is not None else CameraBackgrounds())
+def open_scorer(
+    bundle: Bundle,
+    opts: WatchOptions,
+    backgrounds: CameraBackgrounds | None = None,
+    event: str = "start",
+) -> tuple[Scorer, str]:
+    runtime = Runtime.from_bundle(bundle, providers=opts.providers, threads=inference_threads(opts))
+    scorer = Scorer(
+        runtime,
+        bundle.manifest,
+        measure=opts.measure,
+        backgrounds=backgrounds if backgrounds is not None else CameraBackgrounds(),
+    )
     provider = runtime.providers.get("classifier", "?")
-    log.info("%s: bundle %s, inbox %s, out %s, providers %s", event, bundle.root, opts.inbox,
-             opts.out, ", ".join(f"{m} {p}" for m, p in runtime.providers.items()))
+    log.info(
+        "%s: bundle %s, inbox %s, out %s, providers %s",
+        event,
+        bundle.root,
+        opts.inbox,
+        opts.out,
+        ", ".join(f"{m} {p}" for m, p in runtime.providers.items()),
+    )
     return scorer, provider
 
 
@@ -372,7 +413,6 @@ def results(journal: Journal, opts: WatchOptions, bundle: Bundle, *, live: bool 
         log.error("no space left writing the results in %s; written again later", opts.out)
 
 
-
 # -- the two runs -------------------------------------------------------------------------------
 
 RESULTS_EVERY = 60.0  # seconds between rewrites of the results file while watching, at least
@@ -380,15 +420,21 @@ RESULTS_SHARE = 0.05  # ... and at most this share of the time spent rewriting i
 RECOUNT_EVERY = 60.0  # seconds between counts of the frames waiting in OUT/review
 
 
-def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
-             progress: Callable[[int, int], None] | None = None) -> Stats:
+def run_once(
+    bundle: Bundle,
+    opts: WatchOptions,
+    stats: Stats,
+    progress: Callable[[int, int], None] | None = None,
+) -> Stats:
     """Handle what is in the inbox now, then return (a run over a card)."""
     from edge.retention import purge_empties
     from edge.sink import clean_temps
 
     scorer, stats.provider = open_scorer(bundle, opts)
-    with Pipeline(scorer, opts, stats) as pipeline, \
-            Journal.open(opts.out, exclusive=True) as journal:
+    with (
+        Pipeline(scorer, opts, stats) as pipeline,
+        Journal.open(opts.out, exclusive=True) as journal,
+    ):
         clean_temps(opts.out)
         stats.recount()
         process(journal, pipeline, opts, stats, pause=False)  # finish what a crash left
@@ -422,8 +468,9 @@ def run_once(bundle: Bundle, opts: WatchOptions, stats: Stats,
     return stats
 
 
-def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
-                on_tick: Callable[[], None] | None = None) -> Stats:
+def run_forever(
+    bundle: Bundle, opts: WatchOptions, stats: Stats, on_tick: Callable[[], None] | None = None
+) -> Stats:
     """Watch until `opts.stop` is set (Ctrl-C, SIGTERM).
 
     A bundle replaced in place while watching (`edge learn` swaps the camera's new bundle
@@ -451,10 +498,17 @@ def run_forever(bundle: Bundle, opts: WatchOptions, stats: Stats,
         written, last_write, results_every = -1, time.monotonic(), RESULTS_EVERY
         last_purge, last_count = -PURGE_EVERY, time.monotonic()
         last_check = time.monotonic()
-        watcher = stack.enter_context(Watcher(
-            opts.inbox, exclude=[opts.out], use_polling=opts.polling,
-            poll_interval=opts.poll_interval, rescan_interval=opts.rescan_interval,
-            maxsize=opts.max_queue, skip=lambda p, st: known(journal, opts.inbox, p, st)))
+        watcher = stack.enter_context(
+            Watcher(
+                opts.inbox,
+                exclude=[opts.out],
+                use_polling=opts.polling,
+                poll_interval=opts.poll_interval,
+                rescan_interval=opts.rescan_interval,
+                maxsize=opts.max_queue,
+                skip=lambda p, st: known(journal, opts.inbox, p, st),
+            )
+        )
         while not opts.stop.is_set():
             for p in watcher.get_batch(64, timeout=0.1):  # discover
                 if p not in pipeline.arrived:

@@ -24,8 +24,9 @@ class MaskSource(Protocol):
 
     name: str
 
-    def masks(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              outputs: Outputs) -> list[np.ndarray | None]: ...
+    def masks(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], outputs: Outputs
+    ) -> list[np.ndarray | None]: ...
 
 
 class SegmenterMasks:
@@ -33,8 +34,9 @@ class SegmenterMasks:
 
     name = "segmenter"
 
-    def masks(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              outputs: Outputs) -> list[np.ndarray | None]:
+    def masks(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], outputs: Outputs
+    ) -> list[np.ndarray | None]:
         return [outputs.foreground[i, 0] for i in range(len(images))]
 
 
@@ -48,16 +50,18 @@ class BackgroundMasks:
         self.backgrounds = backgrounds
         self.spec = spec
 
-    def masks(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              outputs: Outputs) -> list[np.ndarray | None]:
+    def masks(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], outputs: Outputs
+    ) -> list[np.ndarray | None]:
         found: list[np.ndarray | None] = []
         for image, camera in zip(images, cameras, strict=True):
             fg = self.backgrounds.foreground(camera, image)
             found.append(None if fg is None else view_of(fg, image.shape[:2], self.spec))
         return found
 
-    def learn(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              animals: Sequence[bool]) -> None:
+    def learn(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], animals: Sequence[bool]
+    ) -> None:
         """Feed each camera's model its frames in order; a frame showing an animal stays out
         of the scene's memory."""
         for image, camera, animal in zip(images, cameras, animals, strict=True):
@@ -73,10 +77,13 @@ class GivenMasks:
         self.given = given
         self.spec = spec
 
-    def masks(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              outputs: Outputs) -> list[np.ndarray | None]:
-        return [None if g is None else view_of(g, image.shape[:2], self.spec)
-                for g, image in zip(self.given, images, strict=True)]
+    def masks(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], outputs: Outputs
+    ) -> list[np.ndarray | None]:
+        return [
+            None if g is None else view_of(g, image.shape[:2], self.spec)
+            for g, image in zip(self.given, images, strict=True)
+        ]
 
 
 def choose(found: Mapping[str, np.ndarray | None]) -> tuple[np.ndarray | None, str | None]:

@@ -136,8 +136,13 @@ def ece(p: Any, correct: Any, bins: int = 15) -> tuple[float, dict[str, np.ndarr
         acc = np.bincount(idx, weights=c.astype(float), minlength=bins) / count
     filled = count > 0
     value = float(np.sum(count[filled] / p.size * np.abs(acc[filled] - conf[filled])))
-    table = {"lower": edges[:-1], "upper": edges[1:], "count": count,
-             "confidence": conf, "accuracy": acc}
+    table = {
+        "lower": edges[:-1],
+        "upper": edges[1:],
+        "count": count,
+        "confidence": conf,
+        "accuracy": acc,
+    }
     return value, table
 
 
@@ -203,19 +208,32 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_reliability(p: Any, correct: Any, path: Path, *, bins: int = 15,
-                     title: str = "reliability") -> Path:
+def plot_reliability(
+    p: Any, correct: Any, path: Path, *, bins: int = 15, title: str = "reliability"
+) -> Path:
     """A reliability diagram (accuracy per confidence bin against the diagonal) as a PNG."""
     value, table = ece(p, correct, bins)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     width = table["upper"] - table["lower"]
     filled = table["count"] > 0
-    ax.bar(table["lower"][filled], table["accuracy"][filled], width=width[filled], align="edge",
-           edgecolor="black", alpha=0.7, label="accuracy")
+    ax.bar(
+        table["lower"][filled],
+        table["accuracy"][filled],
+        width=width[filled],
+        align="edge",
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy",
+    )
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-           title=f"{title} (ECE {value:.3f})")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence",
+        ylabel="accuracy",
+        title=f"{title} (ECE {value:.3f})",
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     path = Path(path)
@@ -224,16 +242,22 @@ def plot_reliability(p: Any, correct: Any, path: Path, *, bins: int = 15,
     return path
 
 
-def plot_risk_coverage(confidences: Mapping[str, Any], correct: Any, path: Path, *,
-                       title: str = "risk-coverage") -> Path:
+def plot_risk_coverage(
+    confidences: Mapping[str, Any], correct: Any, path: Path, *, title: str = "risk-coverage"
+) -> Path:
     """Risk-coverage curves of several confidences on the same frames as a PNG."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for name, s in confidences.items():
         coverage, risk = risk_coverage(s, correct)
         ax.step(coverage, risk, where="post", label=f"{name} (AURC {aurc(s, correct):.3f})")
-    ax.set(xlim=(0, 1), ylim=(0, None), xlabel="coverage (share of frames accepted)",
-           ylabel="risk (error rate among accepted)", title=title)
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, None),
+        xlabel="coverage (share of frames accepted)",
+        ylabel="risk (error rate among accepted)",
+        title=title,
+    )
     ax.legend(loc="upper left")
     fig.tight_layout()
     path = Path(path)

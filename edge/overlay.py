@@ -250,11 +250,16 @@ def pack_overlay(
     peak = float(c.max())
     c16 = (c / peak if peak > 0 else c).astype("<f2")
     m8 = None if mask is None else _small_mask(mask)
-    header = json.dumps({
-        "spec": spec.model_dump(mode="json"), "label": str(label),
-        "scores": {str(k): float(v) for k, v in scores.items()},
-        "cam": list(c16.shape), "mask": None if m8 is None else list(m8.shape),
-    }, separators=(",", ":")).encode()  # fmt: skip
+    header = json.dumps(
+        {
+            "spec": spec.model_dump(mode="json"),
+            "label": str(label),
+            "scores": {str(k): float(v) for k, v in scores.items()},
+            "cam": list(c16.shape),
+            "mask": None if m8 is None else list(m8.shape),
+        },
+        separators=(",", ":"),
+    ).encode()
     body = c16.tobytes() + (b"" if m8 is None else m8.tobytes())
     return _HEAD.pack(MAGIC, OVERLAY_VERSION, len(header)) + header + zlib.compress(body, 1)
 
@@ -268,8 +273,10 @@ def unpack_overlay(data: bytes) -> OverlayData:
     if magic != MAGIC:
         raise ValueError("not overlay data (wrong magic)")
     if version != OVERLAY_VERSION:
-        raise ValueError(f"overlay data version {version} is not known "
-                         f"(this build reads version {OVERLAY_VERSION})")
+        raise ValueError(
+            f"overlay data version {version} is not known "
+            f"(this build reads version {OVERLAY_VERSION})"
+        )
     try:
         head = json.loads(data[_HEAD.size : _HEAD.size + n])
         body = zlib.decompress(data[_HEAD.size + n :])
@@ -366,8 +373,12 @@ def ensure_overlay(journal: Journal, out: Path, frame: Frame) -> Path | None:
             write_overlay(target, picture)
         except OSError as e:
             full = is_disk_full(e)
-            log.warning("overlay of %s not written%s: %s", frame.relpath,
-                        " (no space left)" if full else "", e)
+            log.warning(
+                "overlay of %s not written%s: %s",
+                frame.relpath,
+                " (no space left)" if full else "",
+                e,
+            )
             return None
         real = resolve_inside(out, rel, under=(OVERLAYS,))
         if real is None:  # OUT/overlays is a link out of OUT, or the file went at once

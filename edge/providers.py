@@ -31,8 +31,11 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DEFAULT_ORDER = (TENSORRT, CUDA, CPU)
 # what a bundle exported for each target lists in its manifest (the device's `fallback`)
-TARGET_ORDER: dict[str, tuple[str, ...]] = {"cpu": (CPU,), "cuda": DEFAULT_ORDER,
-                                            "jetson": DEFAULT_ORDER}
+TARGET_ORDER: dict[str, tuple[str, ...]] = {
+    "cpu": (CPU,),
+    "cuda": DEFAULT_ORDER,
+    "jetson": DEFAULT_ORDER,
+}
 ENV = "OVERMAP_PROVIDERS"
 TRT_CACHE = "trt_cache"  # engine cache folder, next to the model
 

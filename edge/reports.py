@@ -24,39 +24,60 @@ def record_of(frame: Frame, answer: Answer | None = None) -> FrameRecord:
     """A journal row as the results writers want it; with a person's `answer` (edge review)
     the label and decision are theirs, classified by a human."""
     record = FrameRecord(
-        relpath=frame.relpath, camera=frame.camera, sha256=frame.sha256,
-        timestamp=frame.captured_at, time_source=frame.time_source,
-        width=frame.width, height=frame.height, label=frame.label,
-        class_index=frame.class_index, softmax=frame.softmax, overmap=frame.overmap,
-        confidence=frame.confidence, decision=frame.decision,
-        failure=frame.reason if frame.decision == "quarantine" else None, dest=frame.dest,
-    )  # fmt: skip
+        relpath=frame.relpath,
+        camera=frame.camera,
+        sha256=frame.sha256,
+        timestamp=frame.captured_at,
+        time_source=frame.time_source,
+        width=frame.width,
+        height=frame.height,
+        label=frame.label,
+        class_index=frame.class_index,
+        softmax=frame.softmax,
+        overmap=frame.overmap,
+        confidence=frame.confidence,
+        decision=frame.decision,
+        failure=frame.reason if frame.decision == "quarantine" else None,
+        dest=frame.dest,
+    )
     if answer is None:
         return record
-    return replace(record, label=answer.label, decision=answer.decision,
-                   classification_method="human", classified_by=answer.who,
-                   classified_at=datetime.fromtimestamp(answer.answered_at, UTC),
-                   machine_label=answer.previous_label)
+    return replace(
+        record,
+        label=answer.label,
+        decision=answer.decision,
+        classification_method="human",
+        classified_by=answer.who,
+        classified_at=datetime.fromtimestamp(answer.answered_at, UTC),
+        machine_label=answer.previous_label,
+    )
 
 
 def records(journal: Journal, *, deleted: bool = True) -> list[FrameRecord]:
     """Every decided or finished frame, in the order they were seen, with the answers given
     in `edge review`; `deleted=False` leaves out the empties deleted past their retention."""
     answers = {a.frame_id: a for a in journal.answers()}
-    return [record_of(f, answers.get(f.id)) for f in journal.frames()
-            if f.decision is not None and (deleted or f.state != "deleted")]
+    return [
+        record_of(f, answers.get(f.id))
+        for f in journal.frames()
+        if f.decision is not None and (deleted or f.state != "deleted")
+    ]
 
 
-def write_results(journal: Journal, out: Path, manifest: Manifest,
-                  thresholds: Mapping[str, float] | None = None) -> Path:
+def write_results(
+    journal: Journal, out: Path, manifest: Manifest, thresholds: Mapping[str, float] | None = None
+) -> Path:
     """OUT/results/megadetector.json, file names relative to OUT (the sorted frames); empties
     deleted past their retention are left out, since their files are gone.
 
     `thresholds`: the ones the triage used (bundle < config < flags), else the bundle's."""
-    return write_md_results(out / MD_RESULTS, records(journal, deleted=False),
-                            bundle=BundleInfo.from_manifest(manifest),
-                            thresholds=manifest.thresholds if thresholds is None else thresholds,
-                            paths="dest")
+    return write_md_results(
+        out / MD_RESULTS,
+        records(journal, deleted=False),
+        bundle=BundleInfo.from_manifest(manifest),
+        thresholds=manifest.thresholds if thresholds is None else thresholds,
+        paths="dest",
+    )
 
 
 def _day(frame: Frame) -> str:

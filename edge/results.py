@@ -107,8 +107,9 @@ class BundleInfo:
 
     def kind(self, label: str | None) -> Kind:
         """'empty', 'human', 'vehicle' or 'animal' for a class name (see `edge.kinds`)."""
-        return kind_of(label, empty=self.empty_classes, human=self.human_classes,
-                       vehicle=self.vehicle_classes)
+        return kind_of(
+            label, empty=self.empty_classes, human=self.human_classes, vehicle=self.vehicle_classes
+        )
 
 
 def is_empty(frame: FrameRecord, bundle: BundleInfo) -> bool:
@@ -154,8 +155,7 @@ def image_entry(
         for box in frame.boxes or (WHOLE_IMAGE,):
             det: dict[str, Any] = {
                 "category": category,
-                "conf": _conf(1.0 if frame.classification_method == "human"
-                              else frame.confidence),
+                "conf": _conf(1.0 if frame.classification_method == "human" else frame.confidence),
                 "bbox": [round(float(v), 4) for v in box],
             }
             if classifications:
@@ -173,8 +173,11 @@ def image_entry(
         "height": frame.height,
     }
     if frame.classification_method == "human":  # MegaDetector readers ignore extra keys
-        extra |= {"classification_method": "human", "classified_by": frame.classified_by,
-                  "machine_label": frame.machine_label}
+        extra |= {
+            "classification_method": "human",
+            "classified_by": frame.classified_by,
+            "machine_label": frame.machine_label,
+        }
     for key, value in extra.items():
         if value is not None:
             entry[key] = round(value, 4) if isinstance(value, float) else value

@@ -260,8 +260,12 @@ class Runtime:
         engine built for 1..max_batch is never rebuilt.
         """
         step = self.max_batch
-        return Outputs.join([self.infer(self.prepare(images[i : i + step]))
-                             for i in range(0, max(len(images), 1), step)])
+        return Outputs.join(
+            [
+                self.infer(self.prepare(images[i : i + step]))
+                for i in range(0, max(len(images), 1), step)
+            ]
+        )
 
     def infer(self, batch: Prepared) -> Outputs:
         """Run the models on one prepared batch (at most `max_batch` frames)."""
@@ -316,9 +320,7 @@ def _read_head(bundle: Bundle, n_classes: int) -> tuple[np.ndarray, np.ndarray] 
     except (OSError, ValueError) as e:
         raise RuntimeError(f"{path}: not a usable head ({e})") from e
     if weight.shape[0] != n_classes:
-        raise RuntimeError(
-            f"{path}: {weight.shape[0]} classes, the manifest names {n_classes}"
-        )
+        raise RuntimeError(f"{path}: {weight.shape[0]} classes, the manifest names {n_classes}")
     return weight, bias
 
 

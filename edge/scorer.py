@@ -88,8 +88,16 @@ class Scorer:
         for i in range(len(images)):
             mask, source = choose({name: m[i] for name, m in found.items()})
             ready.append(found.get("background", [None] * len(images))[i] is not None)
-            scores.append(score_frame(out.probs[i], out.cam[i], mask, classes=self.classes,
-                                      measure=self.measure, mask_source=source))
+            scores.append(
+                score_frame(
+                    out.probs[i],
+                    out.cam[i],
+                    mask,
+                    classes=self.classes,
+                    measure=self.measure,
+                    mask_source=source,
+                )
+            )
         X = features(
             out.probs,
             [s.overmap for s in scores],
@@ -106,20 +114,30 @@ class Scorer:
         result = []
         for i, s in enumerate(scores):
             is_empty = s.class_index in self.empty
-            result.append(Scored(
-                score=s, fused=float(fused[i]), entropy=float(np.atleast_1d(ent)[i]),
-                is_empty_class=is_empty, is_human=s.class_index in self.human,
-                background_ready=ready[i], probs=out.probs[i], cam=out.cam[i], cues=X[i],
-                guess=guesses[i],
-            ))  # fmt: skip
+            result.append(
+                Scored(
+                    score=s,
+                    fused=float(fused[i]),
+                    entropy=float(np.atleast_1d(ent)[i]),
+                    is_empty_class=is_empty,
+                    is_human=s.class_index in self.human,
+                    background_ready=ready[i],
+                    probs=out.probs[i],
+                    cam=out.cam[i],
+                    cues=X[i],
+                    guess=guesses[i],
+                )
+            )
         return result
 
-    def learn(self, images: Sequence[np.ndarray], cameras: Sequence[str],
-              scored: Sequence[Scored]) -> None:
+    def learn(
+        self, images: Sequence[np.ndarray], cameras: Sequence[str], scored: Sequence[Scored]
+    ) -> None:
         """The background models' stage, after the triage: each camera's model takes its
         frames in order, those confidently showing an animal kept out of the scene."""
         if self._background is None:
             return
-        animals = [bool(self.empty) and not s.is_empty_class and s.score.softmax >= 0.5
-                   for s in scored]
+        animals = [
+            bool(self.empty) and not s.is_empty_class and s.score.softmax >= 0.5 for s in scored
+        ]
         self._background.learn(images, cameras, animals)

@@ -93,9 +93,11 @@ def _loso(r: dict[str, Any]) -> str:
     empties = sum(v["empties"] for v in per.values())
     lost = sum(v["non_empty_lost"] for v in per.values())
     others = sum(v["non_empty"] for v in per.values())
-    return (f"{len(per)} sources: empties set aside {aside}/{empties}, animals, people and "
-            f"vehicles in empty {lost}/{others} (P(empty) >= {r.get('t_empty')}; "
-            "docs/default_bundle.md)")
+    return (
+        f"{len(per)} sources: empties set aside {aside}/{empties}, animals, people and "
+        f"vehicles in empty {lost}/{others} (P(empty) >= {r.get('t_empty')}; "
+        "docs/default_bundle.md)"
+    )
 
 
 def show_bundle(bundle: Bundle, console: Console) -> None:

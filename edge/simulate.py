@@ -64,9 +64,14 @@ class Row:
     time: datetime | None
 
 
-def read_stream(labels_csv: Path, classes: Sequence[str], empty_classes: Sequence[str], *,
-                source: str | None = None, images_root: Path | None = None
-                ) -> tuple[list[Row], int]:
+def read_stream(
+    labels_csv: Path,
+    classes: Sequence[str],
+    empty_classes: Sequence[str],
+    *,
+    source: str | None = None,
+    images_root: Path | None = None,
+) -> tuple[list[Row], int]:
     """The CSV's frames in order (of `source` only, when given) whose label the bundle has a
     class for, and how many were left out for want of one. The time: the CSV's `datetime`,
     else the frame's EXIF time, else none (the frame is then its own burst: a copied file's
@@ -83,9 +88,16 @@ def read_stream(labels_csv: Path, classes: Sequence[str], empty_classes: Sequenc
             t = _time(r.get("datetime") or "")
             if t is None and images_root is not None:
                 t = exif_time(images_root / r["file"])
-            rows.append(Row(r["file"], r.get("source") or "", r["label"], k,
-                            r.get("camera_or_sequence") or
-                            Path(r["file"]).parent.as_posix(), t))
+            rows.append(
+                Row(
+                    r["file"],
+                    r.get("source") or "",
+                    r["label"],
+                    k,
+                    r.get("camera_or_sequence") or Path(r["file"]).parent.as_posix(),
+                    t,
+                )
+            )
     return rows, skipped
 
 
@@ -106,14 +118,22 @@ def figures(frames: Sequence[dict[str, Any]], empty_classes: Sequence[str]) -> d
     wrong = sum(not f["reviewed"] and f["final_label"] != f["label"] for f in frames)
     non_empty = [f for f in frames if f["label"] not in empty_classes]
     lost = sum(f["decision"] == "empty" for f in non_empty)
-    return {"n_frames": n, "reviewed": reviewed, "reviewed_share": reviewed / max(n, 1),
-            "residual_errors": wrong, "residual_error": wrong / max(n, 1),
-            "non_empty": len(non_empty), "empty_lost_frames": lost,
-            "empty_lost": lost / max(len(non_empty), 1),
-            # does a person review less as the bundle learns? the share in each quarter
-            "reviewed_by_quarter": [sum(bool(f["reviewed"]) for f in q) / len(q)
-                                    for q in np.array_split(np.asarray(frames, object), 4)
-                                    if len(q)]}
+    return {
+        "n_frames": n,
+        "reviewed": reviewed,
+        "reviewed_share": reviewed / max(n, 1),
+        "residual_errors": wrong,
+        "residual_error": wrong / max(n, 1),
+        "non_empty": len(non_empty),
+        "empty_lost_frames": lost,
+        "empty_lost": lost / max(len(non_empty), 1),
+        # does a person review less as the bundle learns? the share in each quarter
+        "reviewed_by_quarter": [
+            sum(bool(f["reviewed"]) for f in q) / len(q)
+            for q in np.array_split(np.asarray(frames, object), 4)
+            if len(q)
+        ],
+    }
 
 
 @dataclass
@@ -132,21 +152,34 @@ class _Track:
         """The policy's outputs: the starting ones (`base`) until a head is learned."""
         return base if self.policy.weight is None else _head_outputs(self.policy, base)
 
-    def decide(self, rows: Sequence[Row], images: Sequence[np.ndarray], base: Outputs,
-               burst_gap: float) -> tuple[list[str], Outputs]:
+    def decide(
+        self, rows: Sequence[Row], images: Sequence[np.ndarray], base: Outputs, burst_gap: float
+    ) -> tuple[list[str], Outputs]:
         out = self.outputs(base)
         cameras = [r.camera for r in rows]
         scored = self.scorer.score(images, cameras, outputs=out)
-        evidence = [Evidence(camera=c, time=r.time, label=s.score.label,
-                             is_empty_class=s.is_empty_class, is_human=s.is_human,
-                             softmax=s.score.softmax,
-                             fused=s.score.softmax if self.softmax_only else s.fused,
-                             foreground=s.score.foreground_fraction,
-                             background_ready=s.background_ready)
-                    for c, r, s in zip(cameras, rows, scored, strict=True)]
+        evidence = [
+            Evidence(
+                camera=c,
+                time=r.time,
+                label=s.score.label,
+                is_empty_class=s.is_empty_class,
+                is_human=s.is_human,
+                softmax=s.score.softmax,
+                fused=s.score.softmax if self.softmax_only else s.fused,
+                foreground=s.score.foreground_fraction,
+                background_ready=s.background_ready,
+            )
+            for c, r, s in zip(cameras, rows, scored, strict=True)
+        ]
         earlier = [e for c in dict.fromkeys(cameras) for e in self.recent.get(c, ())]
-        verdicts = decide_all(evidence, self.policy.thresholds, burst_gap_seconds=burst_gap,
-                              burst_frames=BURST_FRAMES, earlier=earlier)
+        verdicts = decide_all(
+            evidence,
+            self.policy.thresholds,
+            burst_gap_seconds=burst_gap,
+            burst_frames=BURST_FRAMES,
+            earlier=earlier,
+        )
         for e in evidence:
             if e.time is not None:
                 self.recent.setdefault(e.camera, deque(maxlen=BURST_FRAMES)).append(e)
@@ -156,15 +189,24 @@ class _Track:
         for r, s, v in zip(rows, scored, verdicts, strict=True):
             truth = classes[r.y]
             said = (empty_name[0] if empty_name else "empty") if v == "empty" else s.score.label
-            self.frames.append({"file": r.file, "label": truth, "csv_label": r.label,
-                                "final_label": truth if v == "review" else said,
-                                "reviewed": v == "review", "decision": v,
-                                "predicted": s.score.label, "confidence": round(s.fused, 5)})
+            self.frames.append(
+                {
+                    "file": r.file,
+                    "label": truth,
+                    "csv_label": r.label,
+                    "final_label": truth if v == "review" else said,
+                    "reviewed": v == "review",
+                    "decision": v,
+                    "predicted": s.score.label,
+                    "confidence": round(s.fused, 5),
+                }
+            )
         return verdicts, out
 
 
-def _starting_policy(bundle: Bundle, rows: Sequence[Row], leave_stream_out: bool, *,
-                     C: float) -> tuple[Policy, tuple[np.ndarray, np.ndarray] | None, int]:
+def _starting_policy(
+    bundle: Bundle, rows: Sequence[Row], leave_stream_out: bool, *, C: float
+) -> tuple[Policy, tuple[np.ndarray, np.ndarray] | None, int]:
     """The bundle's policy, its first labels, and how many of them were the stream's own
     frames (the same file, or the same source): left out, and the head refitted without
     them, when asked."""
@@ -174,16 +216,20 @@ def _starting_policy(bundle: Bundle, rows: Sequence[Row], leave_stream_out: bool
         return policy, None, 0
     files = {r.file for r in rows}
     sources = {r.source for r in rows} - {""}
-    mine = np.array([f in files or s in sources for f, s in zip(first.files, first.sources,
-                                                                  strict=True)], bool)
+    mine = np.array(
+        [f in files or s in sources for f, s in zip(first.files, first.sources, strict=True)], bool
+    )
     if not (leave_stream_out and mine.any()):
         return policy, (first.X, first.y), 0
     first = first.keep(~mine)
     # the shipped head's own recipe (its L2 strength, when the bundle records it)
     C = float(bundle.manifest.validation.get("camtrap_loso", {}).get("C", C))
     head = fit_head(first.X, first.y, C=C, n_classes=len(bundle.manifest.classifier.classes))
-    return (Policy(head["weight"], head["bias"], policy.fusion, policy.thresholds),
-            (first.X, first.y), int(mine.sum()))
+    return (
+        Policy(head["weight"], head["bias"], policy.fusion, policy.thresholds),
+        (first.X, first.y),
+        int(mine.sum()),
+    )
 
 
 def simulate(
@@ -213,12 +259,15 @@ def simulate(
     m = bundle.manifest
     c = m.classifier
     classes, empty = c.classes, empty_indices(m)
-    rows, skipped = read_stream(labels_csv, classes, c.empty_classes, source=source,
-                                images_root=images_root)
+    rows, skipped = read_stream(
+        labels_csv, classes, c.empty_classes, source=source, images_root=images_root
+    )
     rows = rows[:limit] if limit else rows
     if not rows:
-        raise ValueError(f"{labels_csv}: no frame with a label the bundle knows"
-                         + (f" in source {source!r}" if source else ""))
+        raise ValueError(
+            f"{labels_csv}: no frame with a label the bundle knows"
+            + (f" in source {source!r}" if source else "")
+        )
     runtime = Runtime.from_bundle(bundle, features=True, threads=threads)
     start, first, left_out = _starting_policy(bundle, rows, leave_stream_out, C=C)
 
@@ -230,9 +279,11 @@ def simulate(
     as_base = Policy(None, None, start.fusion, start.thresholds)
     learning = track("learning", as_base)
     shipped = track("shipped", as_base)
-    fixed = track("softmax_0.7", Policy(None, None, None, {**start.thresholds, "tag": SOFTMAX_TAG,
-                                                           "empty": SOFTMAX_TAG}),
-                  softmax_only=True)
+    fixed = track(
+        "softmax_0.7",
+        Policy(None, None, None, {**start.thresholds, "tag": SOFTMAX_TAG, "empty": SOFTMAX_TAG}),
+        softmax_only=True,
+    )
     answers = _Store()  # the reviewer's answers
     steps: list[dict[str, Any]] = []
     since = 0
@@ -253,27 +304,35 @@ def simulate(
                 since += 1
         if every and since >= every:
             since = 0
-            step_report = _learn(learning, answers, classes, empty, first,
-                                 target_error, C)
+            step_report = _learn(learning, answers, classes, empty, first, target_error, C)
             step_report["after_frames"] = i + len(chunk)
             steps.append(step_report)
         if progress is not None:
             progress(min(i + batch, len(rows)), len(rows))
     ours = figures(learning.frames, c.empty_classes)
-    review_all = [{**f, "final_label": f["label"], "reviewed": True, "decision": "review"}
-                  for f in learning.frames]
+    review_all = [
+        {**f, "final_label": f["label"], "reviewed": True, "decision": "review"}
+        for f in learning.frames
+    ]
     return {
         **ours,
-        "target_error": target_error, "every": every, "bundle": str(bundle_root),
-        "labels": str(labels_csv), "source": source, "skipped_unlabelled": skipped,
+        "target_error": target_error,
+        "every": every,
+        "bundle": str(bundle_root),
+        "labels": str(labels_csv),
+        "source": source,
+        "skipped_unlabelled": skipped,
         "first_labels": 0 if first is None else int(len(first[1])),
         "first_labels_left_out": left_out,
         "installs": sum(bool(s.get("install")) for s in steps),
         "final_thresholds": learning.policy.thresholds,
-        "baselines": {"review_all": figures(review_all, c.empty_classes),
-                      "softmax_0.7_no_learning": figures(fixed.frames, c.empty_classes),
-                      "shipped_no_learning": figures(shipped.frames, c.empty_classes)},
-        "steps": steps, "seconds": round(time.monotonic() - started, 1),
+        "baselines": {
+            "review_all": figures(review_all, c.empty_classes),
+            "softmax_0.7_no_learning": figures(fixed.frames, c.empty_classes),
+            "shipped_no_learning": figures(shipped.frames, c.empty_classes),
+        },
+        "steps": steps,
+        "seconds": round(time.monotonic() - started, 1),
         "frames": learning.frames,
     }
 
@@ -283,8 +342,15 @@ def _head_outputs(policy: Policy, base: Outputs) -> Outputs:
     assert base.features is not None and base.fmap is not None
     logits, cam = apply_head(policy.weight, policy.bias, base.features, base.fmap)
     probs = softmax(logits, axis=1).astype(np.float32)  # float32, as the Runtime gives them
-    return Outputs(logits=logits, probs=probs, cam=cam, foreground=base.foreground,
-                   providers=base.providers, features=base.features, fmap=base.fmap)
+    return Outputs(
+        logits=logits,
+        probs=probs,
+        cam=cam,
+        foreground=base.foreground,
+        providers=base.providers,
+        features=base.features,
+        fmap=base.fmap,
+    )
 
 
 @dataclass
@@ -314,9 +380,13 @@ class _Store:
 
     def examples(self, idx: Sequence[int] | None = None) -> Examples:
         idx = range(len(self.keys)) if idx is None else idx
-        return Examples([self.keys[i] for i in idx], np.stack([self.feats[i] for i in idx]),
-                        np.stack([self.fmaps[i] for i in idx]),
-                        np.stack([self.fgs[i] for i in idx]), np.array([self.ys[i] for i in idx]))
+        return Examples(
+            [self.keys[i] for i in idx],
+            np.stack([self.feats[i] for i in idx]),
+            np.stack([self.fmaps[i] for i in idx]),
+            np.stack([self.fgs[i] for i in idx]),
+            np.array([self.ys[i] for i in idx]),
+        )
 
     def outputs_of(self, policy: Policy, idx: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """The policy's softmax and maps on these frames (the starting ones until a head is
@@ -324,22 +394,37 @@ class _Store:
         if policy.weight is None:
             return (np.stack([self.probs[i] for i in idx]), np.stack([self.cams[i] for i in idx]))
         ex = self.examples(idx)
-        logits, cam = apply_head(policy.weight, policy.bias, ex.features,
-                                 ex.fmap.astype(np.float32))
+        logits, cam = apply_head(
+            policy.weight, policy.bias, ex.features, ex.fmap.astype(np.float32)
+        )
         return softmax(logits), cam
 
 
-def _learn(track: _Track, answers: _Store, classes: Sequence[str],
-           empty: list[int], first: tuple[np.ndarray, np.ndarray] | None, target_error: float,
-           C: float) -> dict[str, Any]:
+def _learn(
+    track: _Track,
+    answers: _Store,
+    classes: Sequence[str],
+    empty: list[int],
+    first: tuple[np.ndarray, np.ndarray] | None,
+    target_error: float,
+    C: float,
+) -> dict[str, Any]:
     """One learning step on the answers so far, validated on the held-back answers; the track
     takes the candidate if better."""
     ex = answers.examples()
     test = held_back(len(ex))
     probs, cam = answers.outputs_of(track.policy, test)
-    step = learn_step(ex, classes=classes, empty_index=empty, current=track.policy,
-                      current_probs=probs, current_cam=cam, first=first,
-                      target_error=target_error, C=C)
+    step = learn_step(
+        ex,
+        classes=classes,
+        empty_index=empty,
+        current=track.policy,
+        current_probs=probs,
+        current_cam=cam,
+        first=first,
+        target_error=target_error,
+        C=C,
+    )
     if step.install and step.policy is not None:
         track.policy = step.policy
         track.scorer.fusion = step.policy.fusion

@@ -419,8 +419,9 @@ def _sidecar_data(frame: Frame) -> dict[str, Any]:
     return data
 
 
-def commit_decisions(journal: Journal, out: Path, rows: Iterable[Frame],
-                     decisions: Iterable[Decision | None]) -> None:
+def commit_decisions(
+    journal: Journal, out: Path, rows: Iterable[Frame], decisions: Iterable[Decision | None]
+) -> None:
     """Journal each decision with the destination it will be placed at, in one transaction
     (the intent, before anything moves); None leaves its row pending."""
     with journal.transaction():
@@ -430,8 +431,15 @@ def commit_decisions(journal: Journal, out: Path, rows: Iterable[Frame],
     crash_point("after_decision")
 
 
-def place_decided(journal: Journal, inbox: Path, out: Path, rows: Iterable[Frame], *,
-                  copy: bool = False, sidecars: bool = True) -> int:
+def place_decided(
+    journal: Journal,
+    inbox: Path,
+    out: Path,
+    rows: Iterable[Frame],
+    *,
+    copy: bool = False,
+    sidecars: bool = True,
+) -> int:
     """Move (or copy) every one of `rows` that is decided to its destination, then mark them
     done in one transaction once the moves are durable; returns how many were placed.
 
@@ -446,8 +454,14 @@ def place_decided(journal: Journal, inbox: Path, out: Path, rows: Iterable[Frame
         for f in decided:
             assert f.dest is not None
             try:
-                where = place(inbox / f.relpath, out / f.dest, copy=copy,
-                              sha256=f.sha256, dirty=dirty, later=later)
+                where = place(
+                    inbox / f.relpath,
+                    out / f.dest,
+                    copy=copy,
+                    sha256=f.sha256,
+                    dirty=dirty,
+                    later=later,
+                )
             except (SourceMissingError, SourceChangedError) as e:
                 # the journaled bytes are gone; new bytes under that name are a new frame
                 log.warning("%s: %s", f.relpath, e)

@@ -56,8 +56,9 @@ class Thresholds(BaseModel):
 KEYS: tuple[str, ...] = tuple(Thresholds.model_fields)
 
 
-def check_layer(layer: Mapping[str, float | None], *, keep_unknown: bool = False
-                ) -> dict[str, float]:
+def check_layer(
+    layer: Mapping[str, float | None], *, keep_unknown: bool = False
+) -> dict[str, float]:
     """One layer's set values as floats, each checked to lie in [0, 1]; None values dropped.
 
     An unknown key is refused unless `keep_unknown` (a bundle manifest's own keys, which a

@@ -54,8 +54,11 @@ def decide(e: Evidence, thresholds: Thresholds | Mapping[str, float]) -> Verdict
     return Verdict.TAGGED if e.fused >= t.tag else Verdict.REVIEW
 
 
-def burst_ids(frames: Sequence[tuple[str, datetime | None]], gap_seconds: float,
-              max_frames: int = BURST_FRAMES) -> list[int]:
+def burst_ids(
+    frames: Sequence[tuple[str, datetime | None]],
+    gap_seconds: float,
+    max_frames: int = BURST_FRAMES,
+) -> list[int]:
     """A burst id per (camera, time): same camera, at most `gap_seconds` after the previous
     frame, and at most `max_frames` frames in one burst (in time order; frames of one time in
     the order given, the capture order).
@@ -86,8 +89,9 @@ def burst_ids(frames: Sequence[tuple[str, datetime | None]], gap_seconds: float,
     return ids
 
 
-def bursts(evidence: Sequence[Evidence], gap_seconds: float,
-           max_frames: int = BURST_FRAMES) -> list[int]:
+def bursts(
+    evidence: Sequence[Evidence], gap_seconds: float, max_frames: int = BURST_FRAMES
+) -> list[int]:
     """A burst id per frame, by :func:`burst_ids` on the frames' camera and time."""
     return burst_ids([(e.camera, e.time) for e in evidence], gap_seconds, max_frames)
 
@@ -112,5 +116,7 @@ def decide_all(
     ids = bursts(every, burst_gap_seconds, burst_frames)
     busy = {b for b, d in zip(ids, decisions, strict=True) if d != Verdict.EMPTY}
     n = len(earlier)
-    return [Verdict.REVIEW if d == Verdict.EMPTY and b in busy else d
-            for b, d in zip(ids[n:], decisions[n:], strict=True)]
+    return [
+        Verdict.REVIEW if d == Verdict.EMPTY and b in busy else d
+        for b, d in zip(ids[n:], decisions[n:], strict=True)
+    ]

@@ -21,8 +21,12 @@ from rich.text import Text
 from edge.journal import Verdict, camera_of
 from edge.sink import TEMP_SUFFIX
 
-DECISION_STYLE = {Verdict.EMPTY: "dim", Verdict.TAGGED: "green", Verdict.REVIEW: "yellow",
-                  Verdict.QUARANTINE: "red"}
+DECISION_STYLE = {
+    Verdict.EMPTY: "dim",
+    Verdict.TAGGED: "green",
+    Verdict.REVIEW: "yellow",
+    Verdict.QUARANTINE: "red",
+}
 RATE_WINDOW = 20.0  # seconds: frames/s is what the watcher does now, not since it started
 ROWS = 5  # species, cameras and last decisions shown: the dashboard fits 80x24
 
@@ -48,8 +52,9 @@ class Stats:
     cameras: dict[str, Counter[str]] = field(default_factory=dict)  # camera -> decisions
     last_frame: float | None = None  # wall-clock time the last frame was decided
 
-    def record(self, file: str, label: str, decision: str, confidence: float,
-               latency: float) -> None:
+    def record(
+        self, file: str, label: str, decision: str, confidence: float, latency: float
+    ) -> None:
         self.decisions[decision] += 1
         self.cameras.setdefault(camera_of(file) or "(top)", Counter())[decision] += 1
         self.review_queue += decision == Verdict.REVIEW
@@ -112,13 +117,21 @@ def _header(stats: Stats) -> Group:
     grid = Table.grid(padding=(0, 2))
     for _ in range(3):
         grid.add_column(no_wrap=True, overflow="ellipsis")
-    grid.add_row(Text(f"seen {stats.seen} this run", style="bold"), f"pending {stats.pending}",
-                 f"{stats.throughput():.1f} frames/s")
-    grid.add_row(f"review queue {stats.review_queue}", f"last frame {_clock(stats.last_frame)}",
-                 f"up {_uptime(stats)}")
-    grid.add_row(f"latency {_latency(stats)}",
-                 f"provider {stats.provider.removesuffix('ExecutionProvider')}",
-                 f"disk free {free / 2**30:.1f} GiB")
+    grid.add_row(
+        Text(f"seen {stats.seen} this run", style="bold"),
+        f"pending {stats.pending}",
+        f"{stats.throughput():.1f} frames/s",
+    )
+    grid.add_row(
+        f"review queue {stats.review_queue}",
+        f"last frame {_clock(stats.last_frame)}",
+        f"up {_uptime(stats)}",
+    )
+    grid.add_row(
+        f"latency {_latency(stats)}",
+        f"provider {stats.provider.removesuffix('ExecutionProvider')}",
+        f"disk free {free / 2**30:.1f} GiB",
+    )
     status = Text(f"status {stats.status}", no_wrap=True, overflow="ellipsis")
     if stats.unreadable:
         status.append(f"   unreadable {len(stats.unreadable)}", style="red")
@@ -156,8 +169,9 @@ def render(stats: Stats) -> Group:
     recent.add_column("decision")
     recent.add_column("conf", justify="right")
     for file, label, decision, conf in list(stats.recent)[:ROWS]:
-        recent.add_row(file, label, Text(decision, style=DECISION_STYLE.get(decision, "")),
-                       f"{conf:.2f}")
+        recent.add_row(
+            file, label, Text(decision, style=DECISION_STYLE.get(decision, "")), f"{conf:.2f}"
+        )
     body = Table.grid(padding=(0, 3))
     body.add_row(decisions, species, cameras)
     where = Text(f"review folder {stats.out / 'review'}", overflow="fold")
@@ -169,9 +183,14 @@ def progress_bar(console: Console, *, enabled: bool = True) -> Iterator[Callable
     """A run over a card: a bar of frames sorted; yields what to call with (done, total)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeRemainingColumn(), console=console,
-                  disable=not enabled) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    ) as bar:
         task = bar.add_task("sorting", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 

@@ -24,8 +24,15 @@ from edge.retention import purge_empties
 from edge.sink import DiskFullError, SinkPermissionError
 from edge.tui import Stats
 
-__all__ = ["WatchOptions", "capture_order", "inference_threads", "purge_empties",
-           "run_forever", "run_once", "watch"]
+__all__ = [
+    "WatchOptions",
+    "capture_order",
+    "inference_threads",
+    "purge_empties",
+    "run_forever",
+    "run_once",
+    "watch",
+]
 
 log = logging.getLogger("edge.watch")
 
@@ -72,8 +79,9 @@ class WatchOptions:
 
     # the tunables, read from the config
     copy = property(lambda self: self.config.watch.copy_files)
-    polling = property(lambda self: None if self.config.watch.poll == "auto"
-                       else self.config.watch.poll)
+    polling = property(
+        lambda self: None if self.config.watch.poll == "auto" else self.config.watch.poll
+    )
     poll_interval = property(lambda self: self.config.watch.poll_interval)
     rescan_interval = property(lambda self: self.config.watch.rescan_interval)
     settle = property(lambda self: self.config.watch.settle_seconds)
@@ -147,9 +155,13 @@ def _log_to_stderr() -> Callable[[], None]:
 
 def _log_stop(stats: Stats, results: Path) -> None:
     d = stats.decisions
-    log.info("stop: %d frame(s) handled (%s), %d left unreadable%s", sum(d.values()),
-             ", ".join(f"{k} {d[k]}" for k in Verdict),
-             len(stats.unreadable), f"; results {results}" if results.is_file() else "")
+    log.info(
+        "stop: %d frame(s) handled (%s), %d left unreadable%s",
+        sum(d.values()),
+        ", ".join(f"{k} {d[k]}" for k in Verdict),
+        len(stats.unreadable),
+        f"; results {results}" if results.is_file() else "",
+    )
 
 
 def _nothing_found(inbox: Path, known: int) -> str:
@@ -157,15 +169,27 @@ def _nothing_found(inbox: Path, known: int) -> str:
     from rich.markup import escape
 
     if known:
-        return (f"no new frames in {escape(str(inbox))}: its {known} frame(s) are already "
-                "in the journal")
+        return (
+            f"no new frames in {escape(str(inbox))}: its {known} frame(s) are already "
+            "in the journal"
+        )
     kinds = ", ".join(e.lstrip(".") for e in EXTS)
-    return (f"[yellow]no frames found in {escape(str(inbox))}[/] (looked for {kinds} files, "
-            "in it and its subfolders)")
+    return (
+        f"[yellow]no frames found in {escape(str(inbox))}[/] (looked for {kinds} files, "
+        "in it and its subfolders)"
+    )
 
 
-def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str], *,
-           once: bool, tui: bool, console) -> int:
+def _watch(
+    bundle: Bundle,
+    opts: WatchOptions,
+    stats: Stats,
+    signals: list[str],
+    *,
+    once: bool,
+    tui: bool,
+    console,
+) -> int:
     from rich.markup import escape
 
     from edge.journal import JournalError
@@ -186,8 +210,10 @@ def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str],
         else:
             run_forever(bundle, opts, stats)
     except KeyboardInterrupt:
-        console.print("stopped at once: every frame handled so far is in the journal; the "
-                      "results file is brought up to date by the next run")
+        console.print(
+            "stopped at once: every frame handled so far is in the journal; the "
+            "results file is brought up to date by the next run"
+        )
         if results.is_file():
             console.print(f"results (from before this stop): {results}", soft_wrap=True)
         return 130
@@ -195,22 +221,31 @@ def _watch(bundle: Bundle, opts: WatchOptions, stats: Stats, signals: list[str],
         console.print(f"[red]journal:[/] {escape(str(e))}")
         return 1
     except (DiskFullError, SinkPermissionError) as e:  # --once: say so and stop, not wait
-        console.print(f"[red]stopped:[/] {escape(str(e))}. Nothing is lost: the frames not "
-                      "sorted yet are still in the inbox; run again once this is fixed.")
+        console.print(
+            f"[red]stopped:[/] {escape(str(e))}. Nothing is lost: the frames not "
+            "sorted yet are still in the inbox; run again once this is fixed."
+        )
         return 1
     finally:
         _log_stop(stats, results)
     if signals:
-        console.print(f"stopped ({signals[0]}): {sum(stats.decisions.values())} frame(s) "
-                      "handled this run, all in the journal and the results file"
-                      + (f"; {stats.pending} not sorted yet: run again to sort them"
-                         if once and stats.pending else ""))
+        console.print(
+            f"stopped ({signals[0]}): {sum(stats.decisions.values())} frame(s) "
+            "handled this run, all in the journal and the results file"
+            + (
+                f"; {stats.pending} not sorted yet: run again to sort them"
+                if once and stats.pending
+                else ""
+            )
+        )
     if results.is_file():
         console.print(f"results: {results}", soft_wrap=True)  # a path in one piece
     if stats.unreadable:
         first = ", ".join(escape(f) for f in list(stats.unreadable)[:3])
-        console.print(f"[red]{len(stats.unreadable)} frame(s) could not be read[/] and were "
-                      f"left in the inbox ({first}{', ...' if len(stats.unreadable) > 3 else ''}"
-                      "); fix their permissions and run again")
+        console.print(
+            f"[red]{len(stats.unreadable)} frame(s) could not be read[/] and were "
+            f"left in the inbox ({first}{', ...' if len(stats.unreadable) > 3 else ''}"
+            "); fix their permissions and run again"
+        )
         return 3
     return 0

@@ -57,15 +57,19 @@ def pooled_frames(labels_csv: Path) -> list[Frame]:
     for r in rows:
         cat = md_category(r["label"])
         if cat is not None:
-            out.append(Frame(r["file"], r.get("source", ""),
-                             r.get("camera_or_sequence", ""), r["label"], cat))
+            out.append(
+                Frame(
+                    r["file"], r.get("source", ""), r.get("camera_or_sequence", ""), r["label"], cat
+                )
+            )
     if not out:
         raise ValueError(f"{labels_csv}: no frame with a usable label")
     return out
 
 
-def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
-                modes: Sequence[str] = RESIZE_MODES) -> dict[str, dict[str, np.ndarray]]:
+def cached_cues(
+    frames: Sequence[Frame], root: Path, cache: Path, modes: Sequence[str] = RESIZE_MODES
+) -> dict[str, dict[str, np.ndarray]]:
     """The frames' features for every mode, read from `cache` (an .npz) when it holds these
     frames."""
     files = np.array([f.file for f in frames])
@@ -75,8 +79,10 @@ def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
             return {m: {"features": z[f"{m}.features"]} for m in modes}
     model = load_imagenet_lite0()
     paths = [root / f.file for f in frames]
-    out = {m: {"features": extract_features(model, paths, spec=spec_for(m), progress=False)}
-           for m in modes}
+    out = {
+        m: {"features": extract_features(model, paths, spec=spec_for(m), progress=False)}
+        for m in modes
+    }
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, files=files, **{f"{m}.{k}": v for m, d in out.items() for k, v in d.items()})
     return out
@@ -88,12 +94,15 @@ def cached_cues(frames: Sequence[Frame], root: Path, cache: Path,
 
 
 def probs_of(head: dict[str, Any], X: np.ndarray) -> np.ndarray:
-    return softmax(np.asarray(X, np.float64) @ head["weight"].T.astype(np.float64)
-                   + head["bias"].astype(np.float64))
+    return softmax(
+        np.asarray(X, np.float64) @ head["weight"].T.astype(np.float64)
+        + head["bias"].astype(np.float64)
+    )
 
 
-def leave_one_source_out(X: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
-                         C: float = 0.1) -> np.ndarray:
+def leave_one_source_out(
+    X: np.ndarray, y: np.ndarray, sources: Sequence[str], *, C: float = 0.1
+) -> np.ndarray:
     """Out-of-source probabilities [N,K]: each source's frames scored by a head trained on
     every other source."""
     src = np.asarray(sources)
@@ -114,15 +123,18 @@ def empty_outcome(P: np.ndarray, y: np.ndarray, *, t_empty: float) -> dict[str, 
     empty = y == EMPTY
     lost = aside & ~empty
     return {
-        "empties": int(empty.sum()), "empties_set_aside": int((aside & empty).sum()),
+        "empties": int(empty.sum()),
+        "empties_set_aside": int((aside & empty).sum()),
         "empty_recall": float((aside & empty).sum() / max(1, empty.sum())),
-        "non_empty": int((~empty).sum()), "non_empty_lost": int(lost.sum()),
+        "non_empty": int((~empty).sum()),
+        "non_empty_lost": int(lost.sum()),
         "non_empty_lost_share": float(lost.sum() / max(1, (~empty).sum())),
     }
 
 
-def per_source_report(P: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
-                      t_empty: float) -> dict[str, dict[str, Any]]:
+def per_source_report(
+    P: np.ndarray, y: np.ndarray, sources: Sequence[str], *, t_empty: float
+) -> dict[str, dict[str, Any]]:
     """empty_outcome per held-out source, plus people and vehicles found (predicted as such)."""
     src = np.asarray(sources)
     out = {}
@@ -139,15 +151,23 @@ def per_source_report(P: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
     return out
 
 
-def safest_threshold(P: np.ndarray, y: np.ndarray, sources: Sequence[str], *,
-                     max_lost: float = 0.01, grid: Sequence[float] | None = None) -> float:
+def safest_threshold(
+    P: np.ndarray,
+    y: np.ndarray,
+    sources: Sequence[str],
+    *,
+    max_lost: float = 0.01,
+    grid: Sequence[float] | None = None,
+) -> float:
     """The lowest P(empty) threshold at which no held-out source loses `max_lost` or more of
     its non-empty frames to "empty" (the worst camera decides, not the average)."""
     grid = grid if grid is not None else np.round(np.arange(0.5, 0.9995, 0.005), 4)
     src = np.asarray(sources)
     for t in grid:
-        worst = max(empty_outcome(P[src == s], y[src == s], t_empty=float(t))
-                    ["non_empty_lost_share"] for s in set(src))
+        worst = max(
+            empty_outcome(P[src == s], y[src == s], t_empty=float(t))["non_empty_lost_share"]
+            for s in set(src)
+        )
         if worst < max_lost:
             return float(t)
     return 1.0

@@ -61,8 +61,13 @@ def tag_threshold(P: np.ndarray, y: np.ndarray, *, target_error: float = 0.02) -
     return 1.0
 
 
-def measure(frames: list, cues: dict[str, dict[str, np.ndarray]], *,
-            target_error: float = 0.02, Cs: tuple[float, ...] = CS) -> dict[str, Any]:
+def measure(
+    frames: list,
+    cues: dict[str, dict[str, np.ndarray]],
+    *,
+    target_error: float = 0.02,
+    Cs: tuple[float, ...] = CS,
+) -> dict[str, Any]:
     """Leave-one-source-out figures for every resize mode and L2 strength, and the pair chosen:
     the one that sets aside the most true empties at its safe threshold. "center_crop" is
     measured for the record but never chosen: it cuts a third of a 4:3 frame away, and an
@@ -76,7 +81,9 @@ def measure(frames: list, cues: dict[str, dict[str, np.ndarray]], *,
             t_empty = safest_threshold(P, y, sources)
             per = per_source_report(P, y, sources, t_empty=t_empty)
             runs[f"{mode} C={C}"] = {
-                "resize": mode, "C": C, "t_empty": t_empty,
+                "resize": mode,
+                "C": C,
+                "t_empty": t_empty,
                 "t_tag": tag_threshold(P, y, target_error=target_error),
                 "accuracy": float((P.argmax(1) == y).mean()),
                 "empties_set_aside": sum(r["empties_set_aside"] for r in per.values()),
@@ -85,15 +92,27 @@ def measure(frames: list, cues: dict[str, dict[str, np.ndarray]], *,
                 "per_source": per,
             }
     eligible = [k for k, r in runs.items() if r["resize"] != "center_crop"]
-    best = max(eligible, key=lambda k: (runs[k]["empties_set_aside"], -runs[k]["non_empty_lost"],
-                                        runs[k]["accuracy"]))
-    return {"runs": runs, "chosen": best, "target_error": target_error,
-            "frames": len(frames), "categories": dict(Counter(f.category for f in frames)),
-            "sources": dict(Counter(sources))}
+    best = max(
+        eligible,
+        key=lambda k: (
+            runs[k]["empties_set_aside"],
+            -runs[k]["non_empty_lost"],
+            runs[k]["accuracy"],
+        ),
+    )
+    return {
+        "runs": runs,
+        "chosen": best,
+        "target_error": target_error,
+        "frames": len(frames),
+        "categories": dict(Counter(f.category for f in frames)),
+        "sources": dict(Counter(sources)),
+    }
 
 
-def save_default_checkpoint(path: Path, X: np.ndarray, y: np.ndarray, resize: str,
-                            C: float) -> Path:
+def save_default_checkpoint(
+    path: Path, X: np.ndarray, y: np.ndarray, resize: str, C: float
+) -> Path:
     """The head fitted on every frame, with the ImageNet classifier as the guess head."""
     from export.lite0 import load_imagenet_lite0
     from export.models import imagenet_classes, save_checkpoint
@@ -103,11 +122,18 @@ def save_default_checkpoint(path: Path, X: np.ndarray, y: np.ndarray, resize: st
     base = load_imagenet_lite0()
     model = with_head(base, head["weight"], head["bias"])
     return save_checkpoint(
-        path, arch="efficientnet_lite0", state_dict=model.state_dict(),
-        classes=list(CATEGORIES), input=spec_for(resize), empty_classes=["empty"],
+        path,
+        arch="efficientnet_lite0",
+        state_dict=model.state_dict(),
+        classes=list(CATEGORIES),
+        input=spec_for(resize),
+        empty_classes=["empty"],
         human_classes=["person"],
-        guess=(base.classifier.weight[:IMAGENET_ANIMALS], base.classifier.bias[:IMAGENET_ANIMALS],
-               imagenet_classes()[:IMAGENET_ANIMALS]),
+        guess=(
+            base.classifier.weight[:IMAGENET_ANIMALS],
+            base.classifier.bias[:IMAGENET_ANIMALS],
+            imagenet_classes()[:IMAGENET_ANIMALS],
+        ),
     )
 
 
@@ -121,8 +147,9 @@ def _val_folder(frames: list, root: Path, where: Path, n: int = 256) -> Path:
     return where
 
 
-def build(out: Path, report_path: Path | None, *, data: Path = DATA,
-          cache: Path | None = None) -> dict[str, Any]:
+def build(
+    out: Path, report_path: Path | None, *, data: Path = DATA, cache: Path | None = None
+) -> dict[str, Any]:
     from export.pipeline import ExportOptions, run_export
 
     frames = pooled_frames(data / "labels.csv")
@@ -131,27 +158,51 @@ def build(out: Path, report_path: Path | None, *, data: Path = DATA,
     report = measure(frames, cues)
     chosen = report["runs"][report["chosen"]]
     mode = chosen["resize"]
-    print(json.dumps({k: {a: b for a, b in r.items() if a != "per_source"}
-                      for k, r in report["runs"].items()}, indent=1))
-    print(f"chosen: {report['chosen']}, empty threshold {chosen['t_empty']}, "
-          f"tag {chosen['t_tag']}")
+    print(
+        json.dumps(
+            {
+                k: {a: b for a, b in r.items() if a != "per_source"}
+                for k, r in report["runs"].items()
+            },
+            indent=1,
+        )
+    )
+    print(f"chosen: {report['chosen']}, empty threshold {chosen['t_empty']}, tag {chosen['t_tag']}")
     y = np.array([CATEGORIES.index(f.category) for f in frames])
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt = save_default_checkpoint(Path(tmp) / "camtrap.pt", cues[mode]["features"], y, mode,
-                                       chosen["C"])
+        ckpt = save_default_checkpoint(
+            Path(tmp) / "camtrap.pt", cues[mode]["features"], y, mode, chosen["C"]
+        )
         val = _val_folder(frames, data, Path(tmp) / "val")
         opts = ExportOptions(
-            target="cpu", out=out, classifier=str(ckpt), val=val, calib=None,
-            extra_thresholds={"tag": chosen["t_tag"], "empty": chosen["t_empty"],
-                              "empty_foreground": 1.0},
+            target="cpu",
+            out=out,
+            classifier=str(ckpt),
+            val=val,
+            calib=None,
+            extra_thresholds={
+                "tag": chosen["t_tag"],
+                "empty": chosen["t_empty"],
+                "empty_foreground": 1.0,
+            },
         )
         torch.manual_seed(0)
         run_export(opts)
     # "the first labels": what `edge learn` trains a camera's head on beside its answers
-    add_first_labels(out, cues[mode]["features"], [f.category for f in frames],
-                     files=[f.file for f in frames], sources=[f.source for f in frames])
-    _add_to_manifest(out, {"camtrap_loso": _summary(report),
-                           "val_dir": f"256 frames spread over {data.name} (every source)"})
+    add_first_labels(
+        out,
+        cues[mode]["features"],
+        [f.category for f in frames],
+        files=[f.file for f in frames],
+        sources=[f.source for f in frames],
+    )
+    _add_to_manifest(
+        out,
+        {
+            "camtrap_loso": _summary(report),
+            "val_dir": f"256 frames spread over {data.name} (every source)",
+        },
+    )
     if report_path is not None:
         report_path.write_text(json.dumps(report, indent=1) + "\n")
     return report
@@ -159,12 +210,24 @@ def build(out: Path, report_path: Path | None, *, data: Path = DATA,
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     m = report["runs"][report["chosen"]]
-    return {"resize": m["resize"], "C": m["C"], "t_empty": m["t_empty"], "t_tag": m["t_tag"],
-            "frames": report["frames"], "per_source": m["per_source"],
-            "runs": {k: {"empties_set_aside": v["empties_set_aside"], "empties": v["empties"],
-                         "non_empty_lost": v["non_empty_lost"], "t_empty": v["t_empty"],
-                         "accuracy": round(v["accuracy"], 4)}
-                     for k, v in report["runs"].items()}}
+    return {
+        "resize": m["resize"],
+        "C": m["C"],
+        "t_empty": m["t_empty"],
+        "t_tag": m["t_tag"],
+        "frames": report["frames"],
+        "per_source": m["per_source"],
+        "runs": {
+            k: {
+                "empties_set_aside": v["empties_set_aside"],
+                "empties": v["empties"],
+                "non_empty_lost": v["non_empty_lost"],
+                "t_empty": v["t_empty"],
+                "accuracy": round(v["accuracy"], 4),
+            }
+            for k, v in report["runs"].items()
+        },
+    }
 
 
 def _add_to_manifest(out: Path, validation: dict[str, Any]) -> None:

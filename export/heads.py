@@ -56,8 +56,7 @@ def _layernorm_step(m: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Vjp]:
     assert isinstance(m, nn.LayerNorm)
     if len(m.normalized_shape) != 1 or m.normalized_shape[0] != x.shape[1]:
         raise UnsupportedHead(
-            f"LayerNorm{tuple(m.normalized_shape)} must normalise the {x.shape[1]} pooled "
-            "channels"
+            f"LayerNorm{tuple(m.normalized_shape)} must normalise the {x.shape[1]} pooled channels"
         )
     mu = x.mean(dim=1, keepdim=True)
     xc = x - mu
@@ -150,11 +149,15 @@ WHY_NOT = {
 def _refusal(m: nn.Module) -> str | None:
     """Why a module of a supported kind still cannot be handled, from its settings."""
     if isinstance(m, nn.Flatten) and (m.start_dim not in (1, -1) or m.end_dim != -1):
-        return (f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only Flatten(1) after "
-                "the pool is supported")
+        return (
+            f"Flatten(start_dim={m.start_dim}, end_dim={m.end_dim}): only Flatten(1) after "
+            "the pool is supported"
+        )
     if isinstance(m, nn.BatchNorm1d) and m.running_var is None:
-        return ("BatchNorm1d without running statistics normalises over the batch, so one "
-                "image's gradient depends on the others")
+        return (
+            "BatchNorm1d without running statistics normalises over the batch, so one "
+            "image's gradient depends on the others"
+        )
     if isinstance(m, nn.GELU) and m.approximate != "none":
         return f"GELU(approximate={m.approximate!r}): only the exact erf GELU is supported"
     return None

@@ -27,8 +27,9 @@ class JointLite0(nn.Module):
     `guess`: a second linear head on the same pooled features (the ImageNet classifier beside a
     camera-trap head), whose logits name a species guess at the cost of one small matmul."""
 
-    def __init__(self, classifier: CamClassifier, segmenter: Lite0Seg,
-                 guess: nn.Linear | None = None) -> None:
+    def __init__(
+        self, classifier: CamClassifier, segmenter: Lite0Seg, guess: nn.Linear | None = None
+    ) -> None:
         super().__init__()
         self.classifier = classifier
         self.seg_head = segmenter.head
@@ -60,6 +61,12 @@ def shares_backbone(clf: ClassifierSource, seg: SegmenterSource) -> bool:
 def export_joint_onnx(model: JointLite0, path: Path, size: tuple[int, int]) -> Path:
     """The classifier's ONNX export with the outputs `foreground` [N,1,h,w], `guess` [N,G]
     (when the model has a guess head), `features` [N,K] and `fmap` [N,K,h,w] added."""
-    names = ("logits", "cam", "foreground", *(("guess",) if model.guess is not None else ()),
-             "features", "fmap")
+    names = (
+        "logits",
+        "cam",
+        "foreground",
+        *(("guess",) if model.guess is not None else ()),
+        "features",
+        "fmap",
+    )
     return export_classifier_onnx(model, path, size, outputs=names)  # type: ignore[arg-type]

@@ -103,8 +103,19 @@ def _splitters() -> list[tuple[type, Callable[[Any], Split]]]:
     ]
 
 
-FAMILIES = ("resnet", "resnext", "wide_resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet_",
-            "convnext_", "regnet_", "densenet", "mnasnet", "shufflenet_v2")
+FAMILIES = (
+    "resnet",
+    "resnext",
+    "wide_resnet",
+    "mobilenet_v2",
+    "mobilenet_v3",
+    "efficientnet_",
+    "convnext_",
+    "regnet_",
+    "densenet",
+    "mnasnet",
+    "shufflenet_v2",
+)
 
 
 def split_classifier(model: nn.Module) -> Split:
@@ -168,8 +179,7 @@ def torchvision_input(name: str) -> InputSpec:
         size = int(getattr(weights.transforms, "keywords", {}).get("crop_size", size))
     except (ValueError, AttributeError):
         pass
-    return InputSpec(size=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     resize="center_crop")
+    return InputSpec(size=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="center_crop")
 
 
 def save_checkpoint(
@@ -201,9 +211,17 @@ def save_checkpoint(
             "input": input.model_dump(mode="json"),
             "empty_classes": list(empty_classes),
             "human_classes": list(human_classes),
-            **({} if guess is None else {"guess": {
-                "weight": guess[0].detach().cpu(), "bias": guess[1].detach().cpu(),
-                "classes": list(guess[2])}}),
+            **(
+                {}
+                if guess is None
+                else {
+                    "guess": {
+                        "weight": guess[0].detach().cpu(),
+                        "bias": guess[1].detach().cpu(),
+                        "classes": list(guess[2]),
+                    }
+                }
+            ),
         },
         path,
     )
@@ -319,8 +337,10 @@ def build_classifier(
     elif isinstance(name, Path) or (name not in _known_names() and Path(name).is_file()):
         weights, loaded = Path(name), torch.load(Path(name), map_location="cpu", weights_only=True)
         if not is_checkpoint(loaded):
-            raise ValueError(f"{name}: a bare state dict needs an architecture name; pass it as "
-                             "weights= with the model's name")
+            raise ValueError(
+                f"{name}: a bare state dict needs an architecture name; pass it as "
+                "weights= with the model's name"
+            )
         name = DEFAULT
     name = str(name)
 
@@ -332,9 +352,17 @@ def build_classifier(
         model = _arch_model(ckpt["arch"], len(names), ckpt["state_dict"])
         cam, layer = cam_classifier(model)
         guess, guess_classes = _guess_head(ckpt.get("guess"))
-        return ClassifierSource(cam, ckpt["arch"], names, ckpt["input"], layer,
-                                list(ckpt.get("empty_classes", [])),
-                                list(ckpt.get("human_classes", [])), guess, guess_classes)
+        return ClassifierSource(
+            cam,
+            ckpt["arch"],
+            names,
+            ckpt["input"],
+            layer,
+            list(ckpt.get("empty_classes", [])),
+            list(ckpt.get("human_classes", [])),
+            guess,
+            guess_classes,
+        )
 
     if loaded is not None and not isinstance(loaded, dict):
         raise ValueError(f"{weights}: expected a state dict or a project checkpoint")

@@ -119,8 +119,9 @@ def _mask_fn(segmenter: Path, spec: InputSpec, size: tuple[int, int]):
 
     def masks(frames: list[np.ndarray]) -> np.ndarray:
         fg = sess.run(None, {"image": prepare(frames, spec)})[0][:, 0]
-        return np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                         for m in fg])
+        return np.stack(
+            [cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in fg]
+        )
 
     return masks
 
@@ -178,8 +179,10 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
         fp32_c, fp32_s = work / "classifier.fp32.onnx", work / "segmenter.fp32.onnx"
         joint = shares_backbone(clf, seg)
         if joint:
-            console.print("segmenter shares the classifier's backbone: one graph returns "
-                          "logits, cam and foreground")
+            console.print(
+                "segmenter shares the classifier's backbone: one graph returns "
+                "logits, cam and foreground"
+            )
             export_joint_onnx(JointLite0(clf.model, seg.model, clf.guess), fp32_c, size)
         else:
             if clf.guess is not None:
@@ -190,8 +193,10 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
 
         calib_dir = opts.calib or builtin_calibration_dir()
         calib = _image_files(calib_dir, opts.calib_limit)
-        console.print(f"[bold]{opts.precision}[/] for target {opts.target}, calibration: "
-                      f"{len(calib)} frames from {calib_dir}")
+        console.print(
+            f"[bold]{opts.precision}[/] for target {opts.target}, calibration: "
+            f"{len(calib)} frames from {calib_dir}"
+        )
         q_c = _quantize(fp32_c, work / "classifier.onnx", clf.input, calib, opts)
         q_s = _quantize(fp32_s, work / "segmenter.onnx", seg.input, calib, opts)
 
@@ -204,11 +209,18 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
             labels = labels[: opts.val_limit] if labels is not None else None
         if labels is not None and opts.classes is None and opts.classifier != "efficientnet_lite0":
             labels = None  # the folder's class ids need not match a custom classifier's
-        console.print(f"[bold]validating[/] against FP32 PyTorch on {len(paths)} images "
-                      f"from {val_dir}")
-        figures = validate_classifier(clf.model, work / "classifier.onnx", paths, labels,
-                                      clf.input, masks_fn=_mask_fn(fp32_s, seg.input, size),
-                                      progress=True)
+        console.print(
+            f"[bold]validating[/] against FP32 PyTorch on {len(paths)} images from {val_dir}"
+        )
+        figures = validate_classifier(
+            clf.model,
+            work / "classifier.onnx",
+            paths,
+            labels,
+            clf.input,
+            masks_fn=_mask_fn(fp32_s, seg.input, size),
+            progress=True,
+        )
         figures["overmap_mask"] = "FP32 segmenter"
         device_seg = work / ("classifier.onnx" if joint else "segmenter.onnx")
         figures["segmenter"] = _segmenter_agreement(fp32_s, device_seg, seg.input, paths[:64])
@@ -250,8 +262,12 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
             ),
             thresholds=thresholds.as_dict(),
             validation=figures,
-            calibration={"dir": str(calib_dir), "frames": len(calib),
-                         "classifier": _public(q_c), "segmenter": _public(q_s)},
+            calibration={
+                "dir": str(calib_dir),
+                "frames": len(calib),
+                "classifier": _public(q_c),
+                "segmenter": _public(q_s),
+            },
             versions=_versions(),
         )
         write_manifest(work, manifest)

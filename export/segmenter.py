@@ -168,7 +168,8 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path, wha
         if wrong:
             parts.append(f"wrong shapes (file vs model): {wrong[:3]}")
         raise SegmenterError(
-            f"{path}: these weights do not fit {what}: " + "; ".join(parts)
+            f"{path}: these weights do not fit {what}: "
+            + "; ".join(parts)
             + ". Pass the weights file that was trained for this segmenter name."
         )
     model.load_state_dict(state, strict=True)

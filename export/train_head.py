@@ -83,13 +83,14 @@ def read_labels(
     if select is not None:
         rows = [r for r in rows if select(r)]
     if not rows:
-        raise ValueError(f"{labels_csv}: no rows left after filtering (source={source!r}, "
-                         f"rows {first}:{last})")
+        raise ValueError(
+            f"{labels_csv}: no rows left after filtering (source={source!r}, rows {first}:{last})"
+        )
     return rows
 
 
 def parse_rows(spec: str | None) -> tuple[int | None, int | None]:
-    """"0:900" -> (0, 900); "900:" -> (900, None); None -> (None, None)."""
+    """ "0:900" -> (0, 900); "900:" -> (900, None); None -> (None, None)."""
     if spec is None:
         return None, None
     head, sep, tail = spec.partition(":")
@@ -110,8 +111,11 @@ def merge_rare(labels: Sequence[str], min_count: int = 3) -> tuple[list[str | No
     rare = sorted(c for c, n in counts.items() if n < min_count and c != OTHER)
     out: list[str | None] = [OTHER if lab in rare else lab for lab in labels]
     if rare:
-        warnings.warn(f"classes with fewer than {min_count} frames merged into {OTHER!r}: "
-                      f"{', '.join(f'{c} ({counts[c]})' for c in rare)}", stacklevel=2)
+        warnings.warn(
+            f"classes with fewer than {min_count} frames merged into {OTHER!r}: "
+            f"{', '.join(f'{c} ({counts[c]})' for c in rare)}",
+            stacklevel=2,
+        )
     n_other = sum(lab == OTHER for lab in out)
     if 0 < n_other < min_count:
         warnings.warn(f"{OTHER!r} has only {n_other} frames: dropped", stacklevel=2)
@@ -139,8 +143,12 @@ def extract_features(
     if progress:
         from rich.progress import track
 
-        batches = track(batches, description=f"features of {len(paths)} frames",
-                        total=len(batches), transient=True)
+        batches = track(
+            batches,
+            description=f"features of {len(paths)} frames",
+            total=len(batches),
+            transient=True,
+        )
     for i in batches:
         x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
         out.append(model.avgpool(model.features(x)).flatten(1).numpy())
@@ -176,8 +184,15 @@ def fit_linear_head(
         return _fit_linear_head(X, y, Cs=Cs, folds=folds, groups=groups, seed=seed)
 
 
-def _fit_linear_head(X: np.ndarray, y: np.ndarray, *, Cs: Sequence[float], folds: int,
-                     groups: np.ndarray | None, seed: int) -> dict[str, Any]:
+def _fit_linear_head(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    Cs: Sequence[float],
+    folds: int,
+    groups: np.ndarray | None,
+    seed: int,
+) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -189,8 +204,9 @@ def _fit_linear_head(X: np.ndarray, y: np.ndarray, *, Cs: Sequence[float], folds
     Z = (X - mean) / scale
 
     def model(c: float, warm: bool = False) -> Any:
-        return LogisticRegression(C=c, class_weight="balanced", max_iter=2000, warm_start=warm,
-                                  random_state=seed)
+        return LogisticRegression(
+            C=c, class_weight="balanced", max_iter=2000, warm_start=warm, random_state=seed
+        )
 
     n_splits = int(min(folds, np.bincount(y).min()))
     scores: dict[float, tuple[float, float]] = {}
@@ -228,8 +244,9 @@ def _fit_linear_head(X: np.ndarray, y: np.ndarray, *, Cs: Sequence[float], folds
         "cv_folds": n_splits,
         "cv_accuracy": scores[best][0] if scores else float("nan"),
         "cv_balanced_accuracy": scores[best][1] if scores else float("nan"),
-        "cv_scores": {str(c): {"accuracy": a, "balanced_accuracy": b}
-                      for c, (a, b) in scores.items()},
+        "cv_scores": {
+            str(c): {"accuracy": a, "balanced_accuracy": b} for c, (a, b) in scores.items()
+        },
         "train_accuracy": float(np.mean(final.predict(Z) == y)),
     }
 
@@ -293,8 +310,9 @@ def train_head(
     paths = [root / rows[i]["file"] for i in keep]
     absent = [p for p in paths if not p.is_file()]
     if absent:
-        raise FileNotFoundError(f"{len(absent)} image(s) not found, first {absent[0]} "
-                                "(is --images-root right?)")
+        raise FileNotFoundError(
+            f"{len(absent)} image(s) not found, first {absent[0]} (is --images-root right?)"
+        )
 
     model = base if base is not None else load_imagenet_lite0()
     X = extract_features(model, paths, batch_size=batch_size, flip=flip, progress=progress)
@@ -323,8 +341,17 @@ def train_head(
         "merged": merged,
         "dropped": dropped,
         "flip": flip,
-        **{k: head[k] for k in ("C", "cv_folds", "cv_accuracy", "cv_balanced_accuracy",
-                                "cv_scores", "train_accuracy")},
+        **{
+            k: head[k]
+            for k in (
+                "C",
+                "cv_folds",
+                "cv_accuracy",
+                "cv_balanced_accuracy",
+                "cv_scores",
+                "train_accuracy",
+            )
+        },
     }
 
 
@@ -380,9 +407,18 @@ def train_command(
     console = Console()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fig = train_head(Path(labels), out=Path(out), images_root=images_root, source=source,
-                         first=first, last=last, min_count=min_count, flip=flip, seed=seed,
-                         progress=progress)
+        fig = train_head(
+            Path(labels),
+            out=Path(out),
+            images_root=images_root,
+            source=source,
+            first=first,
+            last=last,
+            min_count=min_count,
+            flip=flip,
+            seed=seed,
+            progress=progress,
+        )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
     table = Table(title=f"{fig['frames']} frames, {len(fig['classes'])} classes")
@@ -391,8 +427,10 @@ def train_command(
     for c, n in fig["counts"].items():
         table.add_row(c, str(n))
     console.print(table)
-    console.print(f"L2: C={fig['C']}  train accuracy {fig['train_accuracy']:.3f}  "
-                  f"CV accuracy {fig['cv_accuracy']:.3f} (balanced "
-                  f"{fig['cv_balanced_accuracy']:.3f}, {fig['cv_folds']} folds, unshuffled)")
+    console.print(
+        f"L2: C={fig['C']}  train accuracy {fig['train_accuracy']:.3f}  "
+        f"CV accuracy {fig['cv_accuracy']:.3f} (balanced "
+        f"{fig['cv_balanced_accuracy']:.3f}, {fig['cv_folds']} folds, unshuffled)"
+    )
     console.print(f"saved {out}; export it with `edge export --classifier {out}`")
     return fig

@@ -171,7 +171,7 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:  # night infrared: grey, often flat and bright in the middle
         x = np.repeat(x @ np.array([[0.299], [0.587], [0.114]], np.float32), 3, axis=2)
         if rng.random() < 0.5:
-            yy, xx = np.mgrid[-1:1:SIZE * 1j, -1:1:SIZE * 1j]
+            yy, xx = np.mgrid[-1 : 1 : SIZE * 1j, -1 : 1 : SIZE * 1j]
             x = x * (1.25 - 0.5 * (yy**2 + xx**2))[..., None].astype(np.float32)
     x = np.clip(x, 0, 255)
     if rng.random() < 0.3:
@@ -366,8 +366,9 @@ def camtrap_figures(
     empties = [r for r in rows if r["label"] == "empty"]
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)
-    stats: dict[str, list[float]] = {k: [] for k in ("inside_share", "p_in", "p_out", "box_hit",
-                                                     "empty_mean", "empty_frac")}
+    stats: dict[str, list[float]] = {
+        k: [] for k in ("inside_share", "p_in", "p_out", "box_hit", "empty_mean", "empty_frac")
+    }
     for kind, group in (("animal", animals), ("empty", empties)):
         for s in range(0, len(group), 16):
             chunk = group[s : s + 16]
@@ -378,8 +379,9 @@ def camtrap_figures(
                 boxes = boxes_from_labels_bbox(r["bbox"])
                 if kind == "animal":
                     # boxes as coarse as the map: count cells by their box coverage
-                    fine = mask_from_boxes(boxes, (prob.shape[0] * 8, prob.shape[1] * 8),
-                                           touch=True)  # every pixel a box touches
+                    fine = mask_from_boxes(
+                        boxes, (prob.shape[0] * 8, prob.shape[1] * 8), touch=True
+                    )  # every pixel a box touches
                     cover = fine.reshape(prob.shape[0], 8, prob.shape[1], 8).mean(axis=(1, 3))
                     mass = (prob * cover).sum()
                     stats["inside_share"].append(float(mass / max(prob.sum(), 1e-6)))
@@ -393,8 +395,10 @@ def camtrap_figures(
                 if overlays is not None:
                     when = r["day_or_night"] or "na"
                     name = f"{kind}_{r['source']}_{when}_{Path(r['file']).stem}"
-                    cv2.imwrite(str(overlays / f"{name}.png"),
-                                cv2.cvtColor(overlay(image, prob, boxes), cv2.COLOR_RGB2BGR))
+                    cv2.imwrite(
+                        str(overlays / f"{name}.png"),
+                        cv2.cvtColor(overlay(image, prob, boxes), cv2.COLOR_RGB2BGR),
+                    )
     figures = {f"{k}_mean": float(np.mean(v)) for k, v in stats.items() if v}
     figures["animal_frames"], figures["empty_frames"] = len(animals), len(empties)
     return figures
@@ -407,8 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     ap.add_argument("--views", type=int, default=TrainConfig.views_per_image)
     ap.add_argument("--threads", type=int, default=TrainConfig.threads)
-    ap.add_argument("--camtrap", type=Path, default=None,
-                    help="skip training: score the weights at --out on these camera-trap frames")
+    ap.add_argument(
+        "--camtrap",
+        type=Path,
+        default=None,
+        help="skip training: score the weights at --out on these camera-trap frames",
+    )
     ap.add_argument("--overlays", type=Path, default=None, help="with --camtrap: write PNGs here")
     args = ap.parse_args(argv)
     if args.camtrap is not None:
@@ -431,8 +439,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(head.state_dict(), args.out)
     seconds = time.time() - t0
-    report = {"test_images": len(test), "threshold": 0.5, **figures, "train_seconds": seconds,
-              "config": asdict(cfg)}
+    report = {
+        "test_images": len(test),
+        "threshold": 0.5,
+        **figures,
+        "train_seconds": seconds,
+        "config": asdict(cfg),
+    }
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved {args.out} ({args.out.stat().st_size / 1024:.0f} KiB) in {seconds:.0f} s")
     print(f"test IoU on {len(test)} images (threshold 0.5):")

@@ -72,8 +72,9 @@ def map_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Maps [N,h,w] -> [N,H,W] by bilinear resize, clipped at 0 (mass must be non-negative)."""
     h, w = size
-    out = np.stack([cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-                    for m in maps])
+    out = np.stack(
+        [cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) for m in maps]
+    )
     return np.maximum(out, 0)
 
 

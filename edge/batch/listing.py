@@ -110,8 +110,9 @@ def capture_times(root: str, relpaths: Sequence[str]) -> list[tuple[str | None, 
 
 
 def _name_key(relpath: str) -> tuple:
-    return tuple((0, int(s), "") if s.isdigit() else (1, 0, s)
-                 for s in re.split(r"(\d+)", relpath) if s)
+    return tuple(
+        (0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", relpath) if s
+    )
 
 
 def capture_order(frames: Iterable[Listed]) -> list[Listed]:
@@ -137,19 +138,29 @@ class Chunk:
     warmup: tuple[Listed, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "camera": self.camera,
-                           "frames": [asdict(f) for f in self.frames],
-                           "warmup": [asdict(f) for f in self.warmup]})
+        return json.dumps(
+            {
+                "id": self.id,
+                "camera": self.camera,
+                "frames": [asdict(f) for f in self.frames],
+                "warmup": [asdict(f) for f in self.warmup],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Chunk:
         d = json.loads(text)
-        return cls(d["id"], d["camera"], tuple(Listed(**f) for f in d["frames"]),
-                   tuple(Listed(**f) for f in d["warmup"]))
+        return cls(
+            d["id"],
+            d["camera"],
+            tuple(Listed(**f) for f in d["frames"]),
+            tuple(Listed(**f) for f in d["warmup"]),
+        )
 
 
-def make_chunks(ordered: Sequence[Listed], *, size: int, warmup: int,
-                signature: str) -> list[Chunk]:
+def make_chunks(
+    ordered: Sequence[Listed], *, size: int, warmup: int, signature: str
+) -> list[Chunk]:
     """Cut frames in capture order into chunks of at most `size` frames of one camera, each
     with up to `warmup` frames before it. `signature`: the run's settings (bundle,
     thresholds, ...); a chunk id changes with them, so a shard is never reused under others."""
@@ -163,8 +174,8 @@ def make_chunks(ordered: Sequence[Listed], *, size: int, warmup: int,
         while end < len(ordered) and ordered[end].camera == camera:
             end += 1
         for lo in range(start, end, size):
-            frames = tuple(ordered[lo:min(lo + size, end)])
-            before = tuple(ordered[max(start, lo - warmup):lo])
+            frames = tuple(ordered[lo : min(lo + size, end)])
+            before = tuple(ordered[max(start, lo - warmup) : lo])
             h = hashlib.sha256(signature.encode())
             for f in (*before, None, *frames):  # None: where the warm-up ends
                 h.update(b"|" if f is None else json.dumps(f.key).encode())

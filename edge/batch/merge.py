@@ -25,8 +25,9 @@ MD_SORTED = "results/megadetector-sorted.json"
 Place = Literal["copy", "hard", "sym"]
 
 
-def merge(shard_dir: Path, chunks: Sequence[Chunk],
-          extra_shards: Iterable[Path] = ()) -> tuple[list[FrameRecord], list[Listed]]:
+def merge(
+    shard_dir: Path, chunks: Sequence[Chunk], extra_shards: Iterable[Path] = ()
+) -> tuple[list[FrameRecord], list[Listed]]:
     """(records in capture order, frames no complete shard holds). `extra_shards`: other
     shards to take matching records from (a run cut into other chunks before)."""
     found: dict[tuple[str, int, int], FrameRecord] = {}
@@ -68,13 +69,25 @@ def place(records: Sequence[FrameRecord], root: Path, out: Path, how: Place) -> 
     return placed
 
 
-def write_results(out: Path, records: Sequence[FrameRecord], bundle: BundleInfo,
-                  thresholds: dict[str, float], *, sorted_view: bool = False) -> list[Path]:
+def write_results(
+    out: Path,
+    records: Sequence[FrameRecord],
+    bundle: BundleInfo,
+    thresholds: dict[str, float],
+    *,
+    sorted_view: bool = False,
+) -> list[Path]:
     """OUT/results/megadetector.json with paths under the input root (the originals); with a
     sorted view also megadetector-sorted.json, paths under OUT."""
-    written = [write_md_results(out / MD_RESULTS, records, bundle=bundle, thresholds=thresholds,
-                                paths="relpath")]
+    written = [
+        write_md_results(
+            out / MD_RESULTS, records, bundle=bundle, thresholds=thresholds, paths="relpath"
+        )
+    ]
     if sorted_view:
-        written.append(write_md_results(out / MD_SORTED, records, bundle=bundle,
-                                        thresholds=thresholds, paths="dest"))
+        written.append(
+            write_md_results(
+                out / MD_SORTED, records, bundle=bundle, thresholds=thresholds, paths="dest"
+            )
+        )
     return written

@@ -74,11 +74,16 @@ class BatchReport:
 def signature(opts: BatchOptions) -> str:
     """What a shard depends on besides its frames: the bundle's files, thresholds, bursts."""
     manifest = (opts.bundle / "manifest.json").read_bytes()
-    return json.dumps({
-        "format": SHARD_FORMAT, "bundle": hashlib.sha256(manifest).hexdigest(),
-        "thresholds": sorted(opts.thresholds.items()), "gap": opts.burst_gap,
-        "burst": opts.burst_frames, "batch": opts.batch,
-    })  # fmt: skip
+    return json.dumps(
+        {
+            "format": SHARD_FORMAT,
+            "bundle": hashlib.sha256(manifest).hexdigest(),
+            "thresholds": sorted(opts.thresholds.items()),
+            "gap": opts.burst_gap,
+            "burst": opts.burst_frames,
+            "batch": opts.batch,
+        }
+    )
 
 
 def loopback_only() -> None:
@@ -105,9 +110,13 @@ def start_ray(opts: BatchOptions) -> Any:
         ray.init(address=opts.address, **common)
     else:
         # "local": a Ray of this run's own, even where a cluster runs on this machine
-        ray.init(address="local", num_cpus=opts.num_cpus or opts.workers + 1,
-                 include_dashboard=False,
-                 object_store_memory=opts.object_store_mb * 2**20, **common)
+        ray.init(
+            address="local",
+            num_cpus=opts.num_cpus or opts.workers + 1,
+            include_dashboard=False,
+            object_store_memory=opts.object_store_mb * 2**20,
+            **common,
+        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
 
@@ -119,8 +128,9 @@ def _from_items(ray: Any, items: list[dict[str, Any]]) -> Any:
         return ray.data.from_items(items, parallelism=len(items))
 
 
-def probe_times(ray: Any, root: Path, frames: list[Listed], *, cache: Path | None = None,
-                block: int = 512) -> list[Listed]:
+def probe_times(
+    ray: Any, root: Path, frames: list[Listed], *, cache: Path | None = None, block: int = 512
+) -> list[Listed]:
     """Every frame's capture time, read in Ray tasks, `block` frames a task. `cache`: the
     times a run read before, by frame (path, size, mtime); only the others are read, and the
     cache is rewritten (atomically) with all of them."""
@@ -132,8 +142,10 @@ def probe_times(ray: Any, root: Path, frames: list[Listed], *, cache: Path | Non
             known = {}  # a damaged cache is read again, not trusted
     todo = [f for f in frames if f.key not in known]
     read = ray.remote(num_cpus=0.5)(capture_times)
-    refs = [read.remote(str(root), [f.relpath for f in todo[i:i + block]])
-            for i in range(0, len(todo), block)]
+    refs = [
+        read.remote(str(root), [f.relpath for f in todo[i : i + block]])
+        for i in range(0, len(todo), block)
+    ]
     times = [t for part in ray.get(refs) for t in part]
     known.update((f.key, t) for f, t in zip(todo, times, strict=True))
     if cache is not None and todo:
@@ -141,19 +153,27 @@ def probe_times(ray: Any, root: Path, frames: list[Listed], *, cache: Path | Non
     return [Listed(f.relpath, f.size, f.mtime_ns, *known[f.key]) for f in frames]
 
 
-def run_chunks(ray: Any, todo: list[Chunk], copts: ChunkOptions, opts: BatchOptions,
-               on_done: Callable[[dict[str, Any]], None]) -> None:
+def run_chunks(
+    ray: Any,
+    todo: list[Chunk],
+    copts: ChunkOptions,
+    opts: BatchOptions,
+    on_done: Callable[[dict[str, Any]], None],
+) -> None:
     """The chunks through an actor pool of `workers` actors, one chunk per call."""
     gpus = opts.gpus
     if gpus is None:
         gpus = ray.cluster_resources().get("GPU", 0) >= opts.workers
     ds = _from_items(ray, [{"chunk": c.to_json()} for c in todo])
     done = ds.map_batches(
-        ChunkWorker, fn_constructor_kwargs={"opts": copts}, batch_size=1,
+        ChunkWorker,
+        fn_constructor_kwargs={"opts": copts},
+        batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=min(opts.workers, len(todo))),
         # one thread: half a CPU, so a one-CPU node still has room for the decode tasks
-        num_cpus=opts.threads if opts.threads > 1 else 0.5, num_gpus=1 if gpus else 0,
-    )  # fmt: skip
+        num_cpus=opts.threads if opts.threads > 1 else 0.5,
+        num_gpus=1 if gpus else 0,
+    )
     for row in done.iter_rows():
         on_done(row)
 
@@ -174,17 +194,23 @@ def run_batch(opts: BatchOptions) -> BatchReport:
     ray = start_ray(opts)
     lap("ray")
     ordered = capture_order(probe_times(ray, root, listed, cache=out / TIMES))
-    chunks = make_chunks(ordered, size=opts.chunk_frames, warmup=opts.warmup,
-                         signature=signature(opts))
+    chunks = make_chunks(
+        ordered, size=opts.chunk_frames, warmup=opts.warmup, signature=signature(opts)
+    )
     clean_temps(shard_dir)
     todo = [c for c in chunks if not is_complete(shard_dir, c.id)]
     opts.log(f"{len(chunks)} chunks, {len(chunks) - len(todo)} already done")
     copts = ChunkOptions(
-        bundle=str(opts.bundle.resolve()), root=str(root), shard_dir=str(shard_dir),
-        thresholds=dict(opts.thresholds), burst_gap=opts.burst_gap,
-        burst_frames=opts.burst_frames, batch=opts.batch, threads=opts.threads,
+        bundle=str(opts.bundle.resolve()),
+        root=str(root),
+        shard_dir=str(shard_dir),
+        thresholds=dict(opts.thresholds),
+        burst_gap=opts.burst_gap,
+        burst_frames=opts.burst_frames,
+        batch=opts.batch,
+        threads=opts.threads,
         providers=opts.providers,
-    )  # fmt: skip
+    )
     providers: set[str] = set()
 
     def on_done(row: dict[str, Any]) -> None:
@@ -206,18 +232,30 @@ def run_batch(opts: BatchOptions) -> BatchReport:
         camtrap = export_camtrap(records, out, info, opts.camtrap_config, bool(opts.place))
     lap("merge")
     return BatchReport(
-        frames=len(records), chunks=len(chunks), chunks_done_before=len(chunks) - len(todo),
-        failures=sum(r.failure is not None for r in records), results=results,
-        missing=[f.relpath for f in missing], providers=providers,
-        seconds=time.monotonic() - t0, camtrap=camtrap, phases=phases,
-    )  # fmt: skip
+        frames=len(records),
+        chunks=len(chunks),
+        chunks_done_before=len(chunks) - len(todo),
+        failures=sum(r.failure is not None for r in records),
+        results=results,
+        missing=[f.relpath for f in missing],
+        providers=providers,
+        seconds=time.monotonic() - t0,
+        camtrap=camtrap,
+        phases=phases,
+    )
 
 
-def export_camtrap(records: list[FrameRecord], out: Path, info: BundleInfo, config: Path,
-                   sorted_view: bool) -> Any:
+def export_camtrap(
+    records: list[FrameRecord], out: Path, info: BundleInfo, config: Path, sorted_view: bool
+) -> Any:
     """OUT/camtrap-dp from the merged records (paths of the sorted view when there is one)."""
     from edge.camtrapdp import write_camtrap_dp
     from edge.config import load_config
 
-    return write_camtrap_dp(out / "camtrap-dp", records, load_config(config), bundle_info=info,
-                            paths="dest" if sorted_view else "relpath")
+    return write_camtrap_dp(
+        out / "camtrap-dp",
+        records,
+        load_config(config),
+        bundle_info=info,
+        paths="dest" if sorted_view else "relpath",
+    )

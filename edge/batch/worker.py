@@ -81,11 +81,11 @@ class ChunkScorer:
         self.opts = opts
         bundle = load_bundle(opts.bundle)
         self.manifest = bundle.manifest
-        self.runtime = Runtime.from_bundle(bundle, providers=opts.providers,
-                                           threads=opts.threads)
+        self.runtime = Runtime.from_bundle(bundle, providers=opts.providers, threads=opts.threads)
         m = self.manifest
-        self.min_side = math.ceil(max(*m.classifier.input.size, *m.segmenter.input.size)
-                                  / CROP_RATIO)
+        self.min_side = math.ceil(
+            max(*m.classifier.input.size, *m.segmenter.input.size) / CROP_RATIO
+        )
 
     def decode_batches(self, batches: list[list[str]]) -> Iterator[list[Decoded]]:
         for rels in batches:
@@ -94,13 +94,14 @@ class ChunkScorer:
     def run_chunk(self, chunk: Chunk) -> list[dict[str, Any]]:
         """The chunk's frame lines (warm-up frames scored, not returned), in capture order."""
         opts = self.opts
-        scorer = Scorer(self.runtime, self.manifest, backgrounds=CameraBackgrounds(),
-                        measure=opts.measure)
+        scorer = Scorer(
+            self.runtime, self.manifest, backgrounds=CameraBackgrounds(), measure=opts.measure
+        )
         recent = Bursts(opts.burst_frames)
         items = [*chunk.warmup, *chunk.frames]
         n_warm = len(chunk.warmup)
         step = max(1, opts.batch)
-        groups = [items[i:i + step] for i in range(0, len(items), step)]
+        groups = [items[i : i + step] for i in range(0, len(items), step)]
         lines: list[dict[str, Any]] = []
         decoded = self.decode_batches([[f.relpath for f in g] for g in groups])
         for g, (group, results) in enumerate(zip(groups, decoded, strict=True)):
@@ -110,8 +111,9 @@ class ChunkScorer:
                     lines.append(record_to_json(record, frame.size, frame.mtime_ns))
         return lines
 
-    def _decide(self, group: list[Listed], results: list[Decoded], scorer: Scorer,
-                recent: Bursts) -> list[FrameRecord]:
+    def _decide(
+        self, group: list[Listed], results: list[Decoded], scorer: Scorer, recent: Bursts
+    ) -> list[FrameRecord]:
         """One batch as the watcher decides it (edge.loop.Pipeline): score, triage by
         edge.decide.decide_batch with the camera's last frames as the bursts' context, then
         the background models learn."""
@@ -122,27 +124,56 @@ class ChunkScorer:
         for i, (_img, _w, _h, digest, failure) in enumerate(results):
             if failure is not None:
                 f = group[i]
-                records[i] = FrameRecord(relpath=f.relpath, camera=f.camera, sha256=digest,
-                                         timestamp=times[i], time_source=f.time_source,
-                                         decision="quarantine", failure=failure)
+                records[i] = FrameRecord(
+                    relpath=f.relpath,
+                    camera=f.camera,
+                    sha256=digest,
+                    timestamp=times[i],
+                    time_source=f.time_source,
+                    decision="quarantine",
+                    failure=failure,
+                )
         if ok:
             images = [results[i][0] for i in ok]
             cameras = [group[i].camera for i in ok]
             scored = scorer.score(images, cameras)  # type: ignore[arg-type]
-            taken = [Taken(Path(group[i].relpath), times[i], group[i].time_source,
-                           results[i][1], results[i][2]) for i in ok]
+            taken = [
+                Taken(
+                    Path(group[i].relpath),
+                    times[i],
+                    group[i].time_source,
+                    results[i][1],
+                    results[i][2],
+                )
+                for i in ok
+            ]
             decisions, evidence = decide_batch(
-                cameras, taken, scored, opts.thresholds, burst_gap=opts.burst_gap,
-                burst_frames=opts.burst_frames, earlier=recent.earlier(cameras))
+                cameras,
+                taken,
+                scored,
+                opts.thresholds,
+                burst_gap=opts.burst_gap,
+                burst_frames=opts.burst_frames,
+                earlier=recent.earlier(cameras),
+            )
             recent.add(evidence, opts.burst_gap)
             scorer.learn(images, cameras, scored)  # type: ignore[arg-type]
             for i, d in zip(ok, decisions, strict=True):
                 f, (_img, width, height, digest, _fail) = group[i], results[i]
                 records[i] = FrameRecord(
-                    relpath=f.relpath, camera=f.camera, sha256=digest, timestamp=times[i],
-                    time_source=f.time_source, width=width, height=height, label=d.label,
-                    class_index=d.class_index, softmax=d.softmax, overmap=d.overmap,
-                    confidence=d.confidence, decision=d.decision,
+                    relpath=f.relpath,
+                    camera=f.camera,
+                    sha256=digest,
+                    timestamp=times[i],
+                    time_source=f.time_source,
+                    width=width,
+                    height=height,
+                    label=d.label,
+                    class_index=d.class_index,
+                    softmax=d.softmax,
+                    overmap=d.overmap,
+                    confidence=d.confidence,
+                    decision=d.decision,
                 )
         return [r for r in records if r is not None]
 
@@ -151,8 +182,12 @@ class ChunkScorer:
         lines = self.run_chunk(chunk)
         write_shard(Path(self.opts.shard_dir), chunk.id, lines)
         failures = sum(1 for line in lines if line["record"]["failure"] is not None)
-        return {"chunk": chunk.id, "frames": len(lines), "failures": failures,
-                "provider": self.runtime.providers.get("classifier", "?")}
+        return {
+            "chunk": chunk.id,
+            "frames": len(lines),
+            "failures": failures,
+            "provider": self.runtime.providers.get("classifier", "?"),
+        }
 
 
 class ChunkWorker(ChunkScorer):

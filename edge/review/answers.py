@@ -60,24 +60,39 @@ def clean_text(text: str | None, what: str) -> str:
     return text
 
 
-def outcome(answer: str, machine_label: str | None, label: str | None = None, *,
-            empty_classes: tuple[str, ...] = ()) -> tuple[str | None, str]:
+def outcome(
+    answer: str,
+    machine_label: str | None,
+    label: str | None = None,
+    *,
+    empty_classes: tuple[str, ...] = (),
+) -> tuple[str | None, str]:
     """(label, decision) for an answer: accept keeps the model's label, `label` takes the
     person's, person and vehicle their own words; a label meaning "empty" sorts as empty."""
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {', '.join(ANSWERS)}, got {answer!r}")
     if answer == "empty":
         return None, Verdict.EMPTY
-    chosen = {"accept": machine_label, "person": PERSON_LABEL, "vehicle": VEHICLE_LABEL,
-              "label": clean_text(label, "label") if answer == "label" else None}[answer]
+    chosen = {
+        "accept": machine_label,
+        "person": PERSON_LABEL,
+        "vehicle": VEHICLE_LABEL,
+        "label": clean_text(label, "label") if answer == "label" else None,
+    }[answer]
     if is_empty_label(chosen, empty_classes):
         return chosen, Verdict.EMPTY
     return chosen, Verdict.TAGGED
 
 
 def answer_frames(
-    journal: Journal, out: Path, frame_ids: Sequence[int], answer: str, *,
-    who: str, label: str | None = None, empty_classes: tuple[str, ...] = (),
+    journal: Journal,
+    out: Path,
+    frame_ids: Sequence[int],
+    answer: str,
+    *,
+    who: str,
+    label: str | None = None,
+    empty_classes: tuple[str, ...] = (),
 ) -> list[Applied]:
     """Answer frames (one, or a whole burst) and move them out of OUT/review.
 
@@ -101,8 +116,11 @@ def answer_frames(
             f = queue[fid]
             new_label, decision = outcome(answer, f.label, label, empty_classes=empty_classes)
             dest = choose_dest(journal, out, FOLDERS[decision], f)
-            intents.append(journal.record_answer(fid, answer=answer, label=new_label,
-                                                 decision=decision, who=who, dest=dest))
+            intents.append(
+                journal.record_answer(
+                    fid, answer=answer, label=new_label, decision=decision, who=who, dest=dest
+                )
+            )
     return [_finish(journal, out, a) for a in intents]
 
 
@@ -132,11 +150,15 @@ def _finish(journal: Journal, out: Path, a: Answer) -> Applied:
         where = place(out / a.src, out / a.dest, copy=False, sha256=frame.sha256)
         rel = where.relative_to(out).as_posix()
         data: dict[str, Any] = _sidecar_data(frame) | {
-            "label": a.label, "decision": a.decision, "classification_method": "human",
-            "answer": a.answer, "answered_by": a.who,
+            "label": a.label,
+            "decision": a.decision,
+            "classification_method": "human",
+            "answer": a.answer,
+            "answered_by": a.who,
             "answered_at": datetime.fromtimestamp(a.answered_at, UTC).isoformat(),
-            "machine_label": a.previous_label, "machine_decision": a.previous_decision,
-        }  # fmt: skip
+            "machine_label": a.previous_label,
+            "machine_decision": a.previous_decision,
+        }
         sidecar(where, data)  # fsynced; its name made durable with the folder's fsync below
         fsync_dir(where.parent)
         old = out / f"{a.src}.json"
@@ -145,4 +167,3 @@ def _finish(journal: Journal, out: Path, a: Answer) -> Applied:
             fsync_dir(old.parent)
         journal.finish_answer(a.id, rel)
         return Applied(a.frame_id, a.answer, a.label, a.decision, rel)
-

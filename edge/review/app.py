@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 SAFE_METHODS = ("GET", "HEAD")
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self'; script-src 'self'; "
-                               "style-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "style-src 'self'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -102,8 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = Sessions()
     hosts = allowed_hosts(settings.host, settings.port)
     cookie_name = f"{SESSION_COOKIE}_{settings.port}"  # cookies ignore ports: one a server
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                             autoescape=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.filters["pct"] = _pct
     templates = Jinja2Templates(env=env)
     try:
@@ -118,8 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             journal.close()
 
-    app = FastAPI(title="edge review", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="edge review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def cookie(response: Response, sid: str) -> None:
@@ -142,13 +142,17 @@ def create_app(settings: Settings) -> FastAPI:
                 by_header = True
             elif sid is None:
                 if not same(request.query_params.get("token"), settings.token):
-                    return deny(401, "this page needs its token: open the address with "
-                                     "?token=... that `edge review` printed")
+                    return deny(
+                        401,
+                        "this page needs its token: open the address with "
+                        "?token=... that `edge review` printed",
+                    )
                 sid = new_sid = sessions.new()[0]
                 if request.method in SAFE_METHODS:  # the token leaves the address bar
                     url = request.url.remove_query_params("token")
-                    response = RedirectResponse(url.path + (f"?{url.query}" if url.query
-                                                            else ""), 303, headers=HEADERS)
+                    response = RedirectResponse(
+                        url.path + (f"?{url.query}" if url.query else ""), 303, headers=HEADERS
+                    )
                     cookie(response, sid)
                     return response
         elif sid is None and request.method in SAFE_METHODS:
@@ -167,25 +171,46 @@ def create_app(settings: Settings) -> FastAPI:
         return response
 
     def queue() -> list:
-        return load_queue(journal, out, gap_seconds=settings.gap_seconds,
-                          max_frames=settings.max_frames)
+        return load_queue(
+            journal, out, gap_seconds=settings.gap_seconds, max_frames=settings.max_frames
+        )
 
     @app.get("/")
     def page(request: Request) -> Response:
         cameras = queue()
-        seen = {lbl for c in cameras for b in c.bursts for i in b.items
-                for lbl in (i.label, *(n for n, _ in i.top)) if lbl}
-        return templates.TemplateResponse(request, "review.html", {
-            "cameras": cameras, "total": sum(c.count for c in cameras),
-            "csrf": sessions.csrf(request.state.sid) or "", "out": out.name,
-            "labels": sorted(set(settings.labels) | seen, key=str.lower),
-        })  # fmt: skip
+        seen = {
+            lbl
+            for c in cameras
+            for b in c.bursts
+            for i in b.items
+            for lbl in (i.label, *(n for n, _ in i.top))
+            if lbl
+        }
+        return templates.TemplateResponse(
+            request,
+            "review.html",
+            {
+                "cameras": cameras,
+                "total": sum(c.count for c in cameras),
+                "csrf": sessions.csrf(request.state.sid) or "",
+                "out": out.name,
+                "labels": sorted(set(settings.labels) | seen, key=str.lower),
+            },
+        )
 
     @app.get("/api/queue")
     def queue_json() -> dict:
-        return {"cameras": [{"name": c.name, "bursts": [
-            {"key": b.key, "frames": [_item_json(i) for i in b.items]} for b in c.bursts]}
-            for c in queue()]}  # fmt: skip
+        return {
+            "cameras": [
+                {
+                    "name": c.name,
+                    "bursts": [
+                        {"key": b.key, "frames": [_item_json(i) for i in b.items]} for b in c.bursts
+                    ],
+                }
+                for c in queue()
+            ]
+        }
 
     @app.get("/media/{path:path}")
     def media(path: str) -> Response:
@@ -205,8 +230,11 @@ def create_app(settings: Settings) -> FastAPI:
         frame = resolve_inside(out, f.dest, under=(REVIEW,))
         if frame is None:
             raise HTTPException(404, "not in the review queue")
-        scores = {k: v for k, v in (("softmax", f.softmax), ("overmap", f.overmap),
-                                    ("fused", f.confidence)) if v is not None}
+        scores = {
+            k: v
+            for k, v in (("softmax", f.softmax), ("overmap", f.overmap), ("fused", f.confidence))
+            if v is not None
+        }
         return Response(banner_picture(frame, f.label or "?", scores), media_type="image/jpeg")
 
     @app.post("/api/answer")
@@ -214,8 +242,15 @@ def create_app(settings: Settings) -> FastAPI:
         client = request.client.host if request.client else "?"
         who = (body.who or "").strip() or f"{default_who}@{client}"
         try:
-            applied = answer_frames(journal, out, body.frames, body.answer, who=who,
-                                    label=body.label, empty_classes=settings.empty_classes)
+            applied = answer_frames(
+                journal,
+                out,
+                body.frames,
+                body.answer,
+                who=who,
+                label=body.label,
+                empty_classes=settings.empty_classes,
+            )
         except AlreadyAnsweredError as e:
             raise HTTPException(409, str(e)) from None
         except AnswerRefusedError as e:
@@ -226,7 +261,8 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(500, f"answer recorded, frame not moved yet: {e}") from None
         if settings.on_answer is not None:
             settings.on_answer()
-        return JSONResponse({"applied": [asdict(a) for a in applied],
-                             "waiting": len(waiting(journal, out))})
+        return JSONResponse(
+            {"applied": [asdict(a) for a in applied], "waiting": len(waiting(journal, out))}
+        )
 
     return app

@@ -15,8 +15,9 @@ from edge.overlay import BANNER, draw_banner
 WIDTH = 448
 
 
-def banner_picture(frame: Path, label: str, scores: dict[str, float], *,
-                   width: int = WIDTH) -> bytes:
+def banner_picture(
+    frame: Path, label: str, scores: dict[str, float], *, width: int = WIDTH
+) -> bytes:
     """JPEG bytes: the banner (label, scores) above the frame, `width` wide."""
     image = load_image(frame, min_side=width // 2)
     ih, iw = image.shape[:2]
@@ -24,8 +25,9 @@ def banner_picture(frame: Path, label: str, scores: dict[str, float], *,
     out = np.empty((BANNER + h, width, 3), np.uint8)
     cv2.resize(image, (width, h), dst=out[BANNER:], interpolation=cv2.INTER_AREA)
     draw_banner(out[:BANNER], label, scores)
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, 85])
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85]
+    )
     if not ok:
         raise OSError(f"could not encode a picture of {frame}")
     return data.tobytes()

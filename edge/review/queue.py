@@ -99,8 +99,11 @@ def words(label: str | None, softmax: float | None, overmap: float | None) -> st
         return sure + " and looked at the animal."
     if overmap >= LOOKED_PARTLY:
         return sure + (", but" if confident else ":") + " it looked only partly at the animal."
-    return sure + (", but" if confident else ":") + \
-        " it looked at the grass and background, not the animal."
+    return (
+        sure
+        + (", but" if confident else ":")
+        + " it looked at the grass and background, not the animal."
+    )
 
 
 def _item(out: Path, f: Frame) -> Item:
@@ -109,27 +112,50 @@ def _item(out: Path, f: Frame) -> Item:
         overlay = None  # not written (overlays off) or gone: the page renders one
     assert f.dest is not None
     return Item(
-        id=f.id, relpath=f.relpath, camera=f.camera, dest=f.dest, label=f.label,
-        softmax=f.softmax, overmap=f.overmap, confidence=f.confidence, top=f.top_k,
-        time=f.captured_at, overlay=overlay,
+        id=f.id,
+        relpath=f.relpath,
+        camera=f.camera,
+        dest=f.dest,
+        label=f.label,
+        softmax=f.softmax,
+        overmap=f.overmap,
+        confidence=f.confidence,
+        top=f.top_k,
+        time=f.captured_at,
+        overlay=overlay,
         words=words(f.label, f.softmax, f.overmap),
-    )  # fmt: skip
+    )
 
 
 def waiting(journal: Journal, out: Path) -> list[Frame]:
     """The journal's review frames (done, not answered) whose file is a regular file inside
     OUT/review: a frame a person moved away by hand, or a link leading out of OUT, is not."""
-    return [f for f in journal.review_queue()
-            if f.dest and resolve_inside(out, f.dest, under=(REVIEW,)) is not None]
+    return [
+        f
+        for f in journal.review_queue()
+        if f.dest and resolve_inside(out, f.dest, under=(REVIEW,)) is not None
+    ]
 
 
-def load_queue(journal: Journal, out: Path, *, gap_seconds: float = 10.0,
-               max_frames: int = BURST_FRAMES) -> list[Camera]:
+def load_queue(
+    journal: Journal, out: Path, *, gap_seconds: float = 10.0, max_frames: int = BURST_FRAMES
+) -> list[Camera]:
     """The queue per camera (sorted by name), per burst and frame in time order."""
     items = [_item(out, f) for f in waiting(journal, out)]
-    evidence = [Evidence(camera=i.camera, time=i.time, label=i.label or "", is_empty_class=False,
-                         is_human=False, softmax=0.0, fused=0.0, foreground=0.0,
-                         background_ready=False) for i in items]  # fmt: skip
+    evidence = [
+        Evidence(
+            camera=i.camera,
+            time=i.time,
+            label=i.label or "",
+            is_empty_class=False,
+            is_human=False,
+            softmax=0.0,
+            fused=0.0,
+            foreground=0.0,
+            background_ready=False,
+        )
+        for i in items
+    ]
     ids = bursts(evidence, gap_seconds, max_frames)
     groups: dict[str, dict[int, list[Item]]] = {}
     for item, b in zip(items, ids, strict=True):
@@ -137,10 +163,20 @@ def load_queue(journal: Journal, out: Path, *, gap_seconds: float = 10.0,
     cameras = []
     for c, name in enumerate(sorted(groups)):
         by_burst = groups[name]
-        ordered = sorted(by_burst.values(), key=lambda its: (its[0].time or datetime.min,
-                                                             its[0].id))
-        cameras.append(Camera(name, tuple(
-            Burst(f"{c}-{k}", name, tuple(sorted(its, key=lambda i: (i.time or datetime.min,
-                                                                     i.id))))
-            for k, its in enumerate(ordered))))
+        ordered = sorted(
+            by_burst.values(), key=lambda its: (its[0].time or datetime.min, its[0].id)
+        )
+        cameras.append(
+            Camera(
+                name,
+                tuple(
+                    Burst(
+                        f"{c}-{k}",
+                        name,
+                        tuple(sorted(its, key=lambda i: (i.time or datetime.min, i.id))),
+                    )
+                    for k, its in enumerate(ordered)
+                ),
+            )
+        )
     return cameras

@@ -27,8 +27,7 @@ class ResultsWriter:
     def __init__(self, write: Callable[[], None], every: float = RESULTS_EVERY) -> None:
         self._write, self._every = write, every
         self._due, self._stop = threading.Event(), threading.Event()
-        self._thread = threading.Thread(target=self._run, name="edge-review-results",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="edge-review-results", daemon=True)
         self._thread.start()
 
     def touch(self) -> None:
@@ -80,8 +79,9 @@ def address(cfg: Config, host: str | None, port: int | None, token: str | None) 
     return Address(host, port or cfg.review.port, token)
 
 
-def settings_for(out: Path, cfg: Config, where: Address, bundle: Path | None,
-                 say: Callable[[str], None]) -> tuple[Settings, ResultsWriter | None]:
+def settings_for(
+    out: Path, cfg: Config, where: Address, bundle: Path | None, say: Callable[[str], None]
+) -> tuple[Settings, ResultsWriter | None]:
     """The app's settings; with a bundle that verifies, its classes are offered as labels and
     the results file is rewritten after answers (without one, by the watcher's next run)."""
     from edge.bundle import BundleError, load_bundle
@@ -106,15 +106,22 @@ def settings_for(out: Path, cfg: Config, where: Address, bundle: Path | None,
 
             writer = ResultsWriter(write)
     settings = Settings(
-        out=out, token=where.token, host=where.host, port=where.port,
-        gap_seconds=cfg.triage.burst_gap_seconds, max_frames=cfg.triage.burst_max_frames,
-        labels=labels, empty_classes=empty, on_answer=writer.touch if writer else None,
-    )  # fmt: skip
+        out=out,
+        token=where.token,
+        host=where.host,
+        port=where.port,
+        gap_seconds=cfg.triage.burst_gap_seconds,
+        max_frames=cfg.triage.burst_max_frames,
+        labels=labels,
+        empty_classes=empty,
+        on_answer=writer.touch if writer else None,
+    )
     return settings, writer
 
 
-def serve(out: Path, cfg: Config, where: Address, bundle: Path | None,
-          say: Callable[[str], None]) -> None:
+def serve(
+    out: Path, cfg: Config, where: Address, bundle: Path | None, say: Callable[[str], None]
+) -> None:
     """Serve until Ctrl-C (uvicorn's own handling), then write the results once more."""
     import uvicorn
 
@@ -124,8 +131,7 @@ def serve(out: Path, cfg: Config, where: Address, bundle: Path | None,
     if where.token and is_loopback(where.host):
         say("the token is required: open the address above once, the browser keeps a cookie")
     try:
-        uvicorn.run(app, host=where.host, port=where.port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(app, host=where.host, port=where.port, log_level="warning", access_log=False)
     finally:
         if writer is not None:
             writer.close()

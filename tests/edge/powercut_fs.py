@@ -115,9 +115,17 @@ class PowerCutFS(fuse.Operations):
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         n = self._node(path, fh)
         size = 4096 if n.is_dir else len(n.data)
-        return dict(st_mode=n.mode, st_nlink=2 if n.is_dir else n.nlink, st_size=size,
-                    st_uid=os.getuid(), st_gid=os.getgid(), st_blocks=(size + 511) // 512,
-                    st_atime=n.atime, st_mtime=n.mtime, st_ctime=n.ctime)
+        return dict(
+            st_mode=n.mode,
+            st_nlink=2 if n.is_dir else n.nlink,
+            st_size=size,
+            st_uid=os.getuid(),
+            st_gid=os.getgid(),
+            st_blocks=(size + 511) // 512,
+            st_atime=n.atime,
+            st_mtime=n.mtime,
+            st_ctime=n.ctime,
+        )
 
     def chmod(self, path: str, mode: int) -> int:
         n = self._node(path)
@@ -133,8 +141,16 @@ class PowerCutFS(fuse.Operations):
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
-        return dict(f_bsize=4096, f_frsize=4096, f_blocks=1 << 20, f_bfree=1 << 19,
-                    f_bavail=1 << 19, f_files=1 << 16, f_ffree=1 << 15, f_namemax=255)
+        return dict(
+            f_bsize=4096,
+            f_frsize=4096,
+            f_blocks=1 << 20,
+            f_bfree=1 << 19,
+            f_bavail=1 << 19,
+            f_files=1 << 16,
+            f_ffree=1 << 15,
+            f_namemax=255,
+        )
 
     def access(self, path: str, amode: int) -> int:
         self._node(path)
@@ -288,8 +304,15 @@ def main(image: str, mountpoint: str) -> None:
         root = Node(stat.S_IFDIR | 0o755)
         root.durable_entries = {}
     fs = PowerCutFS(root)
-    fuse.FUSE(fs, mountpoint, foreground=True, nothreads=True, hard_remove=True,
-              big_writes=True, fsname="powercut")
+    fuse.FUSE(
+        fs,
+        mountpoint,
+        foreground=True,
+        nothreads=True,
+        hard_remove=True,
+        big_writes=True,
+        fsname="powercut",
+    )
     power_cut(root)
     tmp = image + ".tmp"
     with open(tmp, "wb") as f:

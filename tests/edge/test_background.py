@@ -160,8 +160,9 @@ def reference_foregrounds(
     the same values to the last bit: bench/bench_background.py's "plain" copy.)
     """
     past: dict[str, deque[tuple[np.ndarray, np.ndarray]]] = {
-        "colour": deque(maxlen=max_frames), "ir": deque(maxlen=max_frames),
-    }  # fmt: skip
+        "colour": deque(maxlen=max_frames),
+        "ir": deque(maxlen=max_frames),
+    }
     out: list[np.ndarray | None] = []
     for im in images:
         mem = past[image_mode(im)]

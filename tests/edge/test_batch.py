@@ -37,12 +37,16 @@ LOOPBACK = Path(__file__).resolve().parent / "ray_loopback"  # its sitecustomize
 # run there by the two tests at the end of this file.
 IN_NETNS = os.environ.get("OVERMAP_NETNS") == "1"
 _OUTSIDE = pytest.mark.skipif(
-    not IN_NETNS, reason="starts Ray: run in a loopback-only network namespace by "
-                         "test_ray_tests_pass_in_a_loopback_only_network_namespace")
+    not IN_NETNS,
+    reason="starts Ray: run in a loopback-only network namespace by "
+    "test_ray_tests_pass_in_a_loopback_only_network_namespace",
+)
 
 
 def NETNS(test):  # noqa: N802 (a marker, named as one)
     return pytest.mark.netns(_OUTSIDE(test))
+
+
 BAD = {"S90/text.jpg": "not a decodable image", "S90/cut.jpg": "truncated JPEG"}
 
 
@@ -90,12 +94,15 @@ def test_chunks_hold_one_camera_in_capture_order_and_their_ids_are_stable(tmp_pa
     assert [f.relpath for f in listed] == names
     # a list file of the same frames, relative and absolute, gives the same listing
     (tmp_path / "in" / "frames.txt").write_text(
-        "# frames\n" + "\n".join(n if i % 2 else str(root / n) for i, n in enumerate(names)))
+        "# frames\n" + "\n".join(n if i % 2 else str(root / n) for i, n in enumerate(names))
+    )
     root2, listed2 = list_frames(tmp_path / "in" / "frames.txt")
     assert (root2, [f.key for f in listed2]) == (root, [f.key for f in listed])
 
-    timed = [Listed(f.relpath, f.size, f.mtime_ns, f"2020-01-01T00:00:{59 - i:02d}", "exif")
-             for i, f in enumerate(listed)]
+    timed = [
+        Listed(f.relpath, f.size, f.mtime_ns, f"2020-01-01T00:00:{59 - i:02d}", "exif")
+        for i, f in enumerate(listed)
+    ]
     ordered = capture_order(timed)
     chunks = make_chunks(ordered, size=2, warmup=1, signature="a")
     for c in chunks:
@@ -103,10 +110,12 @@ def test_chunks_hold_one_camera_in_capture_order_and_their_ids_are_stable(tmp_pa
         times = [f.time for f in (*c.warmup, *c.frames)]
         assert times == sorted(times)  # later name, earlier time: time wins
     assert [f for c in chunks for f in c.frames] == ordered  # every frame in exactly one chunk
-    assert [c.id for c in make_chunks(ordered, size=2, warmup=1, signature="a")] == \
-        [c.id for c in chunks]
-    assert not {c.id for c in make_chunks(ordered, size=2, warmup=1, signature="b")} & \
-        {c.id for c in chunks}  # other settings: no shard of these is reused
+    assert [c.id for c in make_chunks(ordered, size=2, warmup=1, signature="a")] == [
+        c.id for c in chunks
+    ]
+    assert not {c.id for c in make_chunks(ordered, size=2, warmup=1, signature="b")} & {
+        c.id for c in chunks
+    }  # other settings: no shard of these is reused
 
 
 def test_a_torn_or_short_shard_is_not_complete(tmp_path: Path):
@@ -123,9 +132,13 @@ def test_a_torn_or_short_shard_is_not_complete(tmp_path: Path):
 def test_unreadable_frames_are_failures_with_their_reason(tmp_path: Path):
     names = fill_inbox(tmp_path)
     (tmp_path / "S90" / "zero.jpg").write_bytes(b"")
-    got = dict(zip([*names, "S90/zero.jpg", "S90/gone.jpg"],
-                   decode_many(str(tmp_path), [*names, "S90/zero.jpg", "S90/gone.jpg"], 256),
-                   strict=True))
+    got = dict(
+        zip(
+            [*names, "S90/zero.jpg", "S90/gone.jpg"],
+            decode_many(str(tmp_path), [*names, "S90/zero.jpg", "S90/gone.jpg"], 256),
+            strict=True,
+        )
+    )
     for name, (image, width, height, digest, failure) in got.items():
         if name in BAD or name in ("S90/zero.jpg", "S90/gone.jpg"):
             assert image is None and failure
@@ -150,30 +163,48 @@ def test_a_chunk_is_decided_as_edge_watch_decides_it(tiny_bundle: Path, tmp_path
     for p in sorted(CA01.iterdir())[:24]:
         shutil.copy2(p, inbox / "CA01" / p.name)
     out = tmp_path / "watch"
-    run_once(load_bundle(tiny_bundle), WatchOptions(
-        inbox=inbox, out=out, thresholds=THRESHOLDS, copy=True, settle=0.1, give_up=2.0,
-        batch=4), Stats(out=out))
+    run_once(
+        load_bundle(tiny_bundle),
+        WatchOptions(
+            inbox=inbox, out=out, thresholds=THRESHOLDS, copy=True, settle=0.1, give_up=2.0, batch=4
+        ),
+        Stats(out=out),
+    )
     with Journal(out / "journal.sqlite", create=False) as j:
         watched = {r.relpath: r for r in records(j)}
 
     root, listed = list_frames(inbox)
     from edge.batch.listing import capture_times
 
-    timed = [Listed(f.relpath, f.size, f.mtime_ns, t, s)
-             for f, (t, s) in zip(listed, capture_times(str(root), [f.relpath for f in listed]),
-                                  strict=True)]
+    timed = [
+        Listed(f.relpath, f.size, f.mtime_ns, t, s)
+        for f, (t, s) in zip(
+            listed, capture_times(str(root), [f.relpath for f in listed]), strict=True
+        )
+    ]
     (chunk,) = make_chunks(capture_order(timed), size=100, warmup=0, signature="x")
-    scorer = ChunkScorer(ChunkOptions(bundle=str(tiny_bundle), root=str(root),
-                                      shard_dir=str(tmp_path / "shards"),
-                                      thresholds=THRESHOLDS, batch=4))
+    scorer = ChunkScorer(
+        ChunkOptions(
+            bundle=str(tiny_bundle),
+            root=str(root),
+            shard_dir=str(tmp_path / "shards"),
+            thresholds=THRESHOLDS,
+            batch=4,
+        )
+    )
     write_shard(tmp_path / "shards", chunk.id, scorer.run_chunk(chunk))
     batched, missing = merge(tmp_path / "shards", [chunk])
     assert not missing and [r.relpath for r in batched] == [f.relpath for f in chunk.frames]
     assert len(batched) == len(watched) == 24
     for r in batched:
         w = watched[r.relpath]
-        assert (r.label, r.decision, r.width, r.height, r.timestamp) == \
-            (w.label, w.decision, w.width, w.height, w.timestamp), r.relpath
+        assert (r.label, r.decision, r.width, r.height, r.timestamp) == (
+            w.label,
+            w.decision,
+            w.width,
+            w.height,
+            w.timestamp,
+        ), r.relpath
         assert r.softmax == pytest.approx(w.softmax, abs=1e-4)
         assert r.overmap == pytest.approx(w.overmap, abs=1e-4)
         assert r.confidence == pytest.approx(w.confidence, abs=1e-4)
@@ -195,23 +226,36 @@ def local_ray():
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports nothing home
     loopback_only()  # as `edge batch` without --address: nothing but 127.0.0.1
-    ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20,
-             include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=200 * 2**20,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     yield ray
     ray.shutdown()
 
 
 @NETNS
 def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
-        local_ray, tiny_bundle: Path, tmp_path: Path):
+    local_ray, tiny_bundle: Path, tmp_path: Path
+):
     from edge.batch.pipeline import BatchOptions, run_batch
 
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox)
     before = {n: sha(inbox / n) for n in names}
-    opts = BatchOptions(source=inbox, out=out, bundle=tiny_bundle, thresholds=THRESHOLDS,
-                        chunk_frames=3, warmup=2, place="hard")
+    opts = BatchOptions(
+        source=inbox,
+        out=out,
+        bundle=tiny_bundle,
+        thresholds=THRESHOLDS,
+        chunk_frames=3,
+        warmup=2,
+        place="hard",
+    )
     first = run_batch(opts)
     assert (first.frames, first.failures, first.chunks_done_before) == (11, 2, 0)
     assert first.providers == {"CPUExecutionProvider"} and not first.missing
@@ -234,7 +278,8 @@ def test_local_ray_batch_with_bad_files_then_a_rerun_that_skips_every_shard(
 
 @NETNS
 def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
-        local_ray, tiny_bundle: Path, tmp_path: Path):
+    local_ray, tiny_bundle: Path, tmp_path: Path
+):
     import csv
 
     from typer.testing import CliRunner
@@ -244,9 +289,22 @@ def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox)
     config = Path(__file__).resolve().parents[2] / "examples" / "edge.toml"
-    result = CliRunner().invoke(app, ["batch", str(inbox), "--out", str(out), "--bundle",
-                                      str(tiny_bundle), "--sorted-copy", "--camtrap-dp",
-                                      str(config), "--chunk", "4"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "batch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--sorted-copy",
+            "--camtrap-dp",
+            str(config),
+            "--chunk",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "11 frames (2 unreadable)" in result.output
     images = assert_each_once(out, names)
@@ -264,7 +322,8 @@ def test_the_command_writes_a_sorted_copy_and_a_camtrap_dp_package(
 
 @NETNS
 def test_hard_links_across_filesystems_stop_with_a_message_and_symlinks_then_resume(
-        local_ray, tiny_bundle: Path, tmp_path: Path):
+    local_ray, tiny_bundle: Path, tmp_path: Path
+):
     from typer.testing import CliRunner
 
     from edge.cli import app
@@ -322,8 +381,12 @@ def stop_cluster(temp_dir: str) -> None:
     pids = cluster_pids(temp_dir)  # before any dies: its children are then still known
 
     def alive() -> list[int]:
-        return [pid for pid in pids if Path(f"/proc/{pid}").exists()
-                and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace")]
+        return [
+            pid
+            for pid in pids
+            if Path(f"/proc/{pid}").exists()
+            and "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace")
+        ]
 
     for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 10.0)):
         for pid in alive():
@@ -342,36 +405,82 @@ def cluster():
     """A head and a worker node on this machine, one CPU each, in a temp dir of their own."""
     pytest.importorskip("ray")
     # token auth, as Ray clusters have by default, explicit so the worker node joins with it
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           # every process of the cluster (and the driver) on 127.0.0.1: Ray would otherwise
-           # swap the loopback address for the machine's own (see ray_loopback/)
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK),
-                                                       os.environ.get("PYTHONPATH")])),
-           "OVERMAP_RAY_LOOPBACK": "1"}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        # every process of the cluster (and the driver) on 127.0.0.1: Ray would otherwise
+        # swap the loopback address for the machine's own (see ray_loopback/)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(LOOPBACK), os.environ.get("PYTHONPATH")])),
+        "OVERMAP_RAY_LOOPBACK": "1",
+    }
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # a cluster of two nodes, not embedded
     port = free_port()
     address = f"127.0.0.1:{port}"
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: socket paths have a limit
-    common = ["--num-cpus", "1", "--object-store-memory", str(200 * 2**20),
-              "--disable-usage-stats", "--temp-dir", temp_dir]
+    common = [
+        "--num-cpus",
+        "1",
+        "--object-store-memory",
+        str(200 * 2**20),
+        "--disable-usage-stats",
+        "--temp-dir",
+        temp_dir,
+    ]
     ray = str(BIN / "ray")
     try:
-        subprocess.run([ray, "start", "--head", "--port", str(port), "--node-ip-address",
-                        "127.0.0.1", "--include-dashboard", "false", *common], env=env,
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([ray, "start", "--address", address, *common], env=env, check=True,
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                ray,
+                "start",
+                "--head",
+                "--port",
+                str(port),
+                "--node-ip-address",
+                "127.0.0.1",
+                "--include-dashboard",
+                "false",
+                *common,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [ray, "start", "--address", address, *common],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         yield address, env, temp_dir
     finally:
         stop_cluster(temp_dir)
 
 
-def batch_process(address: str, env: dict, inbox: Path, out: Path, bundle: Path,
-                  *extra: str) -> subprocess.Popen:
-    cmd = [str(BIN / "edge"), "batch", str(inbox), "--out", str(out), "--address", address,
-           "--workers", "2", "--bundle", str(bundle), "--chunk", "2", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+def batch_process(
+    address: str, env: dict, inbox: Path, out: Path, bundle: Path, *extra: str
+) -> subprocess.Popen:
+    cmd = [
+        str(BIN / "edge"),
+        "batch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--address",
+        address,
+        "--workers",
+        "2",
+        "--bundle",
+        str(bundle),
+        "--chunk",
+        "2",
+        *extra,
+    ]
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_for_shards(out: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -401,7 +510,8 @@ def chunk_workers(temp_dir: str) -> list[int]:
 @pytest.mark.slow
 @NETNS
 def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
-        cluster, tiny_bundle: Path, tmp_path: Path):
+    cluster, tiny_bundle: Path, tmp_path: Path
+):
     address, env, temp_dir = cluster
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox, n_ca=10, n_peru=6)
@@ -424,7 +534,8 @@ def test_cluster_run_with_a_worker_killed_then_resumed_has_every_frame_once(
 @pytest.mark.slow
 @NETNS
 def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
-        cluster, tiny_bundle: Path, tmp_path: Path):
+    cluster, tiny_bundle: Path, tmp_path: Path
+):
     address, env, _temp_dir = cluster
     inbox, out = tmp_path / "in", tmp_path / "out"
     names = fill_inbox(inbox, n_ca=10, n_peru=6)
@@ -438,9 +549,12 @@ def test_cluster_driver_killed_mid_run_loses_and_duplicates_nothing(
     output, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, output
     images = assert_each_once(out, names)
-    sorted_files = [p for p in out.rglob("*") if p.is_file()
-                    and p.relative_to(out).parts[0] in ("empty", "tagged", "review",
-                                                        "quarantine")]
+    sorted_files = [
+        p
+        for p in out.rglob("*")
+        if p.is_file()
+        and p.relative_to(out).parts[0] in ("empty", "tagged", "review", "quarantine")
+    ]
     assert len(sorted_files) == len(images)  # one copy each, the killed run's included
     assert {p: p.stat().st_mtime_ns for p in done} == done  # what it finished, not redone
 
@@ -450,9 +564,13 @@ def _in_a_loopback_only_namespace(marks: str) -> subprocess.CompletedProcess:
     if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("ip")):
         pytest.skip("a network namespace needs root, unshare and ip (iproute2)")
     script = 'ip link set lo up && exec "$0" -m pytest "$1" -q -p no:cacheprovider -m "$2"'
-    return subprocess.run(["unshare", "-n", "sh", "-c", script, sys.executable, __file__,
-                           marks], env={**os.environ, "OVERMAP_NETNS": "1"},
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        ["unshare", "-n", "sh", "-c", script, sys.executable, __file__, marks],
+        env={**os.environ, "OVERMAP_NETNS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_ray_tests_pass_in_a_loopback_only_network_namespace():

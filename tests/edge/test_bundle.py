@@ -109,13 +109,22 @@ def test_cli_shows_a_bad_provider_setting_instead_of_crashing(
     assert "unknown execution provider 'warp'" in result.output
 
 
-@pytest.mark.parametrize("fusion", [
-    {"kind": "logistic", "features": ["max_softmax"], "mean": [0.5]},  # no scale, coef
-    {"kind": "isotonic", "features": ["max_softmax"], "x": [0, 1], "y": [0.2]},
-    {"kind": "bayes"},
-    {"kind": "logistic", "features": ["max_softmax"], "mean": [0], "scale": [0], "coef": [1],
-     "intercept": 0},  # a zero scale: no finite confidence
-])
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        {"kind": "logistic", "features": ["max_softmax"], "mean": [0.5]},  # no scale, coef
+        {"kind": "isotonic", "features": ["max_softmax"], "x": [0, 1], "y": [0.2]},
+        {"kind": "bayes"},
+        {
+            "kind": "logistic",
+            "features": ["max_softmax"],
+            "mean": [0],
+            "scale": [0],
+            "coef": [1],
+            "intercept": 0,
+        },  # a zero scale: no finite confidence
+    ],
+)
 def test_malformed_fusion_parameters_are_refused_at_load(copy: Path, fusion: dict) -> None:
     path = copy / "manifest.json"
     m = json.loads(path.read_text())
@@ -128,14 +137,21 @@ def test_malformed_fusion_parameters_are_refused_at_load(copy: Path, fusion: dic
 def test_fitted_fusion_parameters_load(copy: Path) -> None:
     path = copy / "manifest.json"
     m = json.loads(path.read_text())
-    m["fusion"] = {"kind": "logistic", "features": ["max_softmax", "overmap"], "mean": [0.5, 0.2],
-                   "scale": [0.2, 0.1], "coef": [1.5, 0.3], "intercept": -0.2}
+    m["fusion"] = {
+        "kind": "logistic",
+        "features": ["max_softmax", "overmap"],
+        "mean": [0.5, 0.2],
+        "scale": [0.2, 0.1],
+        "coef": [1.5, 0.3],
+        "intercept": -0.2,
+    }
     path.write_text(json.dumps(m))
     assert load_bundle(copy).manifest.fusion["kind"] == "logistic"
 
 
-@pytest.mark.parametrize("key, value", [("tag", 1.5), ("empty", -0.1),
-                                        ("empty_foreground", float("nan"))])
+@pytest.mark.parametrize(
+    "key, value", [("tag", 1.5), ("empty", -0.1), ("empty_foreground", float("nan"))]
+)
 def test_thresholds_out_of_range_are_refused_at_load(copy: Path, key: str, value: float) -> None:
     path = copy / "manifest.json"
     m = json.loads(path.read_text())

@@ -245,15 +245,23 @@ def test_events_are_the_watchers_bursts_at_most_burst_max_frames_long(tmp_path: 
     """25 frames of one camera a second apart (file times of a bulk copy, say): three events
     of 10, 10 and 5 frames, as the watcher's triage groups them, not one of 25."""
     first = real_frames()[0]
-    frames = [replace(first, relpath=f"S90_SDZG1/f{i:02d}.JPG", sha256=f"{i:064x}",
-                      dest=f"{first.decision}/S90_SDZG1/f{i:02d}.JPG",
-                      timestamp=first.timestamp + timedelta(seconds=i))
-              for i in range(25)]
+    frames = [
+        replace(
+            first,
+            relpath=f"S90_SDZG1/f{i:02d}.JPG",
+            sha256=f"{i:064x}",
+            dest=f"{first.decision}/S90_SDZG1/f{i:02d}.JPG",
+            timestamp=first.timestamp + timedelta(seconds=i),
+        )
+        for i in range(25)
+    ]
     config = {**CONFIG, "triage": {"burst_gap_seconds": 10, "burst_max_frames": 10}}
     write_camtrap_dp(tmp_path, frames, parse_config(config), bundle_info=BUNDLE)
     event_of = {o["mediaID"]: o["eventID"] for o in table(tmp_path, "observations")}
-    sizes = Counter(event_of[m["mediaID"]] for m in sorted(table(tmp_path, "media"),
-                                                           key=lambda m: m["timestamp"]))
+    sizes = Counter(
+        event_of[m["mediaID"]]
+        for m in sorted(table(tmp_path, "media"), key=lambda m: m["timestamp"])
+    )
     assert sorted(sizes.values(), reverse=True) == [10, 10, 5]
 
 
@@ -346,8 +354,9 @@ def watched(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     inbox, out = root / "in", root / "out"
     exif = fill_inbox(inbox)
     thresholds = {"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02}
-    opts = WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=0.1, give_up=2.0,
-                        batch=4, copy=True)  # fmt: skip
+    opts = WatchOptions(
+        inbox=inbox, out=out, thresholds=thresholds, settle=0.1, give_up=2.0, batch=4, copy=True
+    )
     bundle = load_bundle(tiny_bundle)
     run_once(bundle, opts, Stats(out=out))
     with Journal.open(out) as j:
@@ -391,11 +400,13 @@ def test_the_journal_of_a_watch_run_makes_a_coherent_package(watched: dict[str, 
     assert spans["peru-s90-S90_SDZG1"] == (sdzg1[0], sdzg1[-1])
     # SDZG2: its own dates hold its frames and are kept as configured
     assert spans["peru-s90-S90_SDZG2"] == (
-        lima(datetime(2014, 7, 1)), lima(datetime(2014, 7, 31, 23, 59, 59))
+        lima(datetime(2014, 7, 1)),
+        lima(datetime(2014, 7, 31, 23, 59, 59)),
     )
     # NOEXIF: the configured start, the end from the only times there are (file times)
     assert spans["peru-s90-NOEXIF"] == (
-        lima(datetime(2026, 5, 1)), lima(FILE_TIMES["NOEXIF/b.JPG"])
+        lima(datetime(2026, 5, 1)),
+        lima(FILE_TIMES["NOEXIF/b.JPG"]),
     )
     media = table(folder, "media")
     per_dep = {d: sum(m["deploymentID"] == d for m in media) for d in spans}
@@ -429,9 +440,7 @@ def test_the_warnings_name_the_deployment_the_count_and_the_range(
     # also logged, so a caller that only reads logs hears it
     folder = watched["out"] / "again"
     with caplog.at_level("WARNING", logger="edge.camtrapdp"):
-        again = write_camtrap_dp(
-            folder, watched["frames"], parse_config(DATED), bundle_info=BUNDLE
-        )
+        again = write_camtrap_dp(folder, watched["frames"], parse_config(DATED), bundle_info=BUNDLE)
     assert again.warnings == warnings
     assert [r.getMessage() for r in caplog.records] == [f"Camtrap DP: {w}" for w in warnings]
 
@@ -449,8 +458,19 @@ def test_export_dp_on_the_command_line_reports_the_disagreement(
         '[[project.contributors]]\ntitle = "Field Team"\nrole = "contact"\n'
     )
     folder = tmp_path / "dp"
-    cmd = [sys.executable, "-m", "edge.cli", "export-dp", str(watched["out"]), "--config",
-           str(cfg), "--bundle", str(tiny_bundle), "--folder", str(folder)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "export-dp",
+        str(watched["out"]),
+        "--config",
+        str(cfg),
+        "--bundle",
+        str(tiny_bundle),
+        "--folder",
+        str(folder),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     out, err = " ".join(done.stdout.split()), " ".join(done.stderr.split())
@@ -465,19 +485,30 @@ def test_export_dp_on_the_command_line_reports_the_disagreement(
 
 def test_dates_out_of_order_are_refused_with_the_key_to_fix(tmp_path: Path) -> None:
     frames = real_frames()[:3]
-    same_day = {**CONFIG, "deployment": {**CONFIG["deployment"],
-                "deployment_start": "2014-07-01T18:00:00-05:00",
-                "deployment_end": "2014-07-01T08:00:00-05:00"}}  # fmt: skip
+    same_day = {
+        **CONFIG,
+        "deployment": {
+            **CONFIG["deployment"],
+            "deployment_start": "2014-07-01T18:00:00-05:00",
+            "deployment_end": "2014-07-01T08:00:00-05:00",
+        },
+    }
     with pytest.raises(CamtrapDPError, match="deployment peru-s90-S90_SDZG1: deployment_end"):
         write_camtrap_dp(tmp_path, frames, parse_config(same_day), bundle_info=BUNDLE)
-    crossed = {**CONFIG, "deployment": {**CONFIG["deployment"],
-               "deployment_end": "2014-06-30",
-               "cameras": {"S90_SDZG1": {"deployment_start": "2014-07-01"}}}}  # fmt: skip
+    crossed = {
+        **CONFIG,
+        "deployment": {
+            **CONFIG["deployment"],
+            "deployment_end": "2014-06-30",
+            "cameras": {"S90_SDZG1": {"deployment_start": "2014-07-01"}},
+        },
+    }
     with pytest.raises(ConfigError, match=r"cameras.S90_SDZG1: its deployment_end is before"):
         parse_config(crossed)  # refused when the config is read, before any export
     # file times only, all before the one configured date: no end can be found
-    files_only = [replace(f, timestamp=datetime(2014, 7, 1, 12, 0, k, 5)) for k, f in
-                  enumerate(frames)]  # fmt: skip
+    files_only = [
+        replace(f, timestamp=datetime(2014, 7, 1, 12, 0, k, 5)) for k, f in enumerate(frames)
+    ]
     late = {**CONFIG, "deployment": {**CONFIG["deployment"], "deployment_start": "2026-05-01"}}
     with pytest.raises(CamtrapDPError, match="set both deployment_start and deployment_end"):
         write_camtrap_dp(tmp_path, files_only, parse_config(late), bundle_info=BUNDLE)
@@ -561,9 +592,26 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
 
     monkeypatch.setattr(edge.triage, "bursts", bursts)
     runner = CliRunner()
-    watched = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--config", str(cfg),
-                                  "--bundle", str(tiny_bundle), "--once", "--no-tui", "--copy",
-                                  "--batch", "64", "--settle", "0.1"])  # fmt: skip
+    watched = runner.invoke(
+        app,
+        [
+            "watch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--config",
+            str(cfg),
+            "--bundle",
+            str(tiny_bundle),
+            "--once",
+            "--no-tui",
+            "--copy",
+            "--batch",
+            "64",
+            "--settle",
+            "0.1",
+        ],
+    )
     assert watched.exit_code == 0, watched.output
     assert calls and {(gap, cap) for *_, gap, cap in calls} == {(10.0, 2)}  # the config's
     with Journal.open(out) as j:
@@ -585,8 +633,19 @@ def test_exported_events_are_the_bursts_the_watcher_decided_on(
     watcher = {frozenset(r for r in group if root(r) == root(x)) for x in group}
     assert watcher == EXPECTED_BURSTS  # the cap and the gap did cut, as meant
 
-    exported = runner.invoke(app, ["export-dp", str(out), "--config", str(cfg), "--bundle",
-                                   str(tiny_bundle), "--folder", str(folder)])  # fmt: skip
+    exported = runner.invoke(
+        app,
+        [
+            "export-dp",
+            str(out),
+            "--config",
+            str(cfg),
+            "--bundle",
+            str(tiny_bundle),
+            "--folder",
+            str(folder),
+        ],
+    )
     assert exported.exit_code == 0, exported.output
     rel_at = {fr.dest: fr.relpath for fr in frames}
     path_of = {m["mediaID"]: m["filePath"] for m in table(folder, "media")}

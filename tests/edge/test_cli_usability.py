@@ -25,16 +25,18 @@ def test_readers_never_create_a_journal(tiny_bundle: Path, tmp_path: Path):
     config = tmp_path / "edge.toml"
     config.write_text("[watch]\ncopy = true\n")
     nowhere = tmp_path / "no" / "such" / "out"
-    r = runner.invoke(app, ["export-dp", str(nowhere), "--config", str(config),
-                            "--bundle", str(tiny_bundle)])
+    r = runner.invoke(
+        app, ["export-dp", str(nowhere), "--config", str(config), "--bundle", str(tiny_bundle)]
+    )
     assert r.exit_code == 2, r.output
     assert "no journal.sqlite here" in flat(r.output) and "Traceback" not in r.output
     assert not (tmp_path / "no").exists()  # not the journal, not its folders
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in (["summary", str(empty)],
-                 ["export-dp", str(empty), "--config", str(config), "--bundle",
-                  str(tiny_bundle)]):
+    for args in (
+        ["summary", str(empty)],
+        ["export-dp", str(empty), "--config", str(config), "--bundle", str(tiny_bundle)],
+    ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, r.output
         assert "no journal.sqlite here" in flat(r.output)
@@ -49,8 +51,21 @@ def test_readers_read_a_journal_that_is_there(tiny_bundle: Path, tmp_path: Path)
     (inbox / "cam").mkdir(parents=True)
     for p in sorted(CA01.iterdir())[:2]:
         shutil.copy(p, inbox / "cam")
-    r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle",
-                            str(tiny_bundle), "--once", "--no-tui", "--settle", "0.1"])
+    r = runner.invoke(
+        app,
+        [
+            "watch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--once",
+            "--no-tui",
+            "--settle",
+            "0.1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     with Journal.open(out, create=False) as j:
         assert len(j.frames()) == 2
@@ -70,8 +85,11 @@ def _paths(value, where: str = "") -> list[tuple[str, Path]]:
     if isinstance(value, list | tuple):
         return [p for i, v in enumerate(value) for p in _paths(v, f"{where}[{i}]")]
     if hasattr(type(value), "model_fields"):
-        return [p for k in type(value).model_fields
-                for p in _paths(getattr(value, k), f"{where}.{k}".strip("."))]
+        return [
+            p
+            for k in type(value).model_fields
+            for p in _paths(getattr(value, k), f"{where}.{k}".strip("."))
+        ]
     return []
 
 
@@ -96,24 +114,45 @@ def test_the_example_config_names_only_paths_that_are_there_or_leaves_them_out()
     assert "bundle" not in raw.get("runtime", {}) and cfg.runtime.bundle is None
 
 
-def test_the_readmes_export_dp_command_works_with_the_example_config(tiny_bundle: Path,
-                                                                     tmp_path: Path):
+def test_the_readmes_export_dp_command_works_with_the_example_config(
+    tiny_bundle: Path, tmp_path: Path
+):
     """`edge export-dp sorted --config examples/edge.toml` after the quick start's watch run
     (here into a temporary OUT, with the test bundle)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "edge export-dp sorted --config examples/edge.toml" in readme
     assert "edge watch samples/camtrap --out sorted --copy --once" in readme
     out = tmp_path / "sorted"
-    r = runner.invoke(app, ["watch", str(ROOT / "samples" / "camtrap"), "--out", str(out),
-                            "--copy", "--once", "--no-tui", "--settle", "0.1", "--bundle",
-                            str(tiny_bundle), "--config", str(EXAMPLE)])
+    r = runner.invoke(
+        app,
+        [
+            "watch",
+            str(ROOT / "samples" / "camtrap"),
+            "--out",
+            str(out),
+            "--copy",
+            "--once",
+            "--no-tui",
+            "--settle",
+            "0.1",
+            "--bundle",
+            str(tiny_bundle),
+            "--config",
+            str(EXAMPLE),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["export-dp", str(out), "--config", str(EXAMPLE), "--bundle",
-                            str(tiny_bundle)])
+    r = runner.invoke(
+        app, ["export-dp", str(out), "--config", str(EXAMPLE), "--bundle", str(tiny_bundle)]
+    )
     assert r.exit_code == 0, r.output
     package = out / "camtrap-dp"
-    assert {p.name for p in package.iterdir()} >= {"datapackage.json", "media.csv",
-                                                   "deployments.csv", "observations.csv"}
+    assert {p.name for p in package.iterdir()} >= {
+        "datapackage.json",
+        "media.csv",
+        "deployments.csv",
+        "observations.csv",
+    }
     media = (package / "media.csv").read_text(encoding="utf-8").splitlines()
     samples = list((ROOT / "samples" / "camtrap").rglob("*.JPG"))
     assert samples and len(media) - 1 == len(samples)

@@ -35,8 +35,9 @@ def loaded(tmp_path: Path) -> Config:
 
 
 def test_flags_are_laid_over_the_file_and_none_means_not_given(loaded: Config, tmp_path: Path):
-    merged = loaded.with_flags({"settle": 0.5, "batch": None, "copy": None, "tag": None,
-                                "threads": 3, "burst_frames": 4})
+    merged = loaded.with_flags(
+        {"settle": 0.5, "batch": None, "copy": None, "tag": None, "threads": 3, "burst_frames": 4}
+    )
     assert merged.watch.settle_seconds == 0.5  # flag
     assert merged.watch.batch_size == 4 and merged.watch.copy_files is True  # file, flag None
     assert merged.watch.poll is False and merged.triage.tag == 0.75
@@ -71,17 +72,20 @@ def test_an_unknown_flag_is_refused_by_name():
         Config().with_flags({"settel": 1.0})
 
 
-@pytest.mark.parametrize(("flag", "value", "named"), [
-    ("settle", -1.0, "--settle"),
-    ("settle", 4000.0, "--settle"),
-    ("batch", 0, "--batch"),
-    ("burst_frames", 0, "--burst-frames"),
-    ("delete_empty_after", 0, "--delete-empty-after"),
-    ("tag", 1.5, "--tag"),
-    ("lookahead", 17, "--lookahead"),
-    ("copy", "maybe", "--copy"),
-    ("measure", "nope", "--measure"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("settle", -1.0, "--settle"),
+        ("settle", 4000.0, "--settle"),
+        ("batch", 0, "--batch"),
+        ("burst_frames", 0, "--burst-frames"),
+        ("delete_empty_after", 0, "--delete-empty-after"),
+        ("tag", 1.5, "--tag"),
+        ("lookahead", 17, "--lookahead"),
+        ("copy", "maybe", "--copy"),
+        ("measure", "nope", "--measure"),
+    ],
+)
 def test_a_value_out_of_range_is_refused_naming_the_flag(flag, value, named):
     with pytest.raises(ConfigError) as e:
         Config().with_flags({flag: value})
@@ -106,8 +110,16 @@ def test_polling_flag():
 
 
 def test_watch_options_read_their_flags_back():
-    opts = WatchOptions(Path("in"), Path("out"), {"tag": 0.7}, settle=0.5, copy=True,
-                        batch=3, burst_gap=2.0, lookahead=0)
+    opts = WatchOptions(
+        Path("in"),
+        Path("out"),
+        {"tag": 0.7},
+        settle=0.5,
+        copy=True,
+        batch=3,
+        burst_gap=2.0,
+        lookahead=0,
+    )
     assert opts.settle == 0.5 and opts.copy is True and opts.batch == 3
     assert opts.burst_gap == 2.0 and opts.lookahead == 0
     assert opts.config.watch.settle_seconds == 0.5

@@ -38,8 +38,10 @@ def batch(tiny_bundle: Path):
 
 
 def _snapshot(scored):
-    return [(copy.deepcopy(s.score.__dict__), s.fused, s.entropy, s.probs.copy(), s.cam.copy())
-            for s in scored]
+    return [
+        (copy.deepcopy(s.score.__dict__), s.fused, s.entropy, s.probs.copy(), s.cam.copy())
+        for s in scored
+    ]
 
 
 def _same_snapshot(a, b) -> bool:
@@ -79,9 +81,14 @@ def test_overlay_data_only_for_review_and_only_with_a_spec(batch):
     assert all(d.overlay_data is None for d in without)
     # a frame not sent to review keeps no overlay even with a spec (bursts of one frame, so
     # no empty is lifted to review by a burst-mate)
-    sure, _ = decide_batch(cameras, taken, scored, {"tag": 0.0, "empty": 0.0,
-                                                      "empty_foreground": 1.0},
-                           burst_frames=1, overlay_spec=spec)
+    sure, _ = decide_batch(
+        cameras,
+        taken,
+        scored,
+        {"tag": 0.0, "empty": 0.0, "empty_foreground": 1.0},
+        burst_frames=1,
+        overlay_spec=spec,
+    )
     assert all(d.decision != Verdict.REVIEW for d in sure)
     assert all(d.overlay_data is None for d in sure)
 
@@ -128,9 +135,17 @@ T0 = datetime(2024, 5, 1, 6, 0, 0)
 
 def ev(i: int, camera: str = "c", *, empty: bool = True) -> Evidence:
     """Frame i of a camera, i seconds after T0: a sure empty, or a sure animal."""
-    return Evidence(camera=camera, time=T0 + timedelta(seconds=i), label="empty" if empty
-                    else "deer", is_empty_class=empty, is_human=False, softmax=0.99,
-                    fused=0.99, foreground=0.0, background_ready=False)
+    return Evidence(
+        camera=camera,
+        time=T0 + timedelta(seconds=i),
+        label="empty" if empty else "deer",
+        is_empty_class=empty,
+        is_human=False,
+        softmax=0.99,
+        fused=0.99,
+        foreground=0.0,
+        background_ready=False,
+    )
 
 
 def batched_partition(frames: list[Evidence], size: int, gap: float, cap: int) -> list[int]:
@@ -140,7 +155,7 @@ def batched_partition(frames: list[Evidence], size: int, gap: float, cap: int) -
     labels: list[int] = []
     fresh = 0
     for k in range(0, len(frames), size):
-        part = frames[k:k + size]
+        part = frames[k : k + size]
         earlier = memory.earlier(e.camera for e in part)
         ids = bursts([*earlier, *part], gap, cap)
         local = {ids[j]: label_of[id(e)] for j, e in enumerate(earlier)}
@@ -187,9 +202,10 @@ def test_an_animal_opening_a_burst_lifts_its_empties_in_the_next_batch():
     assert whole == [Verdict.EMPTY] * 3 + [Verdict.TAGGED, Verdict.REVIEW, Verdict.REVIEW]
     memory, got = Bursts(max_frames=3), []
     for k in range(0, 6, 2):
-        part = frames[k:k + 2]
-        got += decide_all(part, t, burst_gap_seconds=10.0, burst_frames=3,
-                          earlier=memory.earlier(["c"]))
+        part = frames[k : k + 2]
+        got += decide_all(
+            part, t, burst_gap_seconds=10.0, burst_frames=3, earlier=memory.earlier(["c"])
+        )
         memory.add(part, 10.0)
     assert got == whole
 

@@ -19,7 +19,7 @@ from edge.stability import StabilityGate, jpeg_state
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-FRAMES = (SHARED / "camtrap/mlwic_examples/CA-01")
+FRAMES = SHARED / "camtrap/mlwic_examples/CA-01"
 
 
 def _frame(i: int = 0) -> Path:
@@ -308,7 +308,8 @@ def test_gate_does_not_call_a_file_that_is_no_jpeg_truncated(tmp_path: Path, dec
     }
     if decode:
         expected["text.jpg"] = (
-            "unreadable", "not a decodable image (corrupt, truncated or not an image) after 60 s"
+            "unreadable",
+            "not a decodable image (corrupt, truncated or not an image) after 60 s",
         )
     assert late == expected
     assert len(gate) == 0
@@ -348,8 +349,13 @@ def test_watch_quarantines_a_text_jpg_as_no_image_and_sorts_a_png_jpg(
     (inbox / "cam" / "text.jpg").write_bytes(b"this is not a picture\n")
     (inbox / "cam" / "png.jpg").write_bytes(_png_of(_frame(1)))
     (inbox / "cam" / "cut.jpg").write_bytes(_frame(2).read_bytes()[:9000])
-    opts = WatchOptions(inbox=inbox, out=out, settle=0.1, give_up=2.0,
-                        thresholds={"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02})
+    opts = WatchOptions(
+        inbox=inbox,
+        out=out,
+        settle=0.1,
+        give_up=2.0,
+        thresholds={"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02},
+    )
     run_once(load_bundle(tiny_bundle), opts, Stats(out=out))
     with Journal.open(out) as j:
         rows = {r.relpath: r for r in j.frames()}

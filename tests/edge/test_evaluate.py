@@ -95,8 +95,9 @@ def test_calibrate_writes_a_fusion_the_bundle_still_verifies(
     after = ev.run_frames(rows, again, start=12, mc_samples=2, batch=4)
     before = {f["file"]: f for f in report["frames"]}
     for f in after["frames"]:
-        assert f["confidences"]["softmax"] == pytest.approx(before[f["file"]]["confidences"]
-                                                            ["softmax"], abs=1e-6)
+        assert f["confidences"]["softmax"] == pytest.approx(
+            before[f["file"]]["confidences"]["softmax"], abs=1e-6
+        )
     fused = np.array([f["confidences"]["fused"] for f in after["frames"]])
     assert np.all((fused >= 0) & (fused <= 1))
 

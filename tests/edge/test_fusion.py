@@ -19,10 +19,18 @@ def _synthetic(n: int, rng: np.random.Generator, *, overmap_signal: bool) -> tup
     om = rng.uniform(0.0, 1.0, n)
     z = 4 * (soft - 0.65) + (6 * (om - 0.5) if overmap_signal else 0.0)
     correct = rng.random(n) < 1 / (1 + np.exp(-z))
-    X = np.column_stack([
-        soft, soft * rng.uniform(0.2, 1, n), rng.random(n), om, rng.random(n),
-        rng.random(n) * (rng.random(n) < 0.1), rng.random(n) * (rng.random(n) < 0.1), om * soft,
-    ])
+    X = np.column_stack(
+        [
+            soft,
+            soft * rng.uniform(0.2, 1, n),
+            rng.random(n),
+            om,
+            rng.random(n),
+            rng.random(n) * (rng.random(n) < 0.1),
+            rng.random(n) * (rng.random(n) < 0.1),
+            om * soft,
+        ]
+    )
     return X, correct
 
 
@@ -30,9 +38,13 @@ LEGACY = list(fu.LEGACY_FEATURES)  # _synthetic's columns
 
 
 def test_features_by_hand() -> None:
-    probs = np.array([[0.7, 0.2, 0.1],   # predicts empty (index 0)
-                      [0.1, 0.5, 0.4],   # predicts an animal
-                      [1 / 3, 1 / 3, 1 / 3]])
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],  # predicts empty (index 0)
+            [0.1, 0.5, 0.4],  # predicts an animal
+            [1 / 3, 1 / 3, 1 / 3],
+        ]
+    )
     X = fu.features(probs, [0.2, 0.8, 0.0], [0.1, 0.001, 0.025], empty_index=0)
     assert X.shape == (3, len(fu.FEATURES))
     col = {n: X[:, i] for i, n in enumerate(fu.FEATURES)}
@@ -78,8 +90,9 @@ def test_logistic_apply_matches_sklearn_predict_proba() -> None:
     params = json.loads(json.dumps(params))  # what a bundle's manifest holds
     ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000)).fit(X, c)
     Xn, _ = _synthetic(100, rng, overmap_signal=True)
-    np.testing.assert_allclose(fu.apply_fusion(params, Xn), ref.predict_proba(Xn)[:, 1],
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        fu.apply_fusion(params, Xn), ref.predict_proba(Xn)[:, 1], rtol=0, atol=1e-9
+    )
     assert params["chosen"] == "fusion" and params["cv"] is None
 
 

@@ -19,8 +19,11 @@ from edge.kinds import HUMAN_NAMES, VEHICLE_NAMES, kind_of, normalise
 from edge.results import BundleInfo, FrameRecord, md_results
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGENET = [n.strip() for n in (ROOT / "export/assets/imagenet_classes.txt").read_text()
-            .splitlines() if n.strip()]
+IMAGENET = [
+    n.strip()
+    for n in (ROOT / "export/assets/imagenet_classes.txt").read_text().splitlines()
+    if n.strip()
+]
 CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SCHEMAS = ROOT.parent / "shared" / "data" / "camtrap-dp"
 VEHICLES = ["jeep", "garbage_truck", "pickup", "minivan", "tractor", "motor_scooter"]
@@ -29,8 +32,7 @@ PEOPLE = ["scuba_diver", "groom", "ballplayer"]
 
 def imagenet_bundle() -> BundleInfo:
     """As the default bundle's manifest has it: ImageNet classes, no empty or human ones."""
-    return BundleInfo(name="efficientnet_lite0", classes=tuple(IMAGENET),
-                      thresholds={"tag": 0.6})
+    return BundleInfo(name="efficientnet_lite0", classes=tuple(IMAGENET), thresholds={"tag": 0.6})
 
 
 def labelled_frames() -> list[FrameRecord]:
@@ -38,11 +40,17 @@ def labelled_frames() -> list[FrameRecord]:
     rows = list(csv.DictReader(open(CAMTRAP / "labels.csv", encoding="utf-8")))
     if not rows:
         pytest.skip("reference data missing")
-    picks = ([(r, VEHICLES[i % len(VEHICLES)]) for i, r in
-              enumerate([r for r in rows if r["label"] == "vehicle"][: len(VEHICLES)])]
-             + [(r, PEOPLE[i % len(PEOPLE)]) for i, r in
-                enumerate([r for r in rows if r["label"] == "human"][: len(PEOPLE)])]
-             + [(r, "hartebeest") for r in [r for r in rows if r["label"] == "elk"][:2]])
+    picks = (
+        [
+            (r, VEHICLES[i % len(VEHICLES)])
+            for i, r in enumerate([r for r in rows if r["label"] == "vehicle"][: len(VEHICLES)])
+        ]
+        + [
+            (r, PEOPLE[i % len(PEOPLE)])
+            for i, r in enumerate([r for r in rows if r["label"] == "human"][: len(PEOPLE)])
+        ]
+        + [(r, "hartebeest") for r in [r for r in rows if r["label"] == "elk"][:2]]
+    )
     frames = []
     for i, (r, label) in enumerate(picks):
         camera = r["file"].split("/")[1]
@@ -59,10 +67,12 @@ def labelled_frames() -> list[FrameRecord]:
 
 def test_the_named_imagenet_classes_exist_and_no_imagenet_animal_is_a_vehicle_or_person():
     names = {normalise(n) for n in IMAGENET}
-    listed = [n for n in (*VEHICLE_NAMES, *HUMAN_NAMES) if "_" in n or "-" in n
-              or n[0].isupper()]  # the ImageNet spellings (generic words are single words)
+    listed = [
+        n for n in (*VEHICLE_NAMES, *HUMAN_NAMES) if "_" in n or "-" in n or n[0].isupper()
+    ]  # the ImageNet spellings (generic words are single words)
     assert listed and all(normalise(n) in names for n in listed), [
-        n for n in listed if normalise(n) not in names]
+        n for n in listed if normalise(n) not in names
+    ]
     kinds = [kind_of(n) for n in IMAGENET]
     assert all(k == "animal" for k in kinds[:398])  # ImageNet's first 398 classes are animals
     vehicles = {n for n, k in zip(IMAGENET, kinds, strict=True) if k == "vehicle"}

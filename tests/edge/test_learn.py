@@ -63,19 +63,26 @@ def features(learnable: Path, stream: list[tuple[Path, str]]) -> np.ndarray:
     return out.features
 
 
-def with_head(src: Path, dest: Path, weight: np.ndarray, bias: np.ndarray,
-              thresholds: dict[str, float] | None = None) -> Path:
+def with_head(
+    src: Path,
+    dest: Path,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    thresholds: dict[str, float] | None = None,
+) -> Path:
     shutil.copytree(src, dest)
     save_head(dest / HEAD_FILE, weight, bias)
     m = read_manifest(dest)
     c = m.classifier.model_copy(update={"head": file_entry(dest, HEAD_FILE)})
-    write_manifest(dest, m.model_copy(update={"classifier": c,
-                                              "thresholds": thresholds or m.thresholds}))
+    write_manifest(
+        dest, m.model_copy(update={"classifier": c, "thresholds": thresholds or m.thresholds})
+    )
     return dest
 
 
-def answered_out(out: Path, stream: list[tuple[Path, str]],
-                 labels: list[str] | None = None) -> Path:
+def answered_out(
+    out: Path, stream: list[tuple[Path, str]], labels: list[str] | None = None
+) -> Path:
     """OUT as the watcher leaves it (every frame kept for review) after a person answered each
     frame on the review page, in stream order, with its label (or `labels`)."""
     labels = labels or [lab for _, lab in stream]
@@ -86,8 +93,9 @@ def answered_out(out: Path, stream: list[tuple[Path, str]],
             name = f"{k:03d}_{path.name}"
             shutil.copy(path, out / "review" / name)
             st = (out / "review" / name).stat()
-            fid = j.record_seen(f"cam/{name}", st.st_size, st.st_mtime,
-                                file_sha256(out / "review" / name))
+            fid = j.record_seen(
+                f"cam/{name}", st.st_size, st.st_mtime, file_sha256(out / "review" / name)
+            )
             j.record_decision(fid, Decision("review", label="fox", softmax=0.4), f"review/{name}")
             j.mark_done(fid, f"review/{name}")
             ids.append(fid)
@@ -100,8 +108,9 @@ def log_of(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / LEARN_DIR / LOG_FILE).read_text().splitlines()]
 
 
-def test_answered_reads_the_review_pages_answers(tmp_path: Path,
-                                                 stream: list[tuple[Path, str]]) -> None:
+def test_answered_reads_the_review_pages_answers(
+    tmp_path: Path, stream: list[tuple[Path, str]]
+) -> None:
     out = answered_out(tmp_path / "out", stream[:4])
     got = answered(Journal.open(out))
     assert [a.label for a in got] == ["deer", "human", "deer", "human"]
@@ -112,14 +121,20 @@ def test_answered_reads_the_review_pages_answers(tmp_path: Path,
 def test_labels_map_to_the_bundles_classes() -> None:
     cats = ["animal", "empty", "person", "vehicle"]
     assert [class_index(x, cats) for x in ("red fox", "human", None, "car", "unknown")] == [
-        0, 2, 1, 3, None]
+        0,
+        2,
+        1,
+        3,
+        None,
+    ]
     assert class_index("Deer", CLASSES, ["empty"]) == 1
     assert class_index(None, CLASSES, ["empty"]) == 0
     assert class_index("elk", CLASSES, ["empty"]) is None
 
 
 def test_a_better_head_is_installed_atomically_old_kept(
-        tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]) -> None:
+    tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]
+) -> None:
     # the current bundle calls everything "fox", sure of itself: wrong on every frame
     bias = np.array([0, 0, 8, 0], np.float32)
     target = with_head(learnable, tmp_path / "bundle", np.zeros((4, 16), np.float32), bias)
@@ -151,9 +166,9 @@ def test_a_better_head_is_installed_atomically_old_kept(
     assert load_head(target / HEAD_FILE)[0].tolist() == load_head(new.head_path)[0].tolist()
 
 
-def test_a_worse_head_is_never_installed(tmp_path: Path, learnable: Path,
-                                         stream: list[tuple[Path, str]],
-                                         features: np.ndarray) -> None:
+def test_a_worse_head_is_never_installed(
+    tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]], features: np.ndarray
+) -> None:
     # the current bundle knows the task; the early answers were given carelessly (swapped)
     truth = np.array([CLASSES.index(lab) for _, lab in stream])
     head = fit_head(features, truth, n_classes=4, C=10.0)
@@ -172,10 +187,15 @@ def test_a_worse_head_is_never_installed(tmp_path: Path, learnable: Path,
     assert log_of(out)[-1]["install"] is False
 
 
-def test_every_waits_for_enough_new_answers(tmp_path: Path, learnable: Path,
-                                            stream: list[tuple[Path, str]]) -> None:
-    target = with_head(learnable, tmp_path / "bundle", np.zeros((4, 16), np.float32),
-                       np.array([0, 0, 8, 0], np.float32))
+def test_every_waits_for_enough_new_answers(
+    tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]
+) -> None:
+    target = with_head(
+        learnable,
+        tmp_path / "bundle",
+        np.zeros((4, 16), np.float32),
+        np.array([0, 0, 8, 0], np.float32),
+    )
     out = answered_out(tmp_path / "out", stream[:30])
     first = run_learn(out, target, threads=1, every=20)
     assert not first.get("skipped")
@@ -215,21 +235,28 @@ def test_learning_needs_no_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np, edge.learn, edge.simulate;"
-            "from edge.linear_head import fit_head;"
-            "fit_head(np.random.default_rng(0).normal(size=(40, 8)), np.arange(40) % 2);"
-            "sys.exit('torch' in sys.modules or 'export' in sys.modules)")
+    code = (
+        "import sys, numpy as np, edge.learn, edge.simulate;"
+        "from edge.linear_head import fit_head;"
+        "fit_head(np.random.default_rng(0).normal(size=(40, 8)), np.arange(40) % 2);"
+        "sys.exit('torch' in sys.modules or 'export' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
-def test_the_command_learns_and_says_what_it_did(tmp_path: Path, learnable: Path,
-                                                 stream: list[tuple[Path, str]]) -> None:
+def test_the_command_learns_and_says_what_it_did(
+    tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]
+) -> None:
     from typer.testing import CliRunner
 
     from edge.cli import app
 
-    target = with_head(learnable, tmp_path / "bundle", np.zeros((4, 16), np.float32),
-                       np.array([0, 0, 8, 0], np.float32))
+    target = with_head(
+        learnable,
+        tmp_path / "bundle",
+        np.zeros((4, 16), np.float32),
+        np.array([0, 0, 8, 0], np.float32),
+    )
     out = answered_out(tmp_path / "out", stream)
     res = CliRunner().invoke(app, ["learn", str(out), "--bundle", str(target)])
     assert res.exit_code == 0, res.output
@@ -238,8 +265,9 @@ def test_the_command_learns_and_says_what_it_did(tmp_path: Path, learnable: Path
     assert res.exit_code == 2 and "no journal.sqlite" in res.output
 
 
-def test_the_packaged_bundle_is_never_written(tmp_path: Path, learnable: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_packaged_bundle_is_never_written(
+    tmp_path: Path, learnable: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import edge
     from edge.learn import learn_paths
 
@@ -252,25 +280,27 @@ def test_the_packaged_bundle_is_never_written(tmp_path: Path, learnable: Path,
     assert learn_paths(out, learnable) == (learnable, learnable)
 
 
-def test_a_learned_bundle_carries_the_first_labels_named(tmp_path: Path,
-                                                         learnable: Path) -> None:
+def test_a_learned_bundle_carries_the_first_labels_named(tmp_path: Path, learnable: Path) -> None:
     from edge.learn import Policy, write_learned_bundle
 
     src = tmp_path / "src"
     shutil.copytree(learnable, src)
-    np.savez(src / "train_features.npz", features=np.zeros((4, 16), np.float16),
-             labels=np.array([0, 1, 2, 3]))  # shipped, not named in the manifest
+    np.savez(
+        src / "train_features.npz",
+        features=np.zeros((4, 16), np.float16),
+        labels=np.array([0, 1, 2, 3]),
+    )  # shipped, not named in the manifest
     policy = Policy(np.ones((4, 16), np.float32), np.zeros(4, np.float32), None, {"tag": 0.9})
     dest = write_learned_bundle(load_bundle(src), tmp_path / "new", policy, {"answers": 0})
     b = load_bundle(dest)  # verifies every named file's sha256
     assert b.manifest.classifier.train_features is not None
     assert b.manifest.classifier.head is not None and b.manifest.thresholds == {"tag": 0.9}
-    assert (dest / "train_features.npz").stat().st_ino == \
-        (src / "train_features.npz").stat().st_ino
+    assert (dest / "train_features.npz").stat().st_ino == (src / "train_features.npz").stat().st_ino
 
 
 def test_a_live_watcher_learns_every_n_answers_and_takes_the_better_bundle(
-        tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]) -> None:
+    tmp_path: Path, learnable: Path, stream: list[tuple[Path, str]]
+) -> None:
     """`edge watch --learn-every N`: the step runs beside the watcher, installs the camera's
     bundle at OUT/bundle, and the watcher decides the next frames with it."""
     import threading
@@ -284,10 +314,17 @@ def test_a_live_watcher_learns_every_n_answers_and_takes_the_better_bundle(
     live = with_head(learnable, out / "bundle", np.zeros((4, 16), np.float32), bias)
     inbox = tmp_path / "in"
     (inbox / "cam").mkdir(parents=True)
-    opts = WatchOptions(inbox=inbox, out=out, thresholds=dict(load_bundle(live).manifest
-                                                              .thresholds),
-                        settle=0.1, give_up=2.0, batch=2, bundle_check=0.2, follow=live,
-                        learn_every=10)
+    opts = WatchOptions(
+        inbox=inbox,
+        out=out,
+        thresholds=dict(load_bundle(live).manifest.thresholds),
+        settle=0.1,
+        give_up=2.0,
+        batch=2,
+        bundle_check=0.2,
+        follow=live,
+        learn_every=10,
+    )
     stats = Stats(out=out)
     t = threading.Thread(target=run_forever, args=(load_bundle(live), opts, stats))
     t.start()
@@ -310,6 +347,7 @@ def test_a_live_watcher_learns_every_n_answers_and_takes_the_better_bundle(
     assert not t.is_alive()
     with Journal.open(out) as j:
         new = {Path(f.relpath).name: f.label for f in j.frames() if "new" in f.relpath}
-    assert [new[f"new{k}_{p.name}"] for k, (p, _) in enumerate(stream[:4])] == \
-        [lab for _, lab in stream[:4]]  # the person's labels, no longer "fox"
+    assert [new[f"new{k}_{p.name}"] for k, (p, _) in enumerate(stream[:4])] == [
+        lab for _, lab in stream[:4]
+    ]  # the person's labels, no longer "fox"
     assert log_of(out)[-1]["install"] is True

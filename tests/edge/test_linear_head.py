@@ -33,8 +33,10 @@ def graph_head(bundle: Path) -> tuple[np.ndarray, np.ndarray]:
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(bundle / "classifier.onnx")
-             .graph.initializer}
+    inits = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(bundle / "classifier.onnx").graph.initializer
+    }
     (w,) = [v for v in inits.values() if v.shape == (4, 16)]
     (b,) = [v for v in inits.values() if v.shape == (4,)]
     return w.astype(np.float32), b.astype(np.float32)
@@ -60,8 +62,9 @@ def test_features_come_back_when_asked(learnable: Path, frames: list[np.ndarray]
     assert plain.features is None and plain.fmap is None
 
 
-def test_own_head_in_numpy_equals_the_graph(learnable: Path, frames: list[np.ndarray],
-                                            tmp_path: Path) -> None:
+def test_own_head_in_numpy_equals_the_graph(
+    learnable: Path, frames: list[np.ndarray], tmp_path: Path
+) -> None:
     w, b = graph_head(learnable)
     graph = Runtime.from_bundle(load_bundle(learnable), threads=1, features=True).run(frames)
     logits, cam = apply_head(w, b, graph.features, graph.fmap)
@@ -74,13 +77,15 @@ def test_own_head_in_numpy_equals_the_graph(learnable: Path, frames: list[np.nda
     np.testing.assert_allclose(out.cam, graph.cam, rtol=1e-4, atol=1e-6)
 
 
-def test_another_head_is_followed(learnable: Path, frames: list[np.ndarray],
-                                  tmp_path: Path) -> None:
+def test_another_head_is_followed(
+    learnable: Path, frames: list[np.ndarray], tmp_path: Path
+) -> None:
     w, b = graph_head(learnable)
     w2, b2 = -w[::-1].copy(), b[::-1].copy()  # another head: classes reversed, sign flipped
     graph = Runtime.from_bundle(load_bundle(learnable), threads=1, features=True).run(frames)
-    out = Runtime.from_bundle(load_bundle(with_head(learnable, tmp_path / "b", w2, b2)),
-                              threads=1).run(frames)
+    out = Runtime.from_bundle(
+        load_bundle(with_head(learnable, tmp_path / "b", w2, b2)), threads=1
+    ).run(frames)
     want = graph.features @ w2.T + b2
     np.testing.assert_allclose(out.logits, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.probs, softmax(want), rtol=1e-5, atol=1e-6)

@@ -134,15 +134,18 @@ def test_batches_announced_and_never_asked_for_are_bounded(runtime, frames):
 
 
 def _loader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate()
-            if t.name.startswith(("edge-load", "edge-infer")) and t.is_alive()]
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(("edge-load", "edge-infer")) and t.is_alive()
+    ]
 
 
 def test_close_leaves_no_loader_thread_alive(runtime, frames):
     before = set(_loader_threads())
     loader = Loader(runtime)
     for k in range(3):
-        loader.ahead(list(frames[k:k + 2]))
+        loader.ahead(list(frames[k : k + 2]))
     loader.get(list(frames[:2]))
     assert set(_loader_threads()) - before  # it did start threads of its own
     loader.close()

@@ -98,8 +98,7 @@ def test_score_twice_is_identical_and_learns_nothing(setup):
     assert bg.state() == counts and bg.nbytes == nbytes
     _same(first, second)
     assert [s.background_ready for s in first] == [True, True, False, True]
-    assert [s.score.mask_source for s in first] == ["combined", "combined", "segmenter",
-                                                     "combined"]
+    assert [s.score.mask_source for s in first] == ["combined", "combined", "segmenter", "combined"]
 
 
 def test_score_changes_no_state_at_all(setup):
@@ -141,7 +140,7 @@ def test_a_given_mask_is_scored_as_file(setup):
     scorer = Scorer(rt, bundle.manifest, backgrounds=bg)
     h, w = images[0].shape[:2]
     full = np.zeros((h, w), np.float32)
-    full[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1.0
+    full[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1.0
     scored = scorer.score(images[:2], ["a", "a"], masks=[full, None])
     assert scored[0].score.mask_source == "file"
     assert scored[1].score.mask_source == "segmenter"

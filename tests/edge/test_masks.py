@@ -46,8 +46,9 @@ def test_touch_takes_every_pixel_a_box_overlaps() -> None:
     assert m.sum() == 2 and m[0, 2] == 1 and m[0, 3] == 1
     # a box on pixel edges is the same either way; past the frame it is clipped
     edges = [[0.25, 0.5, 0.5, 0.5]]
-    np.testing.assert_array_equal(mask_from_boxes(edges, (8, 8), touch=True),
-                                  mask_from_boxes(edges, (8, 8)))
+    np.testing.assert_array_equal(
+        mask_from_boxes(edges, (8, 8), touch=True), mask_from_boxes(edges, (8, 8))
+    )
     assert mask_from_boxes([[0.9, 0.9, 0.5, 0.5]], (10, 10), touch=True).sum() == 1
 
 

@@ -217,12 +217,20 @@ def test_a_4_3_frame_centre_cropped_shows_the_whole_frame_the_unseen_strips_dimm
         ratio = body[s].mean() / frame_at[s].mean()
         assert 0.45 < ratio < 0.55, where
     # a thin line just outside the view
-    line = np.concatenate([body[y0 - 1, x0 - 1 : x1 + 1], body[y1, x0 - 1 : x1 + 1],
-                           body[y0 - 1 : y1 + 1, x0 - 1], body[y0 - 1 : y1 + 1, x1]])
+    line = np.concatenate(
+        [
+            body[y0 - 1, x0 - 1 : x1 + 1],
+            body[y1, x0 - 1 : x1 + 1],
+            body[y0 - 1 : y1 + 1, x0 - 1],
+            body[y0 - 1 : y1 + 1, x1],
+        ]
+    )
     assert (line == VIEW_LINE).all()
     # the view: the heat (red-yellow in its middle), the outline, not dimmed
-    mid = body[y0 + (y1 - y0) * 3 // 7 : y0 + (y1 - y0) * 4 // 7,
-               x0 + (x1 - x0) * 3 // 7 : x0 + (x1 - x0) * 4 // 7]
+    mid = body[
+        y0 + (y1 - y0) * 3 // 7 : y0 + (y1 - y0) * 4 // 7,
+        x0 + (x1 - x0) * 3 // 7 : x0 + (x1 - x0) * 4 // 7,
+    ]
     assert (mid[..., 0] - mid[..., 2]).mean() > 40
     assert ((body[y0:y1, x0:x1] > 240).all(-1)).sum() > 500  # the outline, inside the view
     flat = plain(frame, CROP).astype(np.float32)[y0:y1, x0:x1]
@@ -361,8 +369,10 @@ def test_a_flat_map_and_no_mask_pack_and_draw():
     data = pack_overlay(np.zeros((14, 14), np.float32), None, CROP, label="x", scores={})
     d = unpack_overlay(data)
     assert d.mask is None and not d.cam.any() and d.scores == {}
-    assert np.array_equal(draw_overlay(image, data, width=320),
-                          render(image, FLAT, None, CROP, label="x", scores={}, width=320))
+    assert np.array_equal(
+        draw_overlay(image, data, width=320),
+        render(image, FLAT, None, CROP, label="x", scores={}, width=320),
+    )
 
 
 def test_corrupt_or_unknown_overlay_data_is_refused_with_a_reason(frame):

@@ -28,7 +28,7 @@ from edge.overmap import (
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-PETS = (SHARED / "pets-masks")
+PETS = SHARED / "pets-masks"
 
 
 def corner_map(shape: tuple[int, int], corner: str) -> np.ndarray:

@@ -32,8 +32,10 @@ SORTED = ("empty", "tagged", "review", "quarantine")
 TIMEOUT = 60  # seconds for one run: a hang fails the test instead of blocking the suite
 
 if os.geteuid() != 0:
-    pytest.skip("needs root to run the watcher as another user and to own what it may not "
-                "touch", allow_module_level=True)
+    pytest.skip(
+        "needs root to run the watcher as another user and to own what it may not touch",
+        allow_module_level=True,
+    )
 
 
 @dataclass
@@ -47,9 +49,15 @@ class Watcher:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(self, args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.prefix, *args], cwd=cwd, env={**self.env, **env},
-                              capture_output=True, text=True, timeout=TIMEOUT,
-                              **self.popen)  # type: ignore[arg-type]
+        return subprocess.run(
+            [*self.prefix, *args],
+            cwd=cwd,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            **self.popen,
+        )  # type: ignore[arg-type]
 
     def give(self, *paths: Path) -> None:
         """Make `paths` (and all below them) the watcher's own."""
@@ -79,16 +87,30 @@ def watcher(work: Path) -> Watcher:
     probe.chmod(0)
     env = {**os.environ, "HOME": str(work), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "250"}
     env.pop("EDGE_CRASH_AT", None)
-    candidates = [Watcher(f"uid {NOBODY}", NOBODY,
-                          popen={"user": NOBODY, "group": NOBODY, "extra_groups": []}, env=env)]
+    candidates = [
+        Watcher(
+            f"uid {NOBODY}",
+            NOBODY,
+            popen={"user": NOBODY, "group": NOBODY, "extra_groups": []},
+            env=env,
+        )
+    ]
     if setpriv := shutil.which("setpriv"):
-        candidates.append(Watcher("root without capabilities", 0, env=env,
-                                  prefix=[setpriv, "--bounding-set", "-all", "--inh-caps", "-all"]))
+        candidates.append(
+            Watcher(
+                "root without capabilities",
+                0,
+                env=env,
+                prefix=[setpriv, "--bounding-set", "-all", "--inh-caps", "-all"],
+            )
+        )
     tried = []
     for w in candidates:
         try:
-            r = w.run([sys.executable, "-c", "import edge, sys; open(sys.argv[1], 'rb')",
-                       str(probe)], cwd=work)
+            r = w.run(
+                [sys.executable, "-c", "import edge, sys; open(sys.argv[1], 'rb')", str(probe)],
+                cwd=work,
+            )
         except OSError as e:  # this Python lies in a folder the user may not enter
             tried.append(f"{w.name}: {e}")
             continue
@@ -121,7 +143,9 @@ def sha(path: Path) -> str:
 def drop(folder: Path, first: int, n: int) -> list[Path]:
     """Copy n real frames (from the first-th on) into folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    return [Path(shutil.copy(p, folder / p.name)) for p in sorted(CA01.iterdir())[first:first + n]]
+    return [
+        Path(shutil.copy(p, folder / p.name)) for p in sorted(CA01.iterdir())[first : first + n]
+    ]
 
 
 def lock(path: Path) -> None:
@@ -132,15 +156,38 @@ def lock(path: Path) -> None:
 
 def sorted_shas(out: Path) -> list[str]:
     """The sha256 of every frame in OUT's sorted folders, duplicates kept."""
-    return sorted(sha(p) for d in SORTED if (out / d).is_dir()
-                  for p in (out / d).rglob("*.jpg") if p.is_file())
+    return sorted(
+        sha(p)
+        for d in SORTED
+        if (out / d).is_dir()
+        for p in (out / d).rglob("*.jpg")
+        if p.is_file()
+    )
 
 
-def watch(w: Watcher, case: Path, bundle: Path, *extra: str,
-          **env: str) -> subprocess.CompletedProcess[str]:
-    return w.run([sys.executable, "-m", "edge.cli", "watch", str(case / "in"),
-                  "--out", str(case / "out"), "--bundle", str(bundle), "--once", "--no-tui",
-                  "--settle", "0.1", *extra], cwd=case, **env)
+def watch(
+    w: Watcher, case: Path, bundle: Path, *extra: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return w.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "watch",
+            str(case / "in"),
+            "--out",
+            str(case / "out"),
+            "--bundle",
+            str(bundle),
+            "--once",
+            "--no-tui",
+            "--settle",
+            "0.1",
+            *extra,
+        ],
+        cwd=case,
+        **env,
+    )
 
 
 def journal_rows(out: Path) -> dict[str, str]:
@@ -172,8 +219,11 @@ def test_an_unreadable_frame_stays_in_the_inbox_and_is_taken_once_readable(
     assert not [p for p in good if p.exists()]  # moved out of the inbox
     # the unreadable frame is where it was, untouched, and not journaled
     after = locked.stat()
-    assert (after.st_ino, after.st_mode, after.st_ctime_ns) == (st.st_ino, st.st_mode,
-                                                                 st.st_ctime_ns)
+    assert (after.st_ino, after.st_mode, after.st_ctime_ns) == (
+        st.st_ino,
+        st.st_mode,
+        st.st_ctime_ns,
+    )
     assert sha(locked) == before
     assert journal_rows(out) == {f"cam/{p.name}": "done" for p in good}
 
@@ -195,16 +245,35 @@ def test_a_live_watcher_logs_a_locked_frame_once_not_at_each_rescan(
     good = drop(case / "in" / "cam", 0, 2)
     (locked,) = drop(case / "in" / "cam", 2, 1)
     config = case / "edge.toml"
-    config.write_text("[watch]\nrescan_interval = 0.2\ngive_up_seconds = 0.1\n"
-                      "settle_seconds = 0.1\npoll = true\npoll_interval = 0.1\n")
+    config.write_text(
+        "[watch]\nrescan_interval = 0.2\ngive_up_seconds = 0.1\n"
+        "settle_seconds = 0.1\npoll = true\npoll_interval = 0.1\n"
+    )
     watcher.give(case)
     lock(locked)
     proc = subprocess.Popen(
-        [*watcher.prefix, sys.executable, "-m", "edge.cli", "watch", str(case / "in"),
-         "--out", str(case / "out"), "--bundle", str(bundle), "--config", str(config),
-         "--no-tui"],
-        cwd=case, env=watcher.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        **watcher.popen)  # type: ignore[arg-type]
+        [
+            *watcher.prefix,
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "watch",
+            str(case / "in"),
+            "--out",
+            str(case / "out"),
+            "--bundle",
+            str(bundle),
+            "--config",
+            str(config),
+            "--no-tui",
+        ],
+        cwd=case,
+        env=watcher.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **watcher.popen,
+    )  # type: ignore[arg-type]
     try:
         deadline = time.monotonic() + TIMEOUT
         while any(p.exists() for p in good) and time.monotonic() < deadline:
@@ -269,8 +338,9 @@ def test_a_frame_unreadable_after_its_decision_waits_without_pausing_the_others(
     assert f"cannot read {locked}: Permission denied; left in the inbox" in r.stderr
     assert sorted_shas(case / "out") == sorted(sha(CA01 / p.name) for p in others)
     assert sha(locked) == before
-    assert journal_rows(case / "out") == {f"cam/{p.name}": "decided" if p == locked else "done"
-                                          for p in frames}
+    assert journal_rows(case / "out") == {
+        f"cam/{p.name}": "decided" if p == locked else "done" for p in frames
+    }
 
     watcher.give(locked)
     locked.chmod(0o644)
@@ -371,7 +441,11 @@ def test_copy_mode_leaves_an_unreadable_original_untouched(
     for p, (st, digest) in originals.items():  # every original, the unreadable one too
         now = p.stat()
         assert (now.st_ino, now.st_mode, now.st_mtime_ns, now.st_ctime_ns) == (
-            st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+            st.st_ino,
+            st.st_mode,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        )
         assert sha(p) == digest
     out = case / "out"
     assert sorted_shas(out) == sorted(sha(p) for p in good)  # copied once, nothing quarantined

@@ -57,7 +57,8 @@ class PowerCutDisk:
         self.mnt.mkdir(exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "powercut_fs.py"), str(self.image), str(self.mnt)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 20
         while not os.path.ismount(self.mnt):
@@ -109,8 +110,21 @@ def disk(tmp_path: Path) -> Iterator[PowerCutDisk]:
 
 
 def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
-           "--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--no-tui",
+        "--settle",
+        "0.1",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -206,8 +220,21 @@ def test_a_frame_is_durable_in_out_before_the_inbox_can_forget_it(
     for p in sources[:2]:
         _drop(p, inbox / "cam")
     env = {**os.environ, "EDGE_CRASH_AT": "after_place"}  # exits after the first rename
-    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
-           "--bundle", str(tiny_bundle), "--no-tui", "--settle", "0.1", "--once"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--no-tui",
+        "--settle",
+        "0.1",
+        "--once",
+    ]
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 77
     _drop(sources[2], inbox / "cam")  # fsyncs in/cam, as any camera writing there does
     disk.cut()

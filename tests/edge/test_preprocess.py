@@ -87,10 +87,11 @@ def test_normalise_is_the_plain_formula_exactly(order: str) -> None:
     """The plane-at-a-time normalise gives the same float32 bits as the textbook one."""
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 32, 24, 3), dtype=np.uint8)
-    s = spec((32, 24), mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375),
-             color_order=order)
+    s = spec(
+        (32, 24), mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), color_order=order
+    )
     x = frames.astype(np.float32)[..., ::-1] if order == "BGR" else frames.astype(np.float32)
-    plain = ((x - np.asarray(s.mean, np.float32)) / np.asarray(s.std, np.float32))
+    plain = (x - np.asarray(s.mean, np.float32)) / np.asarray(s.std, np.float32)
     np.testing.assert_array_equal(normalise(frames, s), plain.transpose(0, 3, 1, 2))
 
 

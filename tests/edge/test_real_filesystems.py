@@ -79,8 +79,13 @@ def drop(folder: Path, frames: list[Path]) -> None:
 
 
 def sorted_frames(out: Path) -> list[Path]:
-    return [p for d in SORTED if (out / d).is_dir() for p in (out / d).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    return [
+        p
+        for d in SORTED
+        if (out / d).is_dir()
+        for p in (out / d).rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+    ]
 
 
 def inbox_frames(inbox: Path) -> list[Path]:
@@ -100,9 +105,14 @@ def where(frames: list[Path], inbox: Path, out: Path) -> dict[str, tuple[int, in
 
 
 def options(inbox: Path, out: Path, **kw) -> WatchOptions:
-    base = dict(inbox=inbox, out=out, thresholds={"tag": 0.6, "empty": 0.8,
-                                                   "empty_foreground": 0.02},
-                settle=0.1, give_up=2.0, batch=4)
+    base = dict(
+        inbox=inbox,
+        out=out,
+        thresholds={"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02},
+        settle=0.1,
+        give_up=2.0,
+        batch=4,
+    )
     return WatchOptions(**{**base, **kw})
 
 
@@ -145,8 +155,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 def _why(r: subprocess.CompletedProcess[str]) -> str:
     """The last line a failed command wrote (fusefat says a lot before it)."""
-    lines = [line.strip() for line in r.stderr.splitlines()
-             if line.strip() and "dmesg" not in line]
+    lines = [line.strip() for line in r.stderr.splitlines() if line.strip() and "dmesg" not in line]
     return lines[-1] if lines else f"exit code {r.returncode}"
 
 
@@ -240,8 +249,9 @@ class Live:
         self.opts = opts
         self.stats = Stats(out=opts.out)
         self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, args=(load_bundle(bundle),),
-                                       name="test-watcher")
+        self.thread = threading.Thread(
+            target=self._run, args=(load_bundle(bundle),), name="test-watcher"
+        )
 
     def _run(self, bundle) -> None:
         try:
@@ -267,8 +277,10 @@ class Live:
             if self.errors:
                 raise AssertionError(f"the watcher died waiting for {what}") from self.errors[0]
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:g} s waiting for {what} "
-                            f"(status: {self.stats.status!r})")
+                pytest.fail(
+                    f"timed out after {timeout:g} s waiting for {what} "
+                    f"(status: {self.stats.status!r})"
+                )
             time.sleep(0.02)
 
 
@@ -297,8 +309,10 @@ def test_a_live_watcher_pauses_on_a_really_full_disk_and_resumes_once_there_is_r
         assert "no space left" in status
 
         filler.unlink()  # room again: the same watcher carries on
-        w.wait_for(lambda: done(out) == len(frames) and w.stats.status == "watching",
-                   "every frame sorted after the pause")
+        w.wait_for(
+            lambda: done(out) == len(frames) and w.stats.status == "watching",
+            "every frame sorted after the pause",
+        )
     assert not w.errors
     assert_each_once(frames, inbox, out)
     assert not list(out.rglob("*.tmp"))  # an overlay cut short was written again, whole
@@ -314,8 +328,20 @@ def test_a_batch_run_stops_on_a_really_full_disk_and_a_rerun_finishes(
     frames = sources(8)
     drop(inbox / "cam", frames)
     filler = fill(out, leave=room << 10)
-    args = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
-            "--no-tui", "--settle", "0.1", "--batch", "4"]
+    args = [
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--once",
+        "--no-tui",
+        "--settle",
+        "0.1",
+        "--batch",
+        "4",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 1, r.output
     assert isinstance(r.exception, SystemExit), r.exception  # a message, not a traceback
@@ -357,8 +383,9 @@ def test_a_full_disk_that_stops_the_journal_pauses_and_loses_nothing(
         assert where(second, inbox, out) == {p.name: (1, 0) for p in second}
 
         filler.unlink()  # the same watcher journals and sorts them
-        w.wait_for(lambda: done(out) == 5 and w.stats.status == "watching",
-                   "the frames that waited")
+        w.wait_for(
+            lambda: done(out) == 5 and w.stats.status == "watching", "the frames that waited"
+        )
 
         filler = fill(out)
         drop(inbox / "cam", third)
@@ -421,13 +448,27 @@ def test_a_batch_copy_over_an_sd_card_leaves_it_untouched(
     drop(card / "DCIM" / "100MEDIA", frames)
 
     def state() -> dict[str, tuple[str, int, int]]:
-        return {p.relative_to(card).as_posix(): (sha(p), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in card.rglob("*") if p.is_file()}
+        return {
+            p.relative_to(card).as_posix(): (sha(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in card.rglob("*")
+            if p.is_file()
+        }
 
     before = state()
     assert all(mtime % 2_000_000_000 == 0 for *_, mtime in before.values())  # FAT: 2 s steps
-    args = ["watch", str(card), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
-            "--copy", "--no-tui", "--settle", "0.1"]
+    args = [
+        "watch",
+        str(card),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--once",
+        "--copy",
+        "--no-tui",
+        "--settle",
+        "0.1",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert state() == before
@@ -480,5 +521,6 @@ def test_a_move_across_filesystems_removes_each_original_only_once_its_copy_is_w
     assert copies_at_unlink == {p.name: 1 for p in frames}  # a whole copy sat in OUT
     assert_each_once(frames, inbox, out)
     with Journal.open(out) as j:  # times kept to the nanosecond across filesystems
-        assert {Path(r.relpath).name: (out / r.dest).stat().st_mtime_ns
-                for r in j.frames()} == mtimes
+        assert {
+            Path(r.relpath).name: (out / r.dest).stat().st_mtime_ns for r in j.frames()
+        } == mtimes

@@ -25,7 +25,7 @@ from edge.results import (
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-CAMTRAP = (SHARED / "camtrap")
+CAMTRAP = SHARED / "camtrap"
 BUNDLE = BundleInfo(
     name="lite0-peru",
     version="2026-05-01T00:00:00+00:00",

@@ -199,12 +199,14 @@ def test_a_bundle_whose_classifier_also_segments_runs_one_session(
 
     root = tmp_path / "joint"
     shutil.copytree(tiny_bundle, root)  # 64x64 input
-    export_classifier_onnx(Joint().eval(), root / "classifier.onnx", (64, 64),
-                           outputs=("logits", "cam", "foreground"))
+    export_classifier_onnx(
+        Joint().eval(), root / "classifier.onnx", (64, 64), outputs=("logits", "cam", "foreground")
+    )
     m = read_manifest(root)
     seg = m.segmenter.model_copy(update={"in_classifier": True, "output_size": (16, 16)})
-    clf = m.classifier.model_copy(update={"file": file_entry(root, "classifier.onnx"),
-                                          "cam_size": (16, 16)})
+    clf = m.classifier.model_copy(
+        update={"file": file_entry(root, "classifier.onnx"), "cam_size": (16, 16)}
+    )
     write_manifest(root, m.model_copy(update={"classifier": clf, "segmenter": seg}))
     rt = Runtime.from_bundle(load_bundle(root))
     assert rt.segmenter is None  # one session

@@ -26,7 +26,7 @@ from edge.sink import (
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-FRAMES = (SHARED / "camtrap/mlwic_examples/CA-01")
+FRAMES = SHARED / "camtrap/mlwic_examples/CA-01"
 
 
 def _frame(i: int = 0) -> Path:
@@ -310,16 +310,26 @@ def test_prefetch_is_told_each_batch_before_decide_gets_it(tmp_path: Path) -> No
     with Journal.open(out) as j:
         for p in sorted(inbox.rglob("*.jpg")):
             admit(j, inbox, out, p)
-        n = drain(j, inbox, out, decide, batch=3, lookahead=2,
-                  ahead=lambda paths: log.append(("announce", names(paths))))
+        n = drain(
+            j,
+            inbox,
+            out,
+            decide,
+            batch=3,
+            lookahead=2,
+            ahead=lambda paths: log.append(("announce", names(paths))),
+        )
         assert n == 7  # six placed, one vanished
         assert [f.state for f in j.frames()].count("vanished") == 1
     decided = [b for kind, b in log if kind == "decide"]
     assert decided == [["0.jpg", "1.jpg", "2.jpg"], ["3.jpg", "5.jpg"], ["6.jpg"]]
     # the first call announces its batch and the next two before deciding anything
-    assert log[:4] == [("announce", ["0.jpg", "1.jpg", "2.jpg"]),
-                       ("announce", ["3.jpg", "4.jpg", "5.jpg"]), ("announce", ["6.jpg"]),
-                       ("decide", ["0.jpg", "1.jpg", "2.jpg"])]
+    assert log[:4] == [
+        ("announce", ["0.jpg", "1.jpg", "2.jpg"]),
+        ("announce", ["3.jpg", "4.jpg", "5.jpg"]),
+        ("announce", ["6.jpg"]),
+        ("decide", ["0.jpg", "1.jpg", "2.jpg"]),
+    ]
     for i, (kind, batch) in enumerate(log):
         if kind == "decide":  # every batch decided was announced, as it is, just before
             assert ("announce", batch) in log[:i]

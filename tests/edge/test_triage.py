@@ -12,8 +12,17 @@ TH = {"tag": 0.7, "empty": 0.6, "empty_foreground": 0.02}
 
 
 def ev(**kw) -> Evidence:
-    base = dict(camera="cam1", time=T0, label="elk", is_empty_class=False, is_human=False,
-                softmax=0.9, fused=0.9, foreground=0.2, background_ready=True)
+    base = dict(
+        camera="cam1",
+        time=T0,
+        label="elk",
+        is_empty_class=False,
+        is_human=False,
+        softmax=0.9,
+        fused=0.9,
+        foreground=0.2,
+        background_ready=True,
+    )
     return Evidence(**{**base, **kw})
 
 
@@ -53,8 +62,11 @@ def test_thresholds_are_honoured() -> None:
 
 def test_bursts_split_by_camera_and_gap() -> None:
     frames = [
-        ev(time=T0), ev(time=T0 + timedelta(seconds=2)), ev(time=T0 + timedelta(seconds=60)),
-        ev(camera="cam2", time=T0 + timedelta(seconds=1)), ev(time=None),
+        ev(time=T0),
+        ev(time=T0 + timedelta(seconds=2)),
+        ev(time=T0 + timedelta(seconds=60)),
+        ev(camera="cam2", time=T0 + timedelta(seconds=1)),
+        ev(time=None),
     ]
     ids = bursts(frames, gap_seconds=10)
     assert ids[0] == ids[1]
@@ -92,13 +104,10 @@ def test_a_burst_split_across_batches_is_still_one() -> None:
     """The elk was in the previous batch: the empty frame two seconds later is its burst; one
     five minutes later is not, and neither is one after a full burst."""
     earlier = [ev(time=T0)]  # the elk
-    now = [ev(time=T0 + timedelta(seconds=2), **EMPTY),
-           ev(time=T0 + timedelta(minutes=5), **EMPTY)]
+    now = [ev(time=T0 + timedelta(seconds=2), **EMPTY), ev(time=T0 + timedelta(minutes=5), **EMPTY)]
     assert decide_all(now, TH, burst_gap_seconds=10, earlier=earlier) == ["review", "empty"]
     # the elk's burst already holds its most frames: the next frame starts another
     full = earlier + [ev(time=T0 + timedelta(seconds=s), **EMPTY) for s in range(1, 10)]
     later = [ev(time=T0 + timedelta(seconds=10), **EMPTY)]
-    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=10,
-                      earlier=full) == ["empty"]
-    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=11,
-                      earlier=full) == ["review"]
+    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=10, earlier=full) == ["empty"]
+    assert decide_all(later, TH, burst_gap_seconds=10, burst_frames=11, earlier=full) == ["review"]

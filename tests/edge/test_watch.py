@@ -71,16 +71,23 @@ def fill_inbox(inbox: Path, n_ca: int = 6, n_peru: int = 3) -> dict[str, str]:
 
 def sorted_frames(out: Path) -> list[Path]:
     return [
-        p for p in out.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+        p
+        for p in out.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTS
         and p.relative_to(out).parts[0] in ("empty", "tagged", "review", "quarantine")
     ]
 
 
 def options(inbox: Path, out: Path, **kw) -> WatchOptions:
-    base = dict(inbox=inbox, out=out, thresholds={"tag": 0.6, "empty": 0.8,
-                                                   "empty_foreground": 0.02},
-                settle=0.1, give_up=2.0, batch=4)
+    base = dict(
+        inbox=inbox,
+        out=out,
+        thresholds={"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02},
+        settle=0.1,
+        give_up=2.0,
+        batch=4,
+    )
     return WatchOptions(**{**base, **kw})
 
 
@@ -132,8 +139,9 @@ def test_the_pipelined_watcher_decides_as_the_serial_one(tiny_bundle: Path, tmp_
     rows = {}
     for lookahead in (0, 2):
         out = tmp_path / f"out{lookahead}"
-        run_once(bundle, options(inbox, out, copy=True, batch=3, lookahead=lookahead),
-                 Stats(out=out))
+        run_once(
+            bundle, options(inbox, out, copy=True, batch=3, lookahead=lookahead), Stats(out=out)
+        )
         with Journal.open(out) as j:
             rows[lookahead] = {r.relpath: r for r in j.frames()}
         assert not [t.name for t in threading.enumerate() if t.name.startswith("edge-")]
@@ -141,15 +149,24 @@ def test_the_pipelined_watcher_decides_as_the_serial_one(tiny_bundle: Path, tmp_
     sources = set()
     for rel, serial in rows[0].items():
         piped = rows[2][rel]
-        assert (piped.decision, piped.label, piped.dest) == (serial.decision, serial.label,
-                                                             serial.dest)
-        assert (piped.softmax, piped.overmap, piped.confidence) == (serial.softmax,
-                                                                    serial.overmap,
-                                                                    serial.confidence)
+        assert (piped.decision, piped.label, piped.dest) == (
+            serial.decision,
+            serial.label,
+            serial.dest,
+        )
+        assert (piped.softmax, piped.overmap, piped.confidence) == (
+            serial.softmax,
+            serial.overmap,
+            serial.confidence,
+        )
         if serial.mask_source:
             sources.add(serial.mask_source)
             assert (piped.mask_source, piped.foreground, piped.top_k, piped.captured_at) == (
-                serial.mask_source, serial.foreground, serial.top_k, serial.captured_at)
+                serial.mask_source,
+                serial.foreground,
+                serial.top_k,
+                serial.captured_at,
+            )
     assert "combined" in sources  # the CA-01 background model was ready for the last frames
 
 
@@ -204,8 +221,7 @@ def test_live_watcher_takes_frames_written_while_it_runs(tiny_bundle: Path, tmp_
     assert len(stats.latencies) == 5
 
 
-def test_a_name_used_again_by_another_frame_is_decided_afresh(tiny_bundle: Path,
-                                                               tmp_path: Path):
+def test_a_name_used_again_by_another_frame_is_decided_afresh(tiny_bundle: Path, tmp_path: Path):
     """A camera that restarts its numbering: the second a.jpg is another frame, with its own
     decision, even when it is the only frame of its batch as the first one was."""
     inbox, out = tmp_path / "in", tmp_path / "out"
@@ -246,16 +262,36 @@ def test_cli_refuses_a_missing_inbox_and_a_bad_bundle(tiny_bundle: Path, tmp_pat
     assert r.exit_code == 1 and "classifier.onnx" in flat(r.output)
 
 
-@pytest.mark.parametrize("args", [["--delete-empty-after", "-1"], ["--delete-empty-after", "0"],
-                                  ["--batch", "0"], ["--settle", "-1"], ["--threads", "0"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--delete-empty-after", "-1"],
+        ["--delete-empty-after", "0"],
+        ["--batch", "0"],
+        ["--settle", "-1"],
+        ["--threads", "0"],
+    ],
+)
 def test_cli_refuses_numbers_out_of_range_before_touching_anything(
     tiny_bundle: Path, tmp_path: Path, args: list[str]
 ):
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "cam").mkdir(parents=True)
     frame = Path(shutil.copy(sorted(CA01.iterdir())[0], inbox / "cam"))
-    r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle),
-                            "--once", "--no-tui", *args])
+    r = runner.invoke(
+        app,
+        [
+            "watch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--once",
+            "--no-tui",
+            *args,
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert args[0] in flat(r.output) and "Traceback" not in r.output
     assert frame.exists() and not out.exists()
@@ -267,8 +303,20 @@ def test_no_copy_on_the_command_line_beats_copy_in_the_config(tiny_bundle: Path,
     frames = [Path(shutil.copy(p, inbox / "cam")) for p in sorted(CA01.iterdir())[:2]]
     config = tmp_path / "edge.toml"
     config.write_text("[watch]\ncopy = true\n")
-    base = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
-            "--no-tui", "--settle", "0.1", "--config", str(config)]
+    base = [
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--once",
+        "--no-tui",
+        "--settle",
+        "0.1",
+        "--config",
+        str(config),
+    ]
     r = runner.invoke(app, [*base, "--no-copy"])
     assert r.exit_code == 0, r.output
     assert not any(p.exists() for p in frames)  # moved, as the flag says
@@ -278,8 +326,23 @@ def test_no_copy_on_the_command_line_beats_copy_in_the_config(tiny_bundle: Path,
 def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
     inbox, out = tmp_path / "in", tmp_path / "out"
     fill_inbox(inbox, n_ca=3, n_peru=2)
-    r = runner.invoke(app, ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle),
-                            "--once", "--settle", "0.1", "--no-tui", "--tag", "0.93"])
+    r = runner.invoke(
+        app,
+        [
+            "watch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--once",
+            "--settle",
+            "0.1",
+            "--no-tui",
+            "--tag",
+            "0.93",
+        ],
+    )
     assert r.exit_code == 0, r.output
     # the results file says which thresholds sorted the frames: the flag's, not the bundle's
     info = json.loads((out / "results" / "megadetector.json").read_text())["info"]
@@ -293,13 +356,28 @@ def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
 
 
 def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
-           "--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--no-tui",
+        "--settle",
+        "0.1",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("kills", [pytest.param(4, id="4-kills"),
-                                   pytest.param(20, id="20-kills", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kills",
+    [pytest.param(4, id="4-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)],
+)
 def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
     tiny_bundle: Path, tmp_path: Path, kills: int
 ):
@@ -364,14 +442,14 @@ def test_empties_are_deleted_only_past_their_retention(tiny_bundle: Path, tmp_pa
         write_results(j, out, load_bundle(tiny_bundle).manifest)
         listed = json.loads((out / "results" / "megadetector.json").read_text())["images"]
         assert sorted(i["file"] for i in listed) == sorted(
-            f.dest for f in j.frames() if f.decision != "empty")
+            f.dest for f in j.frames() if f.decision != "empty"
+        )
         console = Console(record=True, width=200)
         console.print(summary_text(j))
         assert "4 frames in the journal" in console.export_text()
 
 
-def test_once_deletes_empties_past_their_retention_when_asked(tiny_bundle: Path,
-                                                             tmp_path: Path):
+def test_once_deletes_empties_past_their_retention_when_asked(tiny_bundle: Path, tmp_path: Path):
     """A batch run with --delete-empty-after purges too, not only the live watcher."""
     from edge.journal import Decision
 
@@ -390,8 +468,18 @@ def test_once_deletes_empties_past_their_retention_when_asked(tiny_bundle: Path,
     with sqlite3.connect(out / "journal.sqlite") as db:
         db.execute("UPDATE frames SET done_at = done_at - 40 * 86400 WHERE id = ?", (rows[0].id,))
     db.close()
-    args = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
-            "--no-tui", "--delete-empty-after", "30"]
+    args = [
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--once",
+        "--no-tui",
+        "--delete-empty-after",
+        "30",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert [(out / f.dest).exists() for f in rows] == [False, True]
@@ -423,8 +511,11 @@ def test_a_full_output_disk_pauses_the_watcher_and_loses_nothing(
         shutil.copy(p, inbox / "cam" / p.name)
     opts = options(inbox, out)
     stats = Stats(out=out)
-    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats),
-                         kwargs={"on_tick": lambda: statuses.append(stats.status)})
+    t = threading.Thread(
+        target=run_forever,
+        args=(load_bundle(tiny_bundle), opts, stats),
+        kwargs={"on_tick": lambda: statuses.append(stats.status)},
+    )
     t.start()
     try:
         deadline = time.monotonic() + 60
@@ -464,8 +555,18 @@ def test_a_full_output_disk_stops_a_batch_run_which_a_rerun_finishes(
     for p in frames:
         shutil.copy(p, inbox / "cam" / p.name)
     bundle = [str(tiny_bundle)]
-    args = ["watch", str(inbox), "--out", str(out), "--bundle", *bundle, "--once", "--no-tui",
-            "--settle", "0.1"]
+    args = [
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        *bundle,
+        "--once",
+        "--no-tui",
+        "--settle",
+        "0.1",
+    ]
     monkeypatch.setattr(edge.sink, "place", full_after_two)
     r = runner.invoke(app, args)
     assert r.exit_code == 1, r.output
@@ -481,8 +582,9 @@ def test_a_full_output_disk_stops_a_batch_run_which_a_rerun_finishes(
         assert [r.state for r in j.frames()] == ["done"] * 5
 
 
-def test_the_review_queue_counts_what_waits_in_review_not_this_run_alone(tiny_bundle: Path,
-                                                                        tmp_path: Path):
+def test_the_review_queue_counts_what_waits_in_review_not_this_run_alone(
+    tiny_bundle: Path, tmp_path: Path
+):
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "cam").mkdir(parents=True)
     sources = sorted(CA01.iterdir())
@@ -496,8 +598,9 @@ def test_the_review_queue_counts_what_waits_in_review_not_this_run_alone(tiny_bu
     reviewed.unlink()  # a person dealt with one
     for p in sources[4:6]:
         shutil.copy(p, inbox / "cam")
-    second = run_once(load_bundle(tiny_bundle), options(inbox, out, thresholds=opts.thresholds),
-                      Stats(out=out))
+    second = run_once(
+        load_bundle(tiny_bundle), options(inbox, out, thresholds=opts.thresholds), Stats(out=out)
+    )
     assert second.seen == 2 and second.decisions["review"] == 2
     assert second.review_queue == 3 + 2  # the earlier run's three still waiting, and two new
     console = Console(record=True, width=200)
@@ -506,8 +609,9 @@ def test_the_review_queue_counts_what_waits_in_review_not_this_run_alone(tiny_bu
     assert "review queue 5" in text and "seen 2 this run" in text
 
 
-def test_the_live_dashboard_runs_in_a_terminal_and_stops_on_sigterm(tiny_bundle: Path,
-                                                                   tmp_path: Path):
+def test_the_live_dashboard_runs_in_a_terminal_and_stops_on_sigterm(
+    tiny_bundle: Path, tmp_path: Path
+):
     """The rich dashboard as a ranger sees it: in a real pseudo-terminal, frames arriving."""
     import pty
 
@@ -516,9 +620,26 @@ def test_the_live_dashboard_runs_in_a_terminal_and_stops_on_sigterm(tiny_bundle:
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out",
-                             str(out), "--bundle", str(tiny_bundle), "--settle", "0.1"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "watch",
+            str(inbox),
+            "--out",
+            str(out),
+            "--bundle",
+            str(tiny_bundle),
+            "--settle",
+            "0.1",
+        ],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        close_fds=True,
+    )
     os.close(slave)
     screen = bytearray()
 
@@ -536,8 +657,12 @@ def test_the_live_dashboard_runs_in_a_terminal_and_stops_on_sigterm(tiny_bundle:
         read_until(lambda: b"overmap-edge watch" in screen)
         for p in sorted(CA01.iterdir())[:3]:
             shutil.copy(p, inbox / "cam")
-        read_until(lambda: all((out / "journal.sqlite").exists() and f.state == "done"
-                               for f in _rows(out)) and len(_rows(out)) == 3)
+        read_until(
+            lambda: (
+                all((out / "journal.sqlite").exists() and f.state == "done" for f in _rows(out))
+                and len(_rows(out)) == 3
+            )
+        )
         time.sleep(1.0)  # a refresh or two of the dashboard
         proc.send_signal(signal.SIGTERM)
         read_until(lambda: proc.poll() is not None and b"results:" in screen, timeout=30)

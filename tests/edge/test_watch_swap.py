@@ -30,16 +30,25 @@ def _wait(stats: Stats, n: int) -> None:
         time.sleep(0.05)
 
 
-def test_a_bundle_swapped_in_place_is_taken_and_a_broken_one_is_not(tiny_bundle: Path,
-                                                                     tmp_path: Path) -> None:
+def test_a_bundle_swapped_in_place_is_taken_and_a_broken_one_is_not(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "cam").mkdir(parents=True)
     live = _with_thresholds(tiny_bundle, tmp_path / "bundle", {"tag": 1.0, "empty": 1.0})
-    better = _with_thresholds(tiny_bundle, tmp_path / "better",
-                              {"tag": 0.0, "empty": 0.0, "empty_foreground": 1.0})
-    opts = WatchOptions(inbox=inbox, out=out, thresholds={"tag": 1.0, "empty": 1.0},
-                        threshold_overrides={}, settle=0.1, give_up=2.0, batch=2,
-                        bundle_check=0.2)
+    better = _with_thresholds(
+        tiny_bundle, tmp_path / "better", {"tag": 0.0, "empty": 0.0, "empty_foreground": 1.0}
+    )
+    opts = WatchOptions(
+        inbox=inbox,
+        out=out,
+        thresholds={"tag": 1.0, "empty": 1.0},
+        threshold_overrides={},
+        settle=0.1,
+        give_up=2.0,
+        batch=2,
+        bundle_check=0.2,
+    )
     stats = Stats(out=out)
     t = threading.Thread(target=run_forever, args=(load_bundle(live), opts, stats))
     t.start()

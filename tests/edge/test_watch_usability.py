@@ -32,9 +32,14 @@ runner = CliRunner()
 
 
 def options(inbox: Path, out: Path, **kw) -> WatchOptions:
-    base = dict(inbox=inbox, out=out, thresholds={"tag": 0.6, "empty": 0.8,
-                                                   "empty_foreground": 0.02},
-                settle=0.1, give_up=2.0, batch=4)
+    base = dict(
+        inbox=inbox,
+        out=out,
+        thresholds={"tag": 0.6, "empty": 0.8, "empty_foreground": 0.02},
+        settle=0.1,
+        give_up=2.0,
+        batch=4,
+    )
     return WatchOptions(**{**base, **kw})
 
 
@@ -42,8 +47,9 @@ def results(out: Path) -> dict[str, dict]:
     return {im["file"]: im for im in json.loads((out / RESULTS).read_text())["images"]}
 
 
-def test_the_results_give_the_original_frame_size_not_the_reduced_decode(tiny_bundle: Path,
-                                                                         tmp_path: Path):
+def test_the_results_give_the_original_frame_size_not_the_reduced_decode(
+    tiny_bundle: Path, tmp_path: Path
+):
     """A small model's frames are decoded at 1/4 scale; the results say how big the frame is,
     turned as the camera's EXIF orientation says."""
     inbox, out = tmp_path / "in", tmp_path / "out"
@@ -59,16 +65,16 @@ def test_the_results_give_the_original_frame_size_not_the_reduced_decode(tiny_bu
         rows = {f.relpath: f for f in j.frames()}
     got = {Path(f).name: (im["width"], im["height"]) for f, im in results(out).items()}
     assert got == {"level.jpg": (width, height), "turned.jpg": (height, width)}
-    assert {(f.width, f.height) for f in rows.values()} == {
-        (width, height), (height, width)}
+    assert {(f.width, f.height) for f in rows.values()} == {(width, height), (height, width)}
     from megadetector.postprocessing import validate_batch_results as vbr
 
     checked = vbr.validate_batch_results(str(out / RESULTS))["validation_results"]
     assert checked["errors"] == [] and checked["warnings"] == []  # the watcher's own file
 
 
-def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle: Path,
-                                                                    tmp_path: Path):
+def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(
+    tiny_bundle: Path, tmp_path: Path
+):
     """Names and directory order say nothing: one camera's frames carry EXIF times in a
     shuffled order, another's have no EXIF and only their files' times; each camera's frames
     are journaled (and so decided, bursts and background models fed) in capture order."""
@@ -108,8 +114,21 @@ def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(tiny_bundle
 
 
 def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out),
-           "--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge.cli",
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(bundle),
+        "--no-tui",
+        "--settle",
+        "0.1",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -193,8 +212,9 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_watch_on_a_file_says_it_is_a_file_and_a_folder_is_needed(tiny_bundle: Path,
-                                                                  tmp_path: Path):
+def test_watch_on_a_file_says_it_is_a_file_and_a_folder_is_needed(
+    tiny_bundle: Path, tmp_path: Path
+):
     frame = Path(shutil.copy(sorted(CA01.iterdir())[0], tmp_path / "IMG_0001.JPG"))
     r = runner.invoke(app, ["watch", str(frame), "--bundle", str(tiny_bundle), "--once"])
     assert r.exit_code == 2
@@ -210,8 +230,16 @@ def test_once_on_an_empty_folder_says_no_frames_were_found_and_is_done_not_watch
     inbox, out = tmp_path / "empty card", tmp_path / "out"
     inbox.mkdir()
     (inbox / "notes.txt").write_text("not a frame\n")
-    args = ["watch", str(inbox), "--out", str(out), "--bundle", str(tiny_bundle), "--once",
-            "--no-tui"]
+    args = [
+        "watch",
+        str(inbox),
+        "--out",
+        str(out),
+        "--bundle",
+        str(tiny_bundle),
+        "--once",
+        "--no-tui",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     text = flat(r.output)
@@ -238,8 +266,9 @@ def _frame_lines(stderr: str, rows: list) -> dict[str, str]:
     return found
 
 
-def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(tiny_bundle: Path,
-                                                                      tmp_path: Path):
+def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(
+    tiny_bundle: Path, tmp_path: Path
+):
     """What journald gets from the service (`--no-tui`): stderr, one concise line a frame."""
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "cam").mkdir(parents=True)
@@ -261,8 +290,9 @@ def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(tiny_bundle
             assert f"confidence {f.confidence:.2f}" in lines[f.relpath]
     start = [line for line in stderr.splitlines() if "start:" in line]
     assert len(start) == 1
-    assert all(s in start[0] for s in (str(tiny_bundle), str(inbox), str(out),
-                                       "CPUExecutionProvider"))
+    assert all(
+        s in start[0] for s in (str(tiny_bundle), str(inbox), str(out), "CPUExecutionProvider")
+    )
     stop = [line for line in stderr.splitlines() if "stop:" in line]
     counts = {d: sum(f.decision == d for f in rows) for d in ("tagged", "review", "empty")}
     assert len(stop) == 1 and "6 frame(s) handled" in stop[0]
@@ -301,14 +331,24 @@ def test_the_dashboard_fits_80x24_with_cameras_pending_last_frame_uptime_and_rev
     header = lines[: end + 1]
     assert len(header) == 2 + 4, "\n".join(header)  # 3 rows and the status: none wrapped
     text = "\n".join(header)
-    for item in ("seen 7 this run", "pending 0", "frames/s", f"review queue {stats.review_queue}",
-                 "latency p50", "provider CPU", "disk free", "status done"):
+    for item in (
+        "seen 7 this run",
+        "pending 0",
+        "frames/s",
+        f"review queue {stats.review_queue}",
+        "latency p50",
+        "provider CPU",
+        "disk free",
+        "status done",
+    ):
         assert item in text, item
     assert re.search(r"last frame \d\d:\d\d:\d\d", text) and re.search(r"up \d+:\d\d:\d\d", text)
     with Journal.open(out) as j:
-        review = {c: sum(f.camera == c and f.decision == "review" for f in j.frames())
-                  for c in ("CA 01 ünï", "S90")}
-    body = "\n".join(lines[end + 1:])
+        review = {
+            c: sum(f.camera == c and f.decision == "review" for f in j.frames())
+            for c in ("CA 01 ünï", "S90")
+        }
+    body = "\n".join(lines[end + 1 :])
     for camera, n in (("CA 01 ünï", 4), ("S90", 3)):  # frames, of which review, per camera
         assert re.search(rf"{camera}\s*│\s*{n}\s*│\s*{review[camera]}\s", body), body
     assert str(out / "review") in "".join(line.rstrip() for line in lines)
@@ -343,8 +383,11 @@ def test_the_dashboard_counts_the_frames_pending(tiny_bundle: Path, tmp_path: Pa
     opts = options(inbox, out, settle=1.5)
     stats = Stats(out=out)
     seen: list[int] = []
-    t = threading.Thread(target=run_forever, args=(load_bundle(tiny_bundle), opts, stats),
-                         kwargs={"on_tick": lambda: seen.append(stats.pending)})
+    t = threading.Thread(
+        target=run_forever,
+        args=(load_bundle(tiny_bundle), opts, stats),
+        kwargs={"on_tick": lambda: seen.append(stats.pending)},
+    )
     t.start()
     try:
         _wait(lambda: sum(stats.decisions.values()) == len(frames))

@@ -18,7 +18,7 @@ from torch import nn
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-IMAGENET = (SHARED / "imagenet-sample")
+IMAGENET = SHARED / "imagenet-sample"
 
 
 def imagenet_rows() -> list[dict[str, str]]:
@@ -122,6 +122,11 @@ def ort_session(path: Path):  # type: ignore[no-untyped-def]
 def ref() -> SimpleNamespace:
     """The helpers above, as a fixture: tests/edge has a conftest too, so `import conftest`
     would be ambiguous."""
-    return SimpleNamespace(minmax=minmax, gradcam_autograd=gradcam_autograd,
-                           gradcam_captum=gradcam_captum, calibrate_batchnorm=calibrate_batchnorm,
-                           ort_session=ort_session, imagenet_rows=imagenet_rows)
+    return SimpleNamespace(
+        minmax=minmax,
+        gradcam_autograd=gradcam_autograd,
+        gradcam_captum=gradcam_captum,
+        calibrate_batchnorm=calibrate_batchnorm,
+        ort_session=ort_session,
+        imagenet_rows=imagenet_rows,
+    )

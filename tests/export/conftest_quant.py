@@ -22,7 +22,7 @@ from export.quantize import quantize_int8
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-IMAGENET = (SHARED / "imagenet-sample")
+IMAGENET = SHARED / "imagenet-sample"
 SPEC = InputSpec(size=(224, 224), mean=MEAN, std=STD, resize="center_crop")
 
 

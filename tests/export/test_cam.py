@@ -57,8 +57,9 @@ def run(request, imagenet_batch, ref: SimpleNamespace, tmp_path_factory) -> Run:
         src = build_classifier(name)  # random weights, seed 0
         x_cal = torch.from_numpy(prepare(imagenet_batch(1, 2), src.input))
         ref.calibrate_batchnorm(src.model, x_cal)
-        path = export_classifier_onnx(src.model, tmp_path_factory.mktemp(name) / "c.onnx",
-                                      src.input.size)
+        path = export_classifier_onnx(
+            src.model, tmp_path_factory.mktemp(name) / "c.onnx", src.input.size
+        )
     model = src.model.requires_grad_(False)
     x = prepare(imagenet_batch(0, 2), src.input)
     onnx_logits, onnx_cam = ref.ort_session(path).run(None, {"image": x})
@@ -67,15 +68,24 @@ def run(request, imagenet_batch, ref: SimpleNamespace, tmp_path_factory) -> Run:
         torch_logits, torch_cam = model(xt)
     ref_logits, ref_cam = ref.gradcam_autograd(model, xt)
     captum_cam = ref.gradcam_captum(model, xt, ref_logits.argmax(1))
-    r = Run(name, torch_logits.numpy(), torch_cam.numpy(), onnx_logits, onnx_cam, ref_logits,
-            ref_cam, captum_cam)
+    r = Run(
+        name,
+        torch_logits.numpy(),
+        torch_cam.numpy(),
+        onnx_logits,
+        onnx_cam,
+        ref_logits,
+        ref_cam,
+        captum_cam,
+    )
     mm = ref.minmax
     FIGURES[name] = {
         "onnx_vs_autograd": float(np.abs(mm(r.onnx_cam) - mm(r.ref_cam)).max()),
         "onnx_vs_captum": float(np.abs(mm(r.onnx_cam) - mm(r.captum_cam)).max()),
         "torch_vs_autograd": float(np.abs(mm(r.torch_cam) - mm(r.ref_cam)).max()),
-        "logits_rel": float(np.abs(r.onnx_logits - r.torch_logits).max()
-                            / np.abs(r.torch_logits).max()),
+        "logits_rel": float(
+            np.abs(r.onnx_logits - r.torch_logits).max() / np.abs(r.torch_logits).max()
+        ),
     }
     print(name, FIGURES[name])
     return r
@@ -106,8 +116,11 @@ def test_onnx_logits_match_torch(run: Run) -> None:
     assert (run.onnx_logits.argmax(1) == run.torch_logits.argmax(1)).all()
 
 
-def test_lite0_top1_on_imagenet_sample(lite0_source, lite0_onnx: Path,  # type: ignore[no-untyped-def]
-                                       ref: SimpleNamespace) -> None:
+def test_lite0_top1_on_imagenet_sample(
+    lite0_source,
+    lite0_onnx: Path,  # type: ignore[no-untyped-def]
+    ref: SimpleNamespace,
+) -> None:
     from edge.decode import load_image
 
     rows = ref.imagenet_rows()[::5]  # 200 photos, one per fifth class
@@ -115,8 +128,10 @@ def test_lite0_top1_on_imagenet_sample(lite0_source, lite0_onnx: Path,  # type: 
     hits = 0
     for i in range(0, len(rows), 50):
         chunk = rows[i : i + 50]
-        x = prepare([load_image((SHARED / "imagenet-sample") / r["file"])
-                     for r in chunk], lite0_source.input)
+        x = prepare(
+            [load_image((SHARED / "imagenet-sample") / r["file"]) for r in chunk],
+            lite0_source.input,
+        )
         logits, cam = sess.run(None, {"image": x})
         hits += int((logits.argmax(1) == [int(r["class_id"]) for r in chunk]).sum())
         assert cam.shape == (len(chunk), 7, 7) and (cam >= 0).all()
@@ -131,10 +146,15 @@ def test_batch_of_one_and_many_give_each_image_its_own_class(  # type: ignore[no
     import onnx
 
     graph = onnx.load(str(lite0_onnx)).graph
-    dims = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
-            for o in [*graph.input, *graph.output]}
-    assert dims == {"image": ["batch", 3, 224, 224], "logits": ["batch", 1000],
-                    "cam": ["batch", 7, 7]}
+    dims = {
+        o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
+        for o in [*graph.input, *graph.output]
+    }
+    assert dims == {
+        "image": ["batch", 3, 224, 224],
+        "logits": ["batch", 1000],
+        "cam": ["batch", 7, 7],
+    }
     x = prepare(imagenet_batch(3, 3), lite0_source.input)
     sess = ref.ort_session(lite0_onnx)
     logits3, cam3 = sess.run(None, {"image": x})
@@ -165,16 +185,28 @@ def _heads() -> dict[str, nn.Module]:
     return {
         "linear": nn.Linear(16, 5),
         "layernorm2d": nn.Sequential(LayerNorm2d(16), nn.Flatten(1), nn.Linear(16, 5)),
-        "mixed": nn.Sequential(ln, nn.Linear(16, 8), nn.GELU(), bn, nn.SiLU(), nn.Identity(),
-                               nn.Linear(8, 8), nn.ReLU6(), nn.Dropout(0.3), nn.Linear(8, 8),
-                               nn.ReLU(), nn.Hardswish(), nn.Sigmoid(), nn.Linear(8, 5)),
+        "mixed": nn.Sequential(
+            ln,
+            nn.Linear(16, 8),
+            nn.GELU(),
+            bn,
+            nn.SiLU(),
+            nn.Identity(),
+            nn.Linear(8, 8),
+            nn.ReLU6(),
+            nn.Dropout(0.3),
+            nn.Linear(8, 8),
+            nn.ReLU(),
+            nn.Hardswish(),
+            nn.Sigmoid(),
+            nn.Linear(8, 5),
+        ),
         "no_final_linear": nn.Sequential(nn.Linear(16, 5), nn.Tanh()),  # one-hot path in ONNX
     }
 
 
 @pytest.mark.parametrize("kind", list(_heads()))
-def test_head_chains_give_gradcam_in_onnx(kind: str, ref: SimpleNamespace,
-                                          tmp_path: Path) -> None:
+def test_head_chains_give_gradcam_in_onnx(kind: str, ref: SimpleNamespace, tmp_path: Path) -> None:
     torch.manual_seed(1)
     head = _heads()[kind]
     model = CamClassifier(_Features(), head, "features").eval().requires_grad_(False)

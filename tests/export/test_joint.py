@@ -48,7 +48,8 @@ def test_a_different_backbone_or_input_is_not_shared(pair) -> None:
 
 
 def test_the_guess_head_and_the_features_for_learning_come_out_of_the_same_pass(
-        pair, tmp_path: Path) -> None:
+    pair, tmp_path: Path
+) -> None:
     """`guess` is the ImageNet head on the pooled features; `features` and `fmap` let the device
     recompute the graph's own logits and map with numpy, so a learned head can replace it."""
     from torch import nn
@@ -60,8 +61,9 @@ def test_the_guess_head_and_the_features_for_learning_come_out_of_the_same_pass(
     path = export_joint_onnx(JointLite0(clf4, seg.model, head), tmp_path / "g.onnx", (224, 224))
     x = torch.randn(2, 3, 224, 224)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    logits, cam, guess, feats, fmap = sess.run(["logits", "cam", "guess", "features", "fmap"],
-                                               {"image": x.numpy()})
+    logits, cam, guess, feats, fmap = sess.run(
+        ["logits", "cam", "guess", "features", "fmap"], {"image": x.numpy()}
+    )
     with torch.no_grad():
         imagenet, _ = clf.model(x)
     np.testing.assert_allclose(guess, imagenet.numpy(), rtol=1e-3, atol=1e-3)

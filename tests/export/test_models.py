@@ -35,8 +35,9 @@ def test_default_is_the_imagenet_lite0(lite0_source) -> None:  # type: ignore[no
     src = lite0_source
     assert src.name == "efficientnet_lite0" and src.cam_layer == "features"
     assert src.classes == [names[i] for i in range(1000)]
-    assert src.input == InputSpec(size=(224, 224), mean=(127.0,) * 3, std=(128.0,) * 3,
-                                  resize="center_crop")
+    assert src.input == InputSpec(
+        size=(224, 224), mean=(127.0,) * 3, std=(128.0,) * 3, resize="center_crop"
+    )
     assert src.empty_classes == [] and src.human_classes == []
     assert not src.model.training
 
@@ -100,8 +101,9 @@ def test_weights_with_other_classes_need_a_classes_file(tmp_path: Path) -> None:
         build_classifier("mobilenet_v3_small", weights=tmp_path / "w.pth")
     (tmp_path / "c.txt").write_text("a\nb\n")
     with pytest.raises(ValueError, match="do not fit mobilenet_v3_small with 2 classes"):
-        build_classifier("mobilenet_v3_small", weights=tmp_path / "w.pth",
-                         classes=tmp_path / "c.txt")
+        build_classifier(
+            "mobilenet_v3_small", weights=tmp_path / "w.pth", classes=tmp_path / "c.txt"
+        )
     with pytest.raises(ValueError, match="ImageNet Lite0 has 1000 classes"):
         build_classifier(classes=tmp_path / "c.txt")
 
@@ -112,9 +114,14 @@ def test_checkpoint_round_trip(lite0_source, imagenet_batch, tmp_path: Path) -> 
     trained = EfficientNetLite0(len(CLASSES)).eval()
     trained.features.load_state_dict(lite0_source.model.features.state_dict())
     spec = InputSpec(size=(224, 224), mean=(127.0,) * 3, std=(128.0,) * 3, resize="stretch")
-    path = save_checkpoint(tmp_path / "m.pt", arch="efficientnet_lite0",
-                           state_dict=trained.state_dict(), classes=CLASSES, input=spec,
-                           empty_classes=["empty"])
+    path = save_checkpoint(
+        tmp_path / "m.pt",
+        arch="efficientnet_lite0",
+        state_dict=trained.state_dict(),
+        classes=CLASSES,
+        input=spec,
+        empty_classes=["empty"],
+    )
     ckpt = load_checkpoint(path)
     assert ckpt["format"] == "overmap-classifier" and ckpt["version"] == 1
     assert ckpt["input"] == spec and ckpt["human_classes"] == []
@@ -133,8 +140,14 @@ def test_checkpoint_round_trip(lite0_source, imagenet_batch, tmp_path: Path) -> 
     with pytest.raises(ValueError, match="holds a efficientnet_lite0, not a resnet18"):
         build_classifier("resnet18", weights=path)
     with pytest.raises(ValueError, match=r"\['person'\] are not among the classes"):
-        save_checkpoint(tmp_path / "bad.pt", arch="efficientnet_lite0", state_dict={},
-                        classes=CLASSES, input=spec, human_classes=["person"])
+        save_checkpoint(
+            tmp_path / "bad.pt",
+            arch="efficientnet_lite0",
+            state_dict={},
+            classes=CLASSES,
+            input=spec,
+            human_classes=["person"],
+        )
     raw = torch.load(path, weights_only=True)
     torch.save({**raw, "version": 2}, tmp_path / "v2.pt")
     with pytest.raises(ValueError, match="checkpoint version 2"):

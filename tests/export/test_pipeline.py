@@ -26,8 +26,17 @@ def small_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "b"
     result = runner.invoke(
         app,
-        ["export", "--target", "cpu", "--out", str(out), "--val-limit", "48",
-         "--val", str(DATA / "imagenet-sample")],
+        [
+            "export",
+            "--target",
+            "cpu",
+            "--out",
+            str(out),
+            "--val-limit",
+            "48",
+            "--val",
+            str(DATA / "imagenet-sample"),
+        ],
     )
     assert result.exit_code == 0, result.output
     return out
@@ -51,7 +60,9 @@ def test_export_writes_a_verified_int8_bundle(small_bundle: Path) -> None:
     assert m.thresholds == Thresholds().as_dict()
     # nothing but the bundle's own files is left behind
     assert sorted(p.name for p in small_bundle.iterdir()) == [
-        "classifier.onnx", "manifest.json", "segmenter.onnx"
+        "classifier.onnx",
+        "manifest.json",
+        "segmenter.onnx",
     ]
     assert not [p for p in small_bundle.parent.iterdir() if p.name.startswith(".")]
 
@@ -62,8 +73,17 @@ def test_export_refuses_under_the_agreement_bar_and_keeps_the_old_bundle(
     before = (small_bundle / "manifest.json").read_bytes()
     result = runner.invoke(
         app,
-        ["export", "--out", str(small_bundle), "--val-limit", "16", "--min-agreement", "1.01",
-         "--val", str(DATA / "imagenet-sample")],
+        [
+            "export",
+            "--out",
+            str(small_bundle),
+            "--val-limit",
+            "16",
+            "--min-agreement",
+            "1.01",
+            "--val",
+            str(DATA / "imagenet-sample"),
+        ],
     )
     assert result.exit_code == 1
     assert "agreement" in result.output

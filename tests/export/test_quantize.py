@@ -76,8 +76,8 @@ def test_int8_keeps_head_and_map_branch_float(int8_onnx: tuple[Path, dict]) -> N
         if node.op_type in {"Gemm", "Gather", "Einsum", "ArgMax"}:
             for name in node.input:
                 src = producer.get(name)
-                assert src is None or src.op_type != "DequantizeLinear" or name.startswith(
-                    "/features"
+                assert (
+                    src is None or src.op_type != "DequantizeLinear" or name.startswith("/features")
                 ), f"{node.name} reads a dequantized head tensor {name}"
             assert all(inits.get(n, np.zeros(1, np.float32)).dtype != np.int8 for n in node.input)
     assert recipe["activations"] == "QUInt8" and recipe["per_channel"]
@@ -107,8 +107,11 @@ def test_tensorrt_variant_is_symmetric_int8(fp32_onnx: Path, tmp_path: Path) -> 
         if zero_point.dtype == np.int32:  # a bias: int32 with scale = input x weight scale
             continue
         assert zero_point.dtype == np.int8 and not zero_point.any(), node.name
-    n_features = len(feature_nodes(onnx.load(str(prepare_for_quantization(
-        fp32_onnx, tmp_path / "clean.onnx"))))[0])
+    n_features = len(
+        feature_nodes(onnx.load(str(prepare_for_quantization(fp32_onnx, tmp_path / "clean.onnx"))))[
+            0
+        ]
+    )
     assert recipe["nodes_quantized"] == n_features - 3  # the first three convs stay float
 
 

@@ -41,8 +41,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]
     labels = _labels_csv(tmp)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fig = th.train_head(labels, out=tmp / "model.pt", images_root=CAMTRAP,
-                            source="mlwic_examples", Cs=(0.1, 1.0), folds=3, progress=False)
+        fig = th.train_head(
+            labels,
+            out=tmp / "model.pt",
+            images_root=CAMTRAP,
+            source="mlwic_examples",
+            Cs=(0.1, 1.0),
+            folds=3,
+            progress=False,
+        )
     assert any("merged into 'other'" in str(w.message) for w in caught)
     assert any("dropped" in str(w.message) for w in caught)
     return fig, tmp / "model.pt", labels
@@ -98,8 +105,9 @@ def test_fit_linear_head_folds_standardisation_into_the_weights() -> None:
     mean, std = X.mean(0), X.std(0)
     ref = LogisticRegression(C=head["C"], class_weight="balanced", max_iter=2000)
     ref.fit((X - mean) / std, y)
-    np.testing.assert_allclose(X @ head["weight"].T + head["bias"],
-                               ref.decision_function((X - mean) / std), atol=1e-3)
+    np.testing.assert_allclose(
+        X @ head["weight"].T + head["bias"], ref.decision_function((X - mean) / std), atol=1e-3
+    )
     assert set(head["cv_scores"]) == {"0.1", "1.0"}
 
 

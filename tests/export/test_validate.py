@@ -22,7 +22,7 @@ from export.validate import (
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-PETS_MASKS = (SHARED / "pets-masks")
+PETS_MASKS = SHARED / "pets-masks"
 
 
 def test_overmap_by_hand() -> None:

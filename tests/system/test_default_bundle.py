@@ -39,8 +39,11 @@ def _sample_labels() -> dict[str, str]:
     if not LABELS.is_file():
         pytest.skip("../shared/data is not beside the checkout")
     with LABELS.open(newline="") as f:
-        rows = {Path(r["file"]).name: r for r in csv.DictReader(f)
-                if r["source"] == "peru_s90_animl" and "S90_SDZG1" in r["file"]}
+        rows = {
+            Path(r["file"]).name: r
+            for r in csv.DictReader(f)
+            if r["source"] == "peru_s90_animl" and "S90_SDZG1" in r["file"]
+        }
     return {p.name: md_category(rows[p.name]["label"]) for p in SAMPLES.rglob("*.JPG")}
 
 
@@ -48,15 +51,35 @@ def test_the_quick_start_sorts_the_samples_without_torch_and_loses_no_animal(tmp
     truth = _sample_labels()
     out = tmp_path / "sorted"
     # the device side with torch made unimportable: the quick start installs no torch
-    code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
-            "from edge.cli import app; sys.argv = ['edge'] + sys.argv[1:]; app()")
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
+        "from edge.cli import app; sys.argv = ['edge'] + sys.argv[1:]; app()"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OVERMAP_BUNDLE"}
-    r = subprocess.run([sys.executable, "-c", code, "watch", str(SAMPLES), "--out", str(out),
-                        "--copy", "--once", "--no-tui"], capture_output=True, text=True,
-                       env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "watch",
+            str(SAMPLES),
+            "--out",
+            str(out),
+            "--copy",
+            "--once",
+            "--no-tui",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    folder = {p.name: p.relative_to(out).parts[0] for p in out.rglob("*.JPG")
-              if p.relative_to(out).parts[0] in ("empty", "tagged", "review")}
+    folder = {
+        p.name: p.relative_to(out).parts[0]
+        for p in out.rglob("*.JPG")
+        if p.relative_to(out).parts[0] in ("empty", "tagged", "review")
+    }
     assert set(folder) == set(truth), r.stderr[-2000:]
     lost = [n for n, where in folder.items() if where == "empty" and truth[n] != "empty"]
     assert lost == []
@@ -77,9 +100,24 @@ def test_the_watcher_takes_the_cameras_learned_bundle_in_out_over_the_default(tm
     shutil.copy(next(SAMPLES.rglob("*.JPG")), inbox)
 
     def start_line(*extra: str) -> str:
-        r = subprocess.run([sys.executable, "-m", "edge.cli", "watch", str(inbox.parent),
-                            "--out", str(out), "--copy", "--once", "--no-tui", *extra],
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge.cli",
+                "watch",
+                str(inbox.parent),
+                "--out",
+                str(out),
+                "--copy",
+                "--once",
+                "--no-tui",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         return next(line for line in r.stderr.splitlines() if "start: bundle" in line)
 

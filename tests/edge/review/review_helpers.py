@@ -40,8 +40,9 @@ def build_out(bundle: Path, root: Path) -> Path:
         dst = inbox / "CA01" / p.name
         shutil.copy(p, dst)
         os.utime(dst, (1.7e9 + 3600 * k, 1.7e9 + 3600 * k))
-    opts = WatchOptions(inbox=inbox, out=out, thresholds=ALL_REVIEW, settle=0.1, give_up=2.0,
-                        batch=4)
+    opts = WatchOptions(
+        inbox=inbox, out=out, thresholds=ALL_REVIEW, settle=0.1, give_up=2.0, batch=4
+    )
     run_once(load_bundle(bundle), opts, Stats(out=out))
     return out
 
@@ -66,8 +67,11 @@ def frames_by_name(out: Path) -> dict[str, int]:
 
 def files_under(out: Path, folder: str) -> set[str]:
     """The frames (not sidecars) under OUT/folder, relative to OUT."""
-    return {p.relative_to(out).as_posix() for p in (out / folder).rglob("*")
-            if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")}
+    return {
+        p.relative_to(out).as_posix()
+        for p in (out / folder).rglob("*")
+        if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg")
+    }
 
 
 def sidecar_of(path: Path) -> dict:

@@ -22,8 +22,12 @@ from edge.review.queue import load_queue, words
 from .review_helpers import ALL_REVIEW, CA01, files_under, frames_by_name, sidecar_of
 
 ROOT = Path(__file__).resolve().parents[3]
-BUNDLE = BundleInfo(name="tiny-cnn", classes=("empty", "deer", "fox", "human"),
-                    empty_classes=("empty",), human_classes=("human",))
+BUNDLE = BundleInfo(
+    name="tiny-cnn",
+    classes=("empty", "deer", "fox", "human"),
+    empty_classes=("empty",),
+    human_classes=("human",),
+)
 
 
 def test_the_queue_is_grouped_per_camera_and_burst(out: Path):
@@ -45,8 +49,13 @@ def test_the_queue_is_grouped_per_camera_and_burst(out: Path):
         assert frame is not None and frame.has_overlay_data
         drawn = ensure_overlay(j, out, frame)
         assert drawn == out / "overlays/S90/EK000002.JPG.overmap.jpg" and drawn.is_file()
-        assert [i.overlay for c in load_queue(j, out) for b in c.bursts for i in b.items
-                if i.id == item.id] == ["overlays/S90/EK000002.JPG.overmap.jpg"]
+        assert [
+            i.overlay
+            for c in load_queue(j, out)
+            for b in c.bursts
+            for i in b.items
+            if i.id == item.id
+        ] == ["overlays/S90/EK000002.JPG.overmap.jpg"]
     assert item.top and item.top[0][0] == item.label
     assert item.words.startswith("The model is unsure")
 
@@ -70,8 +79,10 @@ def test_frames_moved_by_hand_or_linked_out_of_out_are_not_in_the_queue(out: Pat
 def test_scores_in_plain_words():
     low = words("bobcat", 0.35, 0.1)
     assert low.startswith("The model is unsure") and "not the animal" in low
-    assert words("bobcat", 0.82, 0.75) == \
-        "The model is fairly sure it is a bobcat (82 %) and looked at the animal."
+    assert (
+        words("bobcat", 0.82, 0.75)
+        == "The model is fairly sure it is a bobcat (82 %) and looked at the animal."
+    )
     assert "but it looked at the grass" in words("elk", 0.95, 0.05)
     assert "an elk" in words("elk", 0.95, 0.05)
     assert words(None, None, None) == "The model gave no label for this frame."
@@ -100,10 +111,18 @@ def test_accept_moves_the_frame_once_and_records_who_and_what(out: Path):
         [applied] = answer_frames(j, out, [fid], "accept", who="ana")
         assert applied.dest == "tagged/S90/EK000002.JPG" and applied.label == "fox"
         a = j.answer_of(fid)
-        assert (a.answer, a.label, a.decision, a.who, a.state) == \
-            ("accept", "fox", "tagged", "ana", "done")
-        assert (a.previous_decision, a.previous_label, a.src) == \
-            ("review", "fox", "review/S90/EK000002.JPG")
+        assert (a.answer, a.label, a.decision, a.who, a.state) == (
+            "accept",
+            "fox",
+            "tagged",
+            "ana",
+            "done",
+        )
+        assert (a.previous_decision, a.previous_label, a.src) == (
+            "review",
+            "fox",
+            "review/S90/EK000002.JPG",
+        )
         f = j.get(fid)
         assert (f.decision, f.dest, f.label) == ("tagged", "tagged/S90/EK000002.JPG", "fox")
         with pytest.raises(AlreadyAnsweredError):
@@ -140,8 +159,10 @@ def test_a_burst_with_one_frame_not_in_the_queue_changes_nothing(out: Path):
     before = files_under(out, "review")
     with Journal.open(out) as j:
         answer_frames(j, out, [ids["EK000003.JPG"]], "empty", who="ana")
-        for frames, error in (([ids["EK000001.JPG"], ids["EK000003.JPG"]], AlreadyAnsweredError),
-                              ([ids["EK000001.JPG"], 999], AnswerRefusedError)):
+        for frames, error in (
+            ([ids["EK000001.JPG"], ids["EK000003.JPG"]], AlreadyAnsweredError),
+            ([ids["EK000001.JPG"], 999], AnswerRefusedError),
+        ):
             with pytest.raises(error):
                 answer_frames(j, out, frames, "accept", who="ana")
         assert [a.frame_id for a in j.answers()] == [ids["EK000003.JPG"]]
@@ -150,13 +171,21 @@ def test_a_burst_with_one_frame_not_in_the_queue_changes_nothing(out: Path):
 
 def _crash_answer(out: Path, frame_id: int, step: str) -> None:
     """Answer in a child process that dies (os._exit, as a power cut) at `step`."""
-    code = ("import sys; from pathlib import Path; from edge.journal import Journal;"
-            "from edge.review.answers import answer_frames;"
-            "out = Path(sys.argv[1]); j = Journal.open(out);"
-            "answer_frames(j, out, [int(sys.argv[2])], 'accept', who='ana')")
+    code = (
+        "import sys; from pathlib import Path; from edge.journal import Journal;"
+        "from edge.review.answers import answer_frames;"
+        "out = Path(sys.argv[1]); j = Journal.open(out);"
+        "answer_frames(j, out, [int(sys.argv[2])], 'accept', who='ana')"
+    )
     env = {**os.environ, "EDGE_CRASH_AT": step}
-    r = subprocess.run([sys.executable, "-c", code, str(out), str(frame_id)], env=env,
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(frame_id)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 77, r.stderr
 
 
@@ -197,10 +226,17 @@ def test_results_and_camtrap_dp_carry_the_human_label(out: Path):
         answer_frames(j, out, [ids["EK000002.JPG"]], "label", label="deer", who="ana")
         answer_frames(j, out, [ids["EK000003.JPG"]], "empty", who="ana")
         recs = {r.relpath: r for r in records(j)}
-    deer, empty, machine = recs["S90/EK000002.JPG"], recs["S90/EK000003.JPG"], \
-        recs["S90/EK000004.JPG"]
-    assert (deer.label, deer.decision, deer.classification_method, deer.machine_label) == \
-        ("deer", "tagged", "human", "fox")
+    deer, empty, machine = (
+        recs["S90/EK000002.JPG"],
+        recs["S90/EK000003.JPG"],
+        recs["S90/EK000004.JPG"],
+    )
+    assert (deer.label, deer.decision, deer.classification_method, deer.machine_label) == (
+        "deer",
+        "tagged",
+        "human",
+        "fox",
+    )
     assert deer.dest == "tagged/S90/EK000002.JPG" and deer.classified_by == "ana"
     assert machine.classification_method == "machine" and machine.decision == "review"
 
@@ -212,17 +248,23 @@ def test_results_and_camtrap_dp_carry_the_human_label(out: Path):
     assert "classification_method" not in image_entry(machine, BUNDLE)
 
     def obs(r):
-        return _observations(r, "m", "d", "e", "t", BUNDLE, {"deer": "Odocoileus"},
-                             "2026-01-01T00:00:00Z")[0]
+        return _observations(
+            r, "m", "d", "e", "t", BUNDLE, {"deer": "Odocoileus"}, "2026-01-01T00:00:00Z"
+        )[0]
 
     o = obs(deer)
-    assert (o["classificationMethod"], o["classifiedBy"], o["observationType"],
-            o["scientificName"]) == ("human", "ana", "animal", "Odocoileus")
+    assert (
+        o["classificationMethod"],
+        o["classifiedBy"],
+        o["observationType"],
+        o["scientificName"],
+    ) == ("human", "ana", "animal", "Odocoileus")
     assert o["classificationTimestamp"].endswith("Z") and "'fox'" in o["observationComments"]
-    assert (obs(empty)["classificationMethod"], obs(empty)["observationType"]) == \
-        ("human", "blank")
-    assert (obs(machine)["classificationMethod"], obs(machine)["observationType"]) == \
-        ("machine", "unknown")
+    assert (obs(empty)["classificationMethod"], obs(empty)["observationType"]) == ("human", "blank")
+    assert (obs(machine)["classificationMethod"], obs(machine)["observationType"]) == (
+        "machine",
+        "unknown",
+    )
 
 
 def test_the_summary_counts_the_persons_label(out: Path):
@@ -232,8 +274,9 @@ def test_the_summary_counts_the_persons_label(out: Path):
 
     ids = frames_by_name(out)
     with Journal.open(out) as j:
-        answer_frames(j, out, [ids["EK000002.JPG"], ids["EK000004.JPG"]], "label",
-                      label="bobcat", who="ana")
+        answer_frames(
+            j, out, [ids["EK000002.JPG"], ids["EK000004.JPG"]], "label", label="bobcat", who="ana"
+        )
         console = Console(record=True, width=120)
         console.print(summary(j))
     text = console.export_text()
@@ -243,11 +286,14 @@ def test_the_summary_counts_the_persons_label(out: Path):
 
 
 def test_the_review_side_never_imports_torch(tmp_path: Path):
-    code = ("import sys; import edge.review.app, edge.review.server, edge.cli;"
-            "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
-            "sys.exit(repr(bad) if bad else 0)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    code = (
+        "import sys; import edge.review.app, edge.review.server, edge.cli;"
+        "bad = [m for m in ('torch', 'torchvision') if m in sys.modules];"
+        "sys.exit(repr(bad) if bad else 0)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr + r.stdout
 
 
@@ -265,28 +311,44 @@ def test_a_camtrap_dp_package_of_an_answered_out_is_valid(out: Path, tmp_path: P
         pytest.skip(f"reference data missing: {schemas}")
     ids = frames_by_name(out)
     with Journal.open(out) as j:
-        answer_frames(j, out, [ids["EK000001.JPG"], ids["EK000002.JPG"]], "label",
-                      label="deer", who="ana")
+        answer_frames(
+            j, out, [ids["EK000001.JPG"], ids["EK000002.JPG"]], "label", label="deer", who="ana"
+        )
         answer_frames(j, out, [ids["EK000004.JPG"]], "empty", who="bo")
         frames = records(j)
-    cfg = parse_config({
-        "deployment": {"deployment_id": "s90", "latitude": -12.58, "longitude": -69.2,
-                       "timezone": "America/Lima"},
-        "project": {"title": "review test", "contributors": [{"title": "Field Team",
-                                                              "role": "contact"}]},
-        "taxa": {"deer": "Mazama americana"},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "deployment": {
+                "deployment_id": "s90",
+                "latitude": -12.58,
+                "longitude": -69.2,
+                "timezone": "America/Lima",
+            },
+            "project": {
+                "title": "review test",
+                "contributors": [{"title": "Field Team", "role": "contact"}],
+            },
+            "taxa": {"deer": "Mazama americana"},
+        }
+    )
     folder = out / "camtrap-dp"
     write_camtrap_dp(folder, frames, cfg, bundle_info=BUNDLE, paths="dest")
     desc = local_schema_descriptor(folder, schemas)
     assert frictionless.Package(desc, basepath=str(folder)).validate().valid
-    media = {m["mediaID"]: m["filePath"]
-             for m in csv.DictReader(open(folder / "media.csv", encoding="utf-8"))}
-    obs = {media[o["mediaID"]]: o
-           for o in csv.DictReader(open(folder / "observations.csv", encoding="utf-8"))}
+    media = {
+        m["mediaID"]: m["filePath"]
+        for m in csv.DictReader(open(folder / "media.csv", encoding="utf-8"))
+    }
+    obs = {
+        media[o["mediaID"]]: o
+        for o in csv.DictReader(open(folder / "observations.csv", encoding="utf-8"))
+    }
     deer = obs["tagged/S90/EK000001.JPG"]
-    assert (deer["classificationMethod"], deer["classifiedBy"], deer["scientificName"]) == \
-        ("human", "ana", "Mazama americana")
+    assert (deer["classificationMethod"], deer["classifiedBy"], deer["scientificName"]) == (
+        "human",
+        "ana",
+        "Mazama americana",
+    )
     assert obs["empty/S90/EK000004.JPG"]["observationType"] == "blank"
     assert obs["empty/S90/EK000004.JPG"]["classificationMethod"] == "human"
     assert obs["review/S90/EK000005.JPG"]["classificationMethod"] == "machine"
@@ -294,7 +356,8 @@ def test_a_camtrap_dp_package_of_an_answered_out_is_valid(out: Path, tmp_path: P
 
 
 def test_the_watchers_next_run_keeps_the_answers_and_writes_them_out(
-        out: Path, tmp_path: Path, tiny_bundle: Path):
+    out: Path, tmp_path: Path, tiny_bundle: Path
+):
     """Answers while a watcher holds OUT's journal, then the watcher's next run: the answered
     frames stay where the person sent them and its results file carries their labels."""
     import json
@@ -311,13 +374,16 @@ def test_the_watchers_next_run_keeps_the_answers_and_writes_them_out(
     inbox = tmp_path / "inbox2"
     (inbox / "CA01").mkdir(parents=True)
     shutil.copy(sorted(CA01.iterdir())[5], inbox / "CA01" / "new.jpg")
-    run_once(load_bundle(tiny_bundle),
-             WatchOptions(inbox=inbox, out=out, thresholds=ALL_REVIEW, settle=0.1,
-                          give_up=2.0, batch=4), Stats(out=out))
+    run_once(
+        load_bundle(tiny_bundle),
+        WatchOptions(inbox=inbox, out=out, thresholds=ALL_REVIEW, settle=0.1, give_up=2.0, batch=4),
+        Stats(out=out),
+    )
     assert (out / "tagged/S90/EK000002.JPG").is_file()
     assert "review/CA01/new.jpg" in files_under(out, "review")
-    entries = {e["file"]: e for e in
-               json.loads((out / "results/megadetector.json").read_text())["images"]}
+    entries = {
+        e["file"]: e for e in json.loads((out / "results/megadetector.json").read_text())["images"]
+    }
     deer = entries["tagged/S90/EK000002.JPG"]
     assert deer["label"] == "deer" and deer["classification_method"] == "human"
     assert deer["decision"] == "tagged" and deer["classified_by"] == "ana"

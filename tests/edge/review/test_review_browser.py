@@ -17,8 +17,16 @@ from edge.review.app import Settings, create_app
 from .review_helpers import files_under, frames_by_name, free_port, sidecar_of
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -42,8 +50,12 @@ def server(out: Path) -> Iterator[str]:
 def test_raw_paths_that_climb_out_are_refused_by_the_live_server(server: str, out: Path):
     """http.client sends the path as written (a browser or httpx would normalise `..`)."""
     host, port = server.removeprefix("http://").split(":")
-    for path in ("/media/../journal.sqlite", "/media/review/../../journal.sqlite",
-                 "/media/review/S90/../../journal.sqlite", "/media/%2e%2e/journal.sqlite"):
+    for path in (
+        "/media/../journal.sqlite",
+        "/media/review/../../journal.sqlite",
+        "/media/review/S90/../../journal.sqlite",
+        "/media/%2e%2e/journal.sqlite",
+    ):
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         conn.request("GET", path)
         r = conn.getresponse()
@@ -56,8 +68,9 @@ def test_raw_paths_that_climb_out_are_refused_by_the_live_server(server: str, ou
 def test_a_ranger_answers_with_the_keyboard(server: str, out: Path):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.is_file():
-        pytest.skip("Debian's chromium is not installed (./install.sh --dev as root installs "
-                    "it with apt)")
+        pytest.skip(
+            "Debian's chromium is not installed (./install.sh --dev as root installs it with apt)"
+        )
     ids = frames_by_name(out)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -82,8 +95,9 @@ def test_a_ranger_answers_with_the_keyboard(server: str, out: Path):
             page.keyboard.press("s")  # skip the third
             page.keyboard.press("ArrowLeft")  # back to it, and on again
             page.keyboard.press("ArrowRight")
-            assert page.locator("article.frame.current").get_attribute("data-id") == \
-                str(ids["EK000001.JPG"])
+            assert page.locator("article.frame.current").get_attribute("data-id") == str(
+                ids["EK000001.JPG"]
+            )
             page.keyboard.press("Shift+P")  # the whole first S90 burst: a person, three frames
             for name in ("EK000001.JPG", "EK000002.JPG", "EK000003.JPG"):
                 answered(name)
@@ -103,9 +117,13 @@ def test_a_ranger_answers_with_the_keyboard(server: str, out: Path):
 
     assert files_under(out, "empty") == {"empty/CA01/CA-01_0006502.jpg"}
     tagged = files_under(out, "tagged")
-    assert {"tagged/CA01/CA-01_0006501.jpg", "tagged/S90/EK000001.JPG",
-            "tagged/S90/EK000002.JPG", "tagged/S90/EK000003.JPG",
-            "tagged/S90/EK000004.JPG"} <= tagged
+    assert {
+        "tagged/CA01/CA-01_0006501.jpg",
+        "tagged/S90/EK000001.JPG",
+        "tagged/S90/EK000002.JPG",
+        "tagged/S90/EK000003.JPG",
+        "tagged/S90/EK000004.JPG",
+    } <= tagged
     assert sidecar_of(out / "tagged/S90/EK000004.JPG")["label"] == "bobcat"
     with Journal.open(out) as j:
         got = {a.frame_id: (a.answer, a.label, a.decision, a.who) for a in j.answers()}

@@ -20,10 +20,12 @@ TOKEN = "a-field-token-0123456789"
 LOCAL = "http://127.0.0.1:8321"
 
 
-def client(out: Path, *, token: str | None = None, host: str = "127.0.0.1",
-           base: str = LOCAL) -> TestClient:
-    app = create_app(Settings(out=out, token=token, host=host, port=8321,
-                              labels=("deer", "bobcat")))
+def client(
+    out: Path, *, token: str | None = None, host: str = "127.0.0.1", base: str = LOCAL
+) -> TestClient:
+    app = create_app(
+        Settings(out=out, token=token, host=host, port=8321, labels=("deer", "bobcat"))
+    )
     return TestClient(app, base_url=base, follow_redirects=False)
 
 
@@ -34,8 +36,7 @@ def csrf_of(page: str) -> str:
 
 def post(c: TestClient, frames: list[int], answer: str, csrf: str | None, **kw):
     headers = {CSRF_HEADER: csrf} if csrf else {}
-    return c.post("/api/answer", json={"frames": frames, "answer": answer, **kw},
-                  headers=headers)
+    return c.post("/api/answer", json={"frames": frames, "answer": answer, **kw}, headers=headers)
 
 
 def test_the_page_lists_the_queue_with_words_and_keys(out: Path):
@@ -80,8 +81,11 @@ def test_answers_need_the_sessions_csrf_token(out: Path):
         assert post(c, [fid], "accept", None).status_code == 403
         assert post(c, [fid], "accept", "forged").status_code == 403
         # a page on another site posting with the browser's cookie
-        r = c.post("/api/answer", json={"frames": [fid], "answer": "accept"},
-                   headers={CSRF_HEADER: csrf, "origin": "http://evil.example"})
+        r = c.post(
+            "/api/answer",
+            json={"frames": [fid], "answer": "accept"},
+            headers={CSRF_HEADER: csrf, "origin": "http://evil.example"},
+        )
         assert r.status_code == 403
         assert files_under(out, "tagged") == set()
         r = post(c, [fid], "accept", csrf, who="ana")
@@ -105,8 +109,9 @@ def test_a_second_answer_is_refused_with_409_and_frames_not_in_the_queue_with_40
         before = files_under(out, "review"), files_under(out, "empty")
         r = post(c, [ids["EK000004.JPG"]], "accept", csrf)
         assert r.status_code == 409 and "answered already" in r.json()["detail"]
-        assert post(c, [ids["EK000005.JPG"], ids["EK000004.JPG"]], "person",
-                    csrf).status_code == 409
+        assert (
+            post(c, [ids["EK000005.JPG"], ids["EK000004.JPG"]], "person", csrf).status_code == 409
+        )
         assert post(c, [12345], "accept", csrf).status_code == 404
         (out / "review/S90/EK000006.JPG").unlink()  # taken away by hand: not in the queue
         assert post(c, [ids["EK000006.JPG"]], "accept", csrf).status_code == 404
@@ -118,22 +123,25 @@ def test_a_second_answer_is_refused_with_409_and_frames_not_in_the_queue_with_40
             assert [a.frame_id for a in j.answers()] == [ids["EK000004.JPG"]]
 
 
-@pytest.mark.parametrize("path", [
-    "/media/../journal.sqlite",
-    "/media/%2e%2e%2fjournal.sqlite",
-    "/media/review/%2e%2e/journal.sqlite",
-    "/media/review/..%2f..%2fetc%2fpasswd",
-    "/media/%2fetc%2fpasswd",
-    "/media//etc/passwd",
-    "/media/review/S90/%2e%2e%2f%2e%2e%2fjournal.sqlite",
-    "/media/journal.sqlite",
-    "/media/results/megadetector.json",
-    "/media/review/S90/outside.jpg",  # a symlink in OUT/review to a file outside OUT
-    "/media/review/S90/inside.jpg",  # a symlink in OUT/review to OUT's journal
-    "/media/review/linked/EK000001.JPG",  # a linked folder that leads out of OUT
-    "/media/review\\S90\\EK000001.JPG",
-    "/media/review/S90/EK000001.JPG%00.json",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/media/../journal.sqlite",
+        "/media/%2e%2e%2fjournal.sqlite",
+        "/media/review/%2e%2e/journal.sqlite",
+        "/media/review/..%2f..%2fetc%2fpasswd",
+        "/media/%2fetc%2fpasswd",
+        "/media//etc/passwd",
+        "/media/review/S90/%2e%2e%2f%2e%2e%2fjournal.sqlite",
+        "/media/journal.sqlite",
+        "/media/results/megadetector.json",
+        "/media/review/S90/outside.jpg",  # a symlink in OUT/review to a file outside OUT
+        "/media/review/S90/inside.jpg",  # a symlink in OUT/review to OUT's journal
+        "/media/review/linked/EK000001.JPG",  # a linked folder that leads out of OUT
+        "/media/review\\S90\\EK000001.JPG",
+        "/media/review/S90/EK000001.JPG%00.json",
+    ],
+)
 def test_no_path_outside_out_is_served(out: Path, tmp_path: Path, path: str):
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(b"\xff\xd8 not for the network")
@@ -149,8 +157,9 @@ def test_no_path_outside_out_is_served(out: Path, tmp_path: Path, path: str):
         assert b"not for the network" not in r.content and b"SQLite" not in r.content
         assert b"elsewhere" not in r.content
         ok = c.get("/media/review/S90/EK000001.JPG")
-        assert ok.status_code == 200 and ok.content == \
-            (out / "review/S90/EK000001.JPG").read_bytes()
+        assert (
+            ok.status_code == 200 and ok.content == (out / "review/S90/EK000001.JPG").read_bytes()
+        )
         assert c.get("/media/overlays/S90/EK000001.JPG.overmap.jpg").status_code == 404
         c.get(f"/picture/{frames_by_name(out)['EK000001.JPG']}")  # drawn once looked at
         assert c.get("/media/overlays/S90/EK000001.JPG.overmap.jpg").status_code == 200
@@ -175,8 +184,11 @@ def test_the_token_is_needed_once_then_a_cookie(out: Path):
     with client(out, token=TOKEN) as api:  # a script: the token as a header, no cookie
         assert api.get("/api/queue", headers={TOKEN_HEADER: "nope"}).status_code == 401
         assert api.get("/api/queue", headers={TOKEN_HEADER: TOKEN}).status_code == 200
-        r = api.post("/api/answer", json={"frames": [ids["EK000002.JPG"]], "answer": "empty"},
-                     headers={"authorization": f"Bearer {TOKEN}"})
+        r = api.post(
+            "/api/answer",
+            json={"frames": [ids["EK000002.JPG"]], "answer": "empty"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
         assert r.status_code == 200
     # EK000001: the model said "empty", so accepting it sorts it as empty
     assert files_under(out, "empty") == {"empty/S90/EK000001.JPG", "empty/S90/EK000002.JPG"}

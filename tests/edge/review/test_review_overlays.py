@@ -47,8 +47,13 @@ def add_frame(j: Journal, out: Path, src: Path, camera: str, data: bytes | None)
     shutil.copy2(src, out / dest)
     st = src.stat()
     fid = j.record_seen(rel, st.st_size, st.st_mtime, hashlib.sha256(src.read_bytes()).hexdigest())
-    j.record_decision(fid, Decision("review", label="animal", softmax=0.61, overmap=0.33,
-                                    confidence=0.5, overlay_data=data), dest)
+    j.record_decision(
+        fid,
+        Decision(
+            "review", label="animal", softmax=0.61, overmap=0.33, confidence=0.5, overlay_data=data
+        ),
+        dest,
+    )
     j.mark_done(fid, dest)
     return fid
 
@@ -131,8 +136,12 @@ def full_overlays(out: Path) -> Iterator[Path]:
     """OUT/overlays on a tmpfs of 64 KiB, filled to the last byte: a full disk, for real."""
     point = out / "overlays"
     point.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -192,7 +201,8 @@ def test_the_page_serves_the_overlay_drawn_on_demand(out: Path):
         assert j.get(fid).overlay == f"overlays/S90/{name}.overmap.jpg"
         assert j.get(bare).overlay is None
     assert sorted(p.name for p in (out / "overlays").rglob("*") if p.is_file()) == [
-        f"{name}.overmap.jpg"]
+        f"{name}.overmap.jpg"
+    ]
 
 
 def test_a_drawn_overlay_that_leads_out_of_out_is_not_served(out: Path, tmp_path: Path):

@@ -58,9 +58,24 @@ def test_edge_review_serves_answers_and_rewrites_the_results(out: Path, tiny_bun
     ids = frames_by_name(out)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "review", str(out), "--port", str(port),
-         "--token", TOKEN, "--bundle", str(tiny_bundle)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "review",
+            str(out),
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--bundle",
+            str(tiny_bundle),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = _wait_for_line(proc, "review queue:")
         assert f"http://127.0.0.1:{port}/?token={TOKEN}" in line
@@ -75,8 +90,16 @@ def test_edge_review_serves_answers_and_rewrites_the_results(out: Path, tiny_bun
                 time.sleep(0.05)
         status, body = _request(base + "/api/queue", token=TOKEN)
         assert status == 200 and len(json.loads(body)["cameras"]) == 2
-        status, body = _request(base + "/api/answer", token=TOKEN, body={
-            "frames": [ids["EK000002.JPG"]], "answer": "label", "label": "deer", "who": "ana"})
+        status, body = _request(
+            base + "/api/answer",
+            token=TOKEN,
+            body={
+                "frames": [ids["EK000002.JPG"]],
+                "answer": "label",
+                "label": "deer",
+                "who": "ana",
+            },
+        )
         assert status == 200, body
         results = out / "results" / "megadetector.json"
         deadline = time.monotonic() + 20
@@ -109,8 +132,9 @@ def test_a_token_is_required_beyond_localhost():
     far = address(cfg, "0.0.0.0", None, None)
     assert far.token and len(far.token) >= 16 and far.port == 8321
     assert f"?token={far.token}" in far.url()
-    cfg = parse_config({"review": {"host": "192.168.4.2", "port": 9000,
-                                   "token": "from-the-config-0123"}})
+    cfg = parse_config(
+        {"review": {"host": "192.168.4.2", "port": 9000, "token": "from-the-config-0123"}}
+    )
     a = address(cfg, None, None, None)
     assert (a.host, a.port, a.token) == ("192.168.4.2", 9000, "from-the-config-0123")
     assert address(cfg, None, 9001, "from-the-flag-0123456").token == "from-the-flag-0123456"
@@ -127,6 +151,15 @@ def test_resolve_inside_by_hand(tmp_path: Path):
     (tmp_path / "review/a.jpg").write_bytes(b"x")
     (tmp_path / "journal.sqlite").write_bytes(b"x")
     assert resolve_inside(tmp_path, "review/a.jpg", under=("review",)) is not None
-    for rel in ("journal.sqlite", "../x", "review/../journal.sqlite", "/etc/passwd",
-                "review/./a.jpg", "review//a.jpg", "review", "review/missing.jpg", ""):
+    for rel in (
+        "journal.sqlite",
+        "../x",
+        "review/../journal.sqlite",
+        "/etc/passwd",
+        "review/./a.jpg",
+        "review//a.jpg",
+        "review",
+        "review/missing.jpg",
+        "",
+    ):
         assert resolve_inside(tmp_path, rel, under=("review",)) is None, rel
