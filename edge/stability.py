@@ -53,7 +53,7 @@ def jpeg_state(path: str | Path) -> str:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Readiness:
     """What the gate says about a candidate: 'whole', 'unreadable' (with reason) or 'gone'."""
 
     path: Path
@@ -130,10 +130,10 @@ class StabilityGate:
                 return str(e)
         return None
 
-    def poll(self) -> list[Verdict]:
-        """Verdicts for candidates that settled (whole), gave up (unreadable) or vanished."""
+    def poll(self) -> list[Readiness]:
+        """Readiness of the candidates that settled (whole), gave up (unreadable) or vanished."""
         now = self._clock()
-        out: list[Verdict] = []
+        out: list[Readiness] = []
         for path, w in list(self._watch.items()):
             if now - w.last < self.settle:
                 continue
@@ -141,7 +141,7 @@ class StabilityGate:
                 st = path.stat()
             except OSError:
                 del self._watch[path]
-                out.append(Verdict(path, "gone"))
+                out.append(Readiness(path, "gone"))
                 continue
             w.last = now
             if (st.st_size, st.st_mtime_ns) != (w.size, w.mtime_ns):
@@ -153,8 +153,8 @@ class StabilityGate:
                 why = f"cannot read: {e.strerror or e}"
             if why is None:
                 del self._watch[path]
-                out.append(Verdict(path, "whole"))
+                out.append(Readiness(path, "whole"))
             elif now - w.first >= self.give_up:
                 del self._watch[path]
-                out.append(Verdict(path, "unreadable", f"{why} after {self.give_up:g} s"))
+                out.append(Readiness(path, "unreadable", f"{why} after {self.give_up:g} s"))
         return out
