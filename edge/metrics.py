@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,138 @@ def summarise(
     return out
 
 
+def wilson_interval(k: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial share k/n: unlike the normal one it stays inside
+    [0, 1] and is sensible at k = 0 or k = n and for small n. (nan, nan) when n = 0."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got {k}, {n}")
+    if n == 0:
+        return math.nan, math.nan
+    z = _z(confidence)
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # rounding can put an edge a hair past k/n at k = 0 or k = n
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def overlap_accuracy(
+    overmap: Any, correct: Any, *, bins: int = 10, confidence: float = 0.95
+) -> list[dict[str, float]]:
+    """Accuracy per quantile bin of Over-MAP (deciles by default): the direct test of "the
+    label is more often right the more the map overlaps the animal".
+
+    Bin edges are the quantiles of `overmap`; bin k holds the values in (lower, upper], the
+    first one also its lower edge, so equal values always share a bin and a bin never splits a
+    tie. Heavy ties make edges coincide: the bins between them stay empty (count 0, nan
+    accuracy and interval) rather than being split at random. Per bin: "bin" (0-based),
+    "lower", "upper", "centre" (mean Over-MAP of its frames), "count", "correct", "accuracy",
+    and the Wilson interval "low", "high". No frames: an empty list.
+
+    Example:
+        >>> b = overlap_accuracy([0.1, 0.2, 0.8, 0.9], [False, False, True, True], bins=2)
+        >>> [(x["count"], x["accuracy"]) for x in b]
+        [(2, 0.0), (2, 1.0)]
+    """
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    if np.asarray(overmap).size == 0 and np.asarray(correct).size == 0:
+        return []
+    s, c = _check(overmap, correct)
+    edges = np.quantile(s, np.linspace(0.0, 1.0, bins + 1))
+    edges[0], edges[-1] = s.min(), s.max()  # exact, whatever the interpolation
+    idx = np.clip(np.searchsorted(edges[1:-1], s, side="left"), 0, bins - 1)
+    out = []
+    for k in range(bins):
+        inside = idx == k
+        n, right = int(inside.sum()), int(c[inside].sum())
+        low, high = wilson_interval(right, n, confidence=confidence)
+        out.append(
+            {
+                "bin": k,
+                "lower": float(edges[k]),
+                "upper": float(edges[k + 1]),
+                "centre": float(s[inside].mean()) if n else math.nan,
+                "count": n,
+                "correct": right,
+                "accuracy": right / n if n else math.nan,
+                "low": low,
+                "high": high,
+            }
+        )
+    return out
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties given their mean rank (as Spearman's rho needs)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(x.size)
+    ranks[order] = np.arange(1, x.size + 1)
+    for v in np.unique(x):
+        tied = x == v
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation (ties at their mean rank); nan when either side is constant
+    or there are fewer than two points."""
+    x = np.asarray(x, np.float64).ravel()
+    y = np.asarray(y, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x ({x.size}) and y ({y.size}) differ in length")
+    if x.size < 2:
+        return math.nan
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
+    return float((rx * ry).sum() / denom) if denom > 0 else math.nan
+
+
+def overlap_trend(curve: Sequence[Mapping[str, Any]], *, confidence: float = 0.95) -> dict:
+    """Is the curve of `overlap_accuracy` rising? Over its non-empty bins: Spearman's rho of
+    bin centre against accuracy ("spearman"; +1 = accuracy rises with every decile), and the
+    top bin's accuracy minus the bottom one's ("top_minus_bottom") with Newcombe's interval
+    for a difference of two independent shares built from their Wilson intervals ("low",
+    "high"; an interval clear of 0 is a difference the counts support). "bins" counts the
+    non-empty bins; figures that need two of them are nan with fewer.
+
+    Example:
+        >>> curve = overlap_accuracy([0.1, 0.2, 0.8, 0.9], [False, False, True, True], bins=2)
+        >>> overlap_trend(curve)["spearman"], overlap_trend(curve)["top_minus_bottom"]
+        (1.0, 1.0)
+    """
+    filled = [b for b in curve if b["count"] > 0]
+    out: dict[str, float] = {
+        "bins": len(filled),
+        "spearman": math.nan,
+        "top_minus_bottom": math.nan,
+        "low": math.nan,
+        "high": math.nan,
+    }
+    if len(filled) < 2:
+        return out
+    out["spearman"] = spearman([b["centre"] for b in filled], [b["accuracy"] for b in filled])
+    top, bottom = filled[-1], filled[0]
+    l1, u1 = wilson_interval(top["correct"], top["count"], confidence=confidence)
+    l2, u2 = wilson_interval(bottom["correct"], bottom["count"], confidence=confidence)
+    p1, p2 = top["accuracy"], bottom["accuracy"]
+    d = p1 - p2
+    out["top_minus_bottom"] = d
+    out["low"] = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    out["high"] = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return out
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -259,6 +391,49 @@ def plot_risk_coverage(
         title=title,
     )
     ax.legend(loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_overlap_accuracy(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: Path,
+    *,
+    title: str = "accuracy by Over-MAP decile",
+) -> Path:
+    """Curves of `overlap_accuracy` (name -> bins) as a PNG: accuracy per Over-MAP bin with
+    its Wilson interval as error bars; empty bins are left out."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    names = list(curves)
+    for j, name in enumerate(names):
+        filled = [b for b in curves[name] if b["count"] > 0]
+        if not filled:
+            continue
+        x = np.array([b["bin"] + 1 for b in filled], float) + 0.12 * (j - (len(names) - 1) / 2)
+        acc = np.array([b["accuracy"] for b in filled])
+        err = np.array(
+            [
+                [a - b["low"] for a, b in zip(acc, filled, strict=True)],
+                [b["high"] - a for a, b in zip(acc, filled, strict=True)],
+            ]
+        )
+        rho = overlap_trend(filled)["spearman"]
+        n = sum(b["count"] for b in filled)
+        ax.errorbar(x, acc, yerr=err, marker="o", capsize=3, label=f"{name} (n={n}, rho {rho:.2f})")
+    bins = max((len(c) for c in curves.values()), default=10)
+    ax.set(
+        xlim=(0.5, bins + 0.5),
+        ylim=(0, 1.02),
+        xticks=range(1, bins + 1),
+        xlabel="Over-MAP bin (quantiles, lowest overlap first)",
+        ylabel="accuracy (95 % Wilson interval)",
+        title=title,
+    )
+    ax.legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -138,3 +138,89 @@ def test_summarise_and_plots(tmp_path) -> None:
     png2 = m.plot_risk_coverage({"good": good, "noise": noise}, c, tmp_path / "rc.png")
     for png in (png1, png2):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wilson_interval_known_values() -> None:
+    # textbook values (Newcombe 1998, table I): 0/10 and 5/10 at 95 %
+    assert m.wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert m.wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert m.wilson_interval(10, 10)[1] == 1.0
+    assert all(math.isnan(v) for v in m.wilson_interval(0, 0))
+    lo90, hi90 = m.wilson_interval(5, 10, confidence=0.9)
+    assert 0.2366 < lo90 < hi90 < 0.7634  # a lower level, a narrower interval
+    with pytest.raises(ValueError):
+        m.wilson_interval(3, 2)
+
+
+def test_overlap_accuracy_monotone_case() -> None:
+    # 100 frames, Over-MAP 0.00..0.99; in decile k exactly k of its 10 frames are right
+    s = np.arange(100) / 100
+    c = np.array([j % 10 < j // 10 for j in range(100)])
+    curve = m.overlap_accuracy(s, c)
+    assert [b["count"] for b in curve] == [10] * 10
+    assert [b["correct"] for b in curve] == list(range(10))
+    assert [b["accuracy"] for b in curve] == pytest.approx([k / 10 for k in range(10)])
+    for k, b in enumerate(curve):
+        assert b["lower"] <= b["centre"] <= b["upper"]
+        assert b["centre"] == pytest.approx(s[10 * k : 10 * k + 10].mean())
+        assert (b["low"], b["high"]) == pytest.approx(m.wilson_interval(k, 10))
+    trend = m.overlap_trend(curve)
+    assert trend["bins"] == 10 and trend["spearman"] == pytest.approx(1.0)
+    assert trend["top_minus_bottom"] == pytest.approx(0.9)
+    assert 0.0 < trend["low"] < 0.9 < trend["high"] <= 1.0  # clear of 0 with 10 per bin
+    # reversed overlap: the same bins in the other order, rho -1
+    back = m.overlap_trend(m.overlap_accuracy(1 - s, c))
+    assert back["spearman"] == pytest.approx(-1.0) and back["top_minus_bottom"] == -0.9
+
+
+def test_overlap_accuracy_flat_case_and_spearman_cross_check() -> None:
+    from scipy.stats import spearmanr
+
+    # every decile 7 of 10 right: no trend, and the difference's interval straddles 0
+    s = np.linspace(0, 1, 100)
+    c = np.array([j % 10 < 7 for j in range(100)])
+    curve = m.overlap_accuracy(s, c)
+    assert [b["accuracy"] for b in curve] == pytest.approx([0.7] * 10)
+    trend = m.overlap_trend(curve)
+    assert math.isnan(trend["spearman"])  # constant accuracy: no rank correlation
+    assert trend["top_minus_bottom"] == pytest.approx(0.0)
+    assert trend["low"] < 0.0 < trend["high"]
+    rng = np.random.default_rng(3)
+    x, y = rng.random(12), rng.integers(0, 4, 12).astype(float)  # ties on y
+    assert m.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic)
+
+
+def test_overlap_accuracy_ties_and_empty_bins() -> None:
+    # 30 frames at exactly 0 (an empty mask) never split: one bin holds them all, the bins
+    # whose edges they fill stay empty and count nothing
+    s = np.r_[np.zeros(30), np.linspace(0.1, 1.0, 70)]
+    c = np.r_[np.zeros(30, bool), np.ones(70, bool)]
+    curve = m.overlap_accuracy(s, c)
+    assert len(curve) == 10 and sum(b["count"] for b in curve) == 100
+    assert curve[0]["count"] == 30 and curve[0]["accuracy"] == 0.0
+    empty = [b for b in curve if b["count"] == 0]
+    assert empty and all(math.isnan(b["accuracy"]) and math.isnan(b["low"]) for b in empty)
+    assert all(b["correct"] == 0 for b in empty)
+    trend = m.overlap_trend(curve)
+    assert trend["bins"] == 10 - len(empty) and trend["top_minus_bottom"] == 1.0
+    # more bins than frames: every frame counted once, the rest empty
+    few = m.overlap_accuracy([0.2, 0.4, 0.9], [False, True, True])
+    assert sum(b["count"] for b in few) == 3 and sum(b["count"] == 0 for b in few) == 7
+    assert m.overlap_accuracy([], []) == []
+    assert m.overlap_trend([])["bins"] == 0
+    with pytest.raises(ValueError, match="NaN"):
+        m.overlap_accuracy([np.nan, 0.1], [True, False])
+
+
+def test_overlap_accuracy_all_equal_values(tmp_path) -> None:
+    curve = m.overlap_accuracy(np.full(9, 0.4), [True] * 6 + [False] * 3)
+    filled = [b for b in curve if b["count"]]
+    assert len(filled) == 1 and filled[0]["count"] == 9
+    assert filled[0]["accuracy"] == pytest.approx(6 / 9) and filled[0]["centre"] == 0.4
+    trend = m.overlap_trend(curve)
+    assert trend["bins"] == 1 and math.isnan(trend["spearman"])
+    assert math.isnan(trend["top_minus_bottom"]) and math.isnan(trend["low"])
+    s = np.arange(100) / 100
+    rising = m.overlap_accuracy(s, np.array([j % 10 < j // 10 for j in range(100)]))
+    png = m.plot_overlap_accuracy({"all": rising, "flat": curve}, tmp_path / "oa.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
