@@ -179,6 +179,28 @@ def _load_bundle_or_exit(path: Path):
         raise typer.Exit(1) from None
 
 
+MapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        help="The map Over-MAP scores: cam (Grad-CAM) or attention (bundles with an attention "
+        "head; default: the config's, else cam).",
+        show_default=False,
+    ),
+]
+
+
+def _map_or_exit(bundle, source: str) -> None:
+    """A map source the bundle does not return, named at start, exit 2."""
+    from edge.scorer import MapSourceError, check_map_source
+
+    try:
+        check_map_source(bundle.manifest, source)
+    except MapSourceError as e:
+        err.print(f"[red]--map:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+
+
 @app.command("watch")
 def watch_cmd(
     inbox: Annotated[
@@ -253,6 +275,7 @@ def watch_cmd(
             show_default=False,
         ),
     ] = None,
+    map_source: MapOpt = None,
 ) -> None:
     """Sort every frame that lands in INBOX: empty, tagged, or kept for review.
 
@@ -318,6 +341,7 @@ def watch_cmd(
                 "tag": tag,
                 "empty": empty,
                 "empty_foreground": empty_foreground,
+                "map": map_source,
             }
         )
         thresholds = resolve_thresholds(b.manifest.thresholds, cfg, {})
@@ -325,6 +349,7 @@ def watch_cmd(
     except ConfigError as e:
         err.print(f"[red]{escape(str(e))}[/]")
         raise typer.Exit(2) from None
+    _map_or_exit(b, cfg.runtime.map)
     opts = WatchOptions(
         inbox.resolve(),
         (out or cfg.watch.out or inbox / "sorted").resolve(),
@@ -1036,6 +1061,62 @@ def simulate_cmd(
     console.print(
         f"{report['installs']} bundles installed in {len(report['steps'])} steps; json: {json_out}"
     )
+
+
+@app.command("audit")
+def audit_cmd(
+    labels: LabelsArg,
+    json_out: Annotated[Path, typer.Option("--json", help="Write every example's cues here.")],
+    html_out: Annotated[Path, typer.Option("--html", help="Write the suspects' page here.")],
+    images_root: ImagesRoot = None,
+    bundle: Annotated[Path | None, typer.Option(help="Bundle folder.")] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Folds of the out-of-fold heads.")] = 5,
+    top: Annotated[int, typer.Option(min=1, help="Suspects shown on the page.")] = 50,
+    label_column: Annotated[str, typer.Option(help="The CSV's column with the label.")] = "label",
+    masks: Annotated[
+        str | None, typer.Option(help="Column with a true mask file per frame (1 = object).")
+    ] = None,
+    source: SourceOpt = None,
+) -> None:
+    """Rank a labelled training set by how suspicious each label is: out-of-fold heads that
+    disagree with it, and their map for it falling off the object (Over-MAP). See docs/audit.md.
+
+    Example: `edge audit labels.csv --images-root DIR --json audit.json --html audit.html`
+    """
+    from rich.progress import Progress
+
+    from edge.audit import read_examples, run_audit, write_html, write_json
+
+    _labels_or_exit(labels)
+    b = _load_bundle_or_exit(bundle or default_bundle())
+    try:
+        examples = read_examples(
+            labels,
+            images_root=images_root,
+            label_column=label_column,
+            masks_column=masks,
+            source=source,
+        )
+        with Progress(console=err) as bar:
+            task = bar.add_task("features", total=len(examples))
+            report, ex, cues = run_audit(
+                examples, b, folds=folds, progress=lambda d, n: bar.update(task, completed=d)
+            )
+        write_json(json_out, report)
+        write_html(html_out, report, ex, cues, b, top=top)
+    except OSError as e:
+        err.print(f"[red]audit failed: {escape(str(e.filename or e))}: {escape(e.strerror or '')}")
+        raise typer.Exit(2) from None
+    except (RuntimeError, ValueError) as e:
+        err.print(f"[red]audit failed:[/] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    for r in report["examples"][: min(top, 10)]:
+        console.print(
+            f"{r['rank']:>3}  {r['suspicion']:.3f}  {escape(r['label'])} -> "
+            f"{escape(r['predicted'])} (p_label {r['p_label']:.2f}, Over-MAP "
+            f"{r['overmap_label']:.2f})  {escape(r['file'])}"
+        )
+    console.print(f"json: {json_out}  html: {html_out}")
 
 
 def main() -> None:  # pragma: no cover
