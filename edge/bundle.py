@@ -24,6 +24,7 @@ MANIFEST = "manifest.json"
 
 Target = Literal["cpu", "cuda", "jetson"]
 Precision = Literal["fp32", "fp16", "int8"]
+MapSource = Literal["cam", "attention"]
 
 
 class BundleError(Exception):
@@ -59,6 +60,9 @@ class ClassifierSpec(_Strict):
     """`classifier.onnx`: input `image` [N,3,H,W] -> `logits` [N,C], `cam` [N,h,w].
 
     `cam` is the Grad-CAM map of the top class at `cam_layer`, before upsampling; >= 0.
+    `maps`: the map sources the graph returns, each an output [N, *cam_size]: "cam" always,
+    "attention" for an attention-pooling head (`head_kind` "attention", export.attention):
+    where the head looks, whatever the class, its peak at 1. Over-MAP may score either.
     """
 
     file: FileEntry
@@ -73,6 +77,8 @@ class ClassifierSpec(_Strict):
     # a second head on the same features: output `guess` [N, len(guess_classes)], logits of a
     # finer vocabulary (the ImageNet names) shown as a species *guess* beside the category
     guess_classes: list[str] = Field(default_factory=list)
+    head_kind: Literal["linear", "attention"] = "linear"
+    maps: list[MapSource] = Field(default_factory=lambda: ["cam"])
     # a learned linear head (`head.npz`: weight [C,K], bias [C]) on the graph's `features`
     # [N,K] and `fmap` [N,K,h,w] outputs; when set, `classes` are the head's and the device
     # computes logits and cam from it in numpy (edge.linear_head), the graph's own ignored

@@ -101,6 +101,8 @@ class RuntimeConfig(_Section):
     providers: list[str] | None = None
     threads: int | None = Field(None, ge=1, le=256)
     measure: str = "energy"  # the Over-MAP measure, a name in edge.overmap.MEASURES
+    # the map Over-MAP scores: Grad-CAM, or an attention head's map (bundles that have one)
+    map: Literal["cam", "attention"] = "cam"
 
     @field_validator("measure")
     @classmethod
@@ -195,6 +197,7 @@ FLAGS: dict[str, tuple[str, str]] = {
     "burst_gap": ("triage", "burst_gap_seconds"), "burst_frames": ("triage", "burst_max_frames"),
     "bundle": ("runtime", "bundle"), "providers": ("runtime", "providers"),
     "threads": ("runtime", "threads"), "measure": ("runtime", "measure"),
+    "map": ("runtime", "map"),
 }  # fmt: skip
 
 

@@ -385,6 +385,7 @@ def open_scorer(
         runtime,
         bundle.manifest,
         measure=opts.measure,
+        map_source=opts.map_source,
         backgrounds=backgrounds if backgrounds is not None else CameraBackgrounds(),
     )
     provider = runtime.providers.get("classifier", "?")

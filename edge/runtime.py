@@ -29,6 +29,8 @@ class Outputs:
 
     logits [N,C] float32; probs [N,C] softmax of logits; cam [N,h,w] >= 0 (the top class's map,
     not upsampled); foreground [N,1,h,w] probability 0..1; providers: model -> provider used.
+    attention [N,h,w]: the attention head's map (peak 1 per frame), when the manifest's
+    `maps` lists it, else None.
     """
 
     logits: np.ndarray
@@ -40,6 +42,7 @@ class Outputs:
     # the backbone's pooled vector [N,K] and map layer [N,K,h,w], when asked for (learning)
     features: np.ndarray | None = None
     fmap: np.ndarray | None = None
+    attention: np.ndarray | None = None
 
     @property
     def top(self) -> np.ndarray:
@@ -63,6 +66,7 @@ class Outputs:
             guess=None if parts[0].guess is None else np.concatenate([p.guess for p in parts]),
             features=_cat([p.features for p in parts]),
             fmap=_cat([p.fmap for p in parts]),
+            attention=_cat([p.attention for p in parts]),
         )
 
 
@@ -162,6 +166,7 @@ class Runtime:
         self._shared = _shared_geometry(self._cls_spec, self._seg_spec)
         self._cls_dtype = _input_dtype(classifier.session)
         self._guess = bool(m.classifier.guess_classes)
+        self._attention = "attention" in m.classifier.maps
         self._features = features
         self._head = _read_head(bundle, len(m.classifier.classes))
         # None: the classifier's graph returns `foreground` too (one backbone pass)
@@ -203,6 +208,8 @@ class Runtime:
                 outputs["foreground"] = (1, *s.output_size)
             if c.guess_classes:
                 outputs["guess"] = (len(c.guess_classes),)
+            if "attention" in c.maps:
+                outputs["attention"] = tuple(c.cam_size)
             _check_io(session, str(bundle.classifier_path), c.input, outputs)
 
         def check_segmenter(session: ort.InferenceSession) -> None:
@@ -279,6 +286,8 @@ class Runtime:
             names.append("foreground")
         if self._guess:
             names.append("guess")
+        if self._attention:
+            names.append("attention")
         got = dict(zip(names, self.classifier.session.run(names, feed), strict=True))
         if self.segmenter is not None:
             (got["foreground"],) = self.segmenter.session.run(
@@ -294,6 +303,7 @@ class Runtime:
             logits = np.asarray(got["logits"], np.float32)
             cam = np.asarray(got["cam"], np.float32)
         guess = got.get("guess")
+        attention = got.get("attention")
         return Outputs(
             logits=logits,
             probs=_probs(logits),
@@ -303,6 +313,7 @@ class Runtime:
             guess=None if guess is None else _probs(guess),
             features=feats if self._features else None,
             fmap=fmap if self._features else None,
+            attention=None if attention is None else np.asarray(attention, np.float32),
         )
 
     def __repr__(self) -> str:

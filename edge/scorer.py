@@ -1,7 +1,9 @@
 """One batch of decoded frames -> a scored frame each: class, softmax, Over-MAP against the
 best mask there is, and the fused confidence. Shared by `edge watch` and `edge evaluate`.
 
-The mask comes from the sources of edge.mask_sources (the segmenter; the camera's background
+The map is the bundle's Grad-CAM (`cam`) or, for a bundle with an attention head, its attention
+map (`map_source="attention"`); `Scored.cam` holds the map that was scored, which the overlay
+draws. The mask comes from the sources of edge.mask_sources (the segmenter; the camera's background
 model once it is ready; masks given by the caller, for evaluation), picked by its `choose`.
 Scoring changes nothing: the background models learn in `learn`, a stage of its own that the
 caller runs after the triage, so what a frame is decided on never depends on when it is scored.
@@ -33,9 +35,30 @@ class Scored:
     is_human: bool
     background_ready: bool
     probs: np.ndarray
-    cam: np.ndarray
+    cam: np.ndarray  # the map Over-MAP was scored against (cam or attention), [h,w]
     cues: np.ndarray | None = None  # the frame's row of edge.fusion.features, FEATURES order
     guess: tuple[str, float] | None = None  # the guess head's top name and probability
+
+
+MAP_SOURCES = ("cam", "attention")
+
+
+class MapSourceError(ValueError):
+    """The map source asked for is not one the bundle returns; says which it has."""
+
+
+def check_map_source(manifest: Manifest, source: str) -> None:
+    """Raise MapSourceError unless the bundle returns the map `source` ("cam", "attention")."""
+    if source not in MAP_SOURCES:
+        raise MapSourceError(f"map {source!r}: must be one of {', '.join(MAP_SOURCES)}")
+    have = manifest.classifier.maps
+    if source not in have:
+        raise MapSourceError(
+            f"map {source!r}: this bundle's classifier ({manifest.classifier.name}, "
+            f"{manifest.classifier.head_kind} head) returns only {', '.join(have)}; export one "
+            "with an attention head (`edge train --head attention`, then `edge export "
+            "--classifier`) or score against --map cam"
+        )
 
 
 class Scorer:
@@ -49,7 +72,10 @@ class Scorer:
         backgrounds: CameraBackgrounds | None = None,
         measure: str = "energy",
         fusion: dict | None = None,
+        map_source: str = "cam",
     ) -> None:
+        check_map_source(manifest, map_source)  # at start, not at the first frame
+        self.map_source = map_source
         self.runtime = runtime
         self.manifest = manifest
         self.backgrounds = backgrounds
@@ -84,6 +110,9 @@ class Scorer:
         if masks is not None:
             sources.append(GivenMasks(masks, self.manifest.classifier.input))
         found = {src.name: src.masks(images, cameras, out) for src in sources}
+        maps = out.attention if self.map_source == "attention" else out.cam
+        if maps is None:
+            raise MapSourceError(f"the runtime returned no {self.map_source!r} map")
         scores, ready = [], []
         for i in range(len(images)):
             mask, source = choose({name: m[i] for name, m in found.items()})
@@ -91,7 +120,7 @@ class Scorer:
             scores.append(
                 score_frame(
                     out.probs[i],
-                    out.cam[i],
+                    maps[i],
                     mask,
                     classes=self.classes,
                     measure=self.measure,
@@ -123,7 +152,7 @@ class Scorer:
                     is_human=s.class_index in self.human,
                     background_ready=ready[i],
                     probs=out.probs[i],
-                    cam=out.cam[i],
+                    cam=maps[i],
                     cues=X[i],
                     guess=guesses[i],
                 )

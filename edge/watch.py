@@ -96,6 +96,7 @@ class WatchOptions:
     providers = property(lambda self: self.config.runtime.providers)
     threads = property(lambda self: self.config.runtime.threads)
     measure = property(lambda self: self.config.runtime.measure)
+    map_source = property(lambda self: self.config.runtime.map)
 
     @property
     def delete_empty_after_days(self) -> float | None:
