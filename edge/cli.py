@@ -614,7 +614,9 @@ def _labels_or_exit(labels: Path) -> None:
         raise typer.Exit(2)
 
 
-def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, background):
+def _evaluate_frames(
+    labels, bundle, images_root, source, rows, masks, boxes, background, map_source=None
+):
     from rich.progress import Progress
 
     from edge.evaluate import read_rows, run_frames
@@ -641,11 +643,58 @@ def _evaluate_frames(labels, bundle, images_root, source, rows, masks, boxes, ba
             start=start,
             background=background,
             progress=lambda done, total: bar.update(task, completed=done),
+            map_source=map_source,
         )
     if report["labels_not_in_bundle"]:
         unknown = escape(str(report["labels_not_in_bundle"]))
         err.print(f"[yellow]labels the bundle cannot predict:[/] {unknown}")
     return b, report
+
+
+class MapChoice(StrEnum):
+    cam = "cam"
+    attention = "attention"
+    both = "both"
+
+
+def _overlap_tables(report: dict) -> None:
+    """The overlap-accuracy curves as rich tables: one per map, all frames beside animal
+    predictions, a row per Over-MAP decile; the trend under each."""
+    from rich.table import Table
+
+    curves, trends = report["overlap_accuracy"], report["overlap_trend"]
+    if "all" in curves:  # one map
+        name = report.get("map_source") or "cam"
+        curves, trends = {name: curves}, {name: trends}
+
+    def cell(b: dict) -> tuple[str, str, str]:
+        if not b["count"]:
+            return f"{b['lower']:.2f}-{b['upper']:.2f}", "0", "-"
+        return (
+            f"{b['lower']:.2f}-{b['upper']:.2f}",
+            f"{b['correct']}/{b['count']}",
+            f"{b['accuracy']:.2f} [{b['low']:.2f}, {b['high']:.2f}]",
+        )
+
+    for m, by_subset in curves.items():
+        t = Table(title=f"accuracy by Over-MAP decile (map {m})")
+        t.add_column("bin", justify="right")
+        for subset in by_subset:
+            t.add_column(f"{subset}: Over-MAP", justify="right")
+            t.add_column("right", justify="right")
+            t.add_column("accuracy [95 %]", justify="right")
+        for k in range(max(len(v) for v in by_subset.values())):
+            row = [str(k + 1)]
+            for bins in by_subset.values():
+                row += cell(bins[k]) if k < len(bins) else ("", "", "")
+            t.add_row(*row)
+        console.print(t)
+        for subset, tr in trends[m].items():
+            console.print(
+                f"  {subset}: Spearman (bin centre vs accuracy, {tr['bins']} bins) "
+                f"{tr['spearman']:.2f}; top minus bottom bin {tr['top_minus_bottom']:+.3f} "
+                f"[{tr['low']:+.3f}, {tr['high']:+.3f}]"
+            )
 
 
 @app.command("evaluate")
@@ -669,26 +718,53 @@ def evaluate_cmd(
         Path | None, typer.Option("--json", help="Write every figure here.")
     ] = None,
     plots: Annotated[
-        Path | None, typer.Option(help="Folder for risk-coverage and reliability PNGs.")
+        Path | None,
+        typer.Option(help="Folder for risk-coverage, reliability and overlap-accuracy PNGs."),
+    ] = None,
+    map_source: Annotated[
+        MapChoice | None,
+        typer.Option(
+            "--map",
+            help="The map Over-MAP scores: cam, attention (a bundle with an attention head) or "
+            "both, side by side (default: cam).",
+        ),
     ] = None,
 ) -> None:
     """How well does each confidence tell right labels from wrong ones, on labelled frames?
 
     Side by side: max softmax, entropy, MC dropout on the head, Over-MAP and the fused
     confidence: AUROC, AURC, E-AURC, FPR at 95 % TPR, ECE, and the share of the classifier's
-    errors caught at review budgets of 10 % and 20 % of frames.
+    errors caught at review budgets of 10 % and 20 % of frames. Then the overlap-accuracy
+    curve: accuracy per Over-MAP decile (all frames, animal predictions), with 95 % intervals.
     """
     from rich.table import Table
 
-    from edge.evaluate import figures, write_json
+    from edge.evaluate import figures, overlap_curves, side_by_side, write_json
     from edge.evaluate import plots as make_plots
 
-    b, report = _evaluate_frames(
-        labels, bundle, images_root, source, rows, masks, boxes, background
-    )
-    fig = figures(report["frames"])
+    # both: the attention map first, so a bundle without one stops before the long cam run
+    if map_source == MapChoice.both:
+        maps: list[str | None] = ["attention", "cam"]
+    else:
+        maps = [None if map_source is None else str(map_source)]
+    by_map = {}
+    for m in maps:
+        try:
+            b, r = _evaluate_frames(
+                labels, bundle, images_root, source, rows, masks, boxes, background, m
+            )
+        except ValueError as e:  # a map the bundle does not return (edge.scorer)
+            err.print(f"[red]{escape(str(e))}[/]")
+            raise typer.Exit(2) from None
+        r.update(figures=figures(r["frames"]), **overlap_curves(r["frames"], r["empty_classes"]))
+        by_map[m or "cam"] = r
+    if len(by_map) > 1:
+        by_map = {m: by_map[m] for m in ("cam", "attention")}
+        report = side_by_side(by_map)
+    else:
+        (report,) = by_map.values()
+    fig = report["figures"]
     report.update(
-        figures=fig,
         bundle=str(b.root),
         labels=str(labels),
         rows=rows,
@@ -717,9 +793,19 @@ def evaluate_cmd(
         f"{cost['mc_dropout_extra_ms_per_frame'] or float('nan'):.2f} ms/frame "
         f"({cost['mc_dropout']})"
     )
+    _overlap_tables(report)
     if plots and fig["n"]:
-        for p in make_plots(report["frames"], plots):
-            console.print(f"plot: {p}")
+        for m, r in by_map.items():
+            folder = plots / m if len(by_map) > 1 else plots
+            for p in make_plots(r["frames"], folder, empty_classes=r["empty_classes"]):
+                console.print(f"plot: {p}")
+        if len(by_map) > 1:  # every curve of both maps on one plot
+            from edge.metrics import plot_overlap_accuracy
+
+            curves = {
+                f"{m}, {k}": c for m, r in by_map.items() for k, c in r["overlap_accuracy"].items()
+            }
+            console.print(f"plot: {plot_overlap_accuracy(curves, plots / 'overlap_accuracy.png')}")
     if json_out:
         console.print(f"json: {write_json(json_out, report)}")
 

@@ -97,13 +97,19 @@ def run_frames(
     batch: int = 16,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    map_source: str | None = None,
 ) -> dict[str, Any]:
-    """Score rows[start:] (rows[:start] only warm the background model); per-frame records."""
+    """Score rows[start:] (rows[:start] only warm the background model); per-frame records.
+
+    `map_source`: the classifier's map Over-MAP is measured on ("cam", "attention"), passed to
+    the Scorer; None = the Scorer's default.
+    """
     from edge.mcdropout import NoHeadTap, head_tap, mc_dropout_probs
 
     runtime = Runtime.from_bundle(bundle, threads=threads)
     backgrounds = CameraBackgrounds() if background else None
-    scorer = Scorer(runtime, bundle.manifest, backgrounds=backgrounds)
+    extra = {} if map_source is None else {"map_source": map_source}
+    scorer = Scorer(runtime, bundle.manifest, backgrounds=backgrounds, **extra)
     classes = bundle.manifest.classifier.classes
     unknown = sorted({r.label for r in rows[start:]} - set(classes))
     try:
@@ -169,6 +175,8 @@ def run_frames(
     return {
         "frames": frames,
         "labels_not_in_bundle": unknown,
+        "empty_classes": list(bundle.manifest.classifier.empty_classes),
+        "map_source": map_source,
         "cost": {
             "forward_ms_per_frame": 1000 * forward_s / n,
             "mc_dropout_extra_ms_per_frame": 1000 * mc_s / n if tap_session else None,
@@ -200,9 +208,49 @@ def figures(frames: Sequence[dict[str, Any]], *, budgets: Sequence[float] = (0.1
     }
 
 
-def plots(frames: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
-    """A risk-coverage plot of every confidence and a reliability diagram of the fused one."""
-    from edge.metrics import plot_reliability, plot_risk_coverage
+def overlap_curves(
+    frames: Sequence[dict[str, Any]], empty_classes: Sequence[str] = (), *, bins: int = 10
+) -> dict[str, dict[str, Any]]:
+    """The overlap-accuracy curve (accuracy per Over-MAP decile, edge.metrics.overlap_accuracy)
+    and its trend, for all frames and for animal predictions only (a prediction that is not one
+    of `empty_classes`: an "empty" label's map has no animal to land on, and its Over-MAP says
+    nothing about the animal). Returns {"overlap_accuracy": {"all": bins, "animal": bins},
+    "overlap_trend": {"all": trend, "animal": trend}}."""
+    from edge.metrics import overlap_accuracy, overlap_trend
+
+    empty = set(empty_classes)
+    subsets = {"all": list(frames), "animal": [f for f in frames if f["prediction"] not in empty]}
+    curves, trends = {}, {}
+    for name, sub in subsets.items():
+        s = np.array([f["confidences"]["overmap"] for f in sub], np.float64)
+        curves[name] = overlap_accuracy(s, np.array([f["correct"] for f in sub], bool), bins=bins)
+        trends[name] = overlap_trend(curves[name])
+    return {"overlap_accuracy": curves, "overlap_trend": trends}
+
+
+def side_by_side(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One report for several maps of the same frames (`edge evaluate --map both`): the first
+    map's report at the top (its frames and figures, so the tables read it as before), the
+    curves keyed by map name (`overlap_accuracy: {"cam": {"all": ..., "animal": ...}, ...}`,
+    likewise `overlap_trend`), and each map's own report under `by_map` (frames, figures,
+    curves), from which every figure can be recomputed."""
+    first = next(iter(reports.values()))
+    return {
+        **first,
+        "map_source": "both",
+        "maps": list(reports),
+        "overlap_accuracy": {m: r["overlap_accuracy"] for m, r in reports.items()},
+        "overlap_trend": {m: r["overlap_trend"] for m, r in reports.items()},
+        "by_map": reports,
+    }
+
+
+def plots(
+    frames: Sequence[dict[str, Any]], folder: Path, *, empty_classes: Sequence[str] = ()
+) -> list[Path]:
+    """A risk-coverage plot of every confidence, reliability diagrams of the fused confidence and
+    softmax, and the overlap-accuracy curves (all frames, animal predictions)."""
+    from edge.metrics import plot_overlap_accuracy, plot_reliability, plot_risk_coverage
 
     folder.mkdir(parents=True, exist_ok=True)
     correct = np.array([f["correct"] for f in frames], bool)
@@ -221,6 +269,8 @@ def plots(frames: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
                 title=f"reliability: {name}",
             )
         )
+    curves = overlap_curves(frames, empty_classes)["overlap_accuracy"]
+    out.append(plot_overlap_accuracy(curves, folder / "overlap_accuracy.png"))
     return out
 
 
@@ -231,6 +281,10 @@ def write_json(path: Path, report: dict[str, Any]) -> Path:
         return {k: v for k, v in f.items() if k != "probs"}
 
     data = {**report, "frames": [clean(f) for f in report["frames"]]}
+    if "by_map" in report:  # --map both: each map's report holds its own frames
+        data["by_map"] = {
+            m: {**r, "frames": [clean(f) for f in r["frames"]]} for m, r in report["by_map"].items()
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=float) + "\n", encoding="utf-8")
@@ -266,6 +320,44 @@ TABLE_COLUMNS = (
     "review_capture_0.1",
     "review_capture_0.2",
 )
+
+
+def markdown_overlap(report: dict[str, Any]) -> str:
+    """The overlap-accuracy curves of one `edge evaluate --json` report as Markdown: per map (one,
+    or each of `--map both`) and subset (all frames, animal predictions) a row per decile with
+    its Over-MAP range, count, accuracy and Wilson interval, then the trend. "" if absent."""
+    curves, trends = report.get("overlap_accuracy"), report.get("overlap_trend") or {}
+    if not curves:
+        return ""
+    if "all" in curves:  # one map
+        name = report.get("map_source") or "cam"
+        curves, trends = {name: curves}, {name: trends}
+    lines = []
+    for m, by_subset in curves.items():
+        for subset, bins in by_subset.items():
+            t = trends.get(m, {}).get(subset)
+            n = sum(b["count"] for b in bins)
+            lines += [
+                f"map {m}, {subset} predictions ({n} frames)",
+                "",
+                "| bin | Over-MAP | frames | right | accuracy | 95 % interval |",
+                "|---|---|---|---|---|---|",
+            ]
+            for b in bins:
+                acc = f"{b['accuracy']:.3f}" if b["count"] else "-"
+                ci = f"{b['low']:.3f}-{b['high']:.3f}" if b["count"] else "-"
+                lines.append(
+                    f"| {b['bin'] + 1} | {b['lower']:.3f}-{b['upper']:.3f} | {b['count']} | "
+                    f"{b['correct']} | {acc} | {ci} |"
+                )
+            if t:
+                lines.append(
+                    f"\nSpearman (bin centre vs accuracy, {t['bins']} bins) {t['spearman']:.2f}; "
+                    f"top minus bottom bin {t['top_minus_bottom']:+.3f} "
+                    f"(95 % interval {t['low']:+.3f} to {t['high']:+.3f})"
+                )
+            lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -366,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for p in args[1:]:
         report = json.loads(Path(p).read_text(encoding="utf-8"))
         print(f"### {p}\n\n{markdown_table(report)}\n")
+        if curves := markdown_overlap(report):
+            print(f"overlap-accuracy curve:\n\n{curves}\n")
 
 
 if __name__ == "__main__":

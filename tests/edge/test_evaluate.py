@@ -120,3 +120,86 @@ def test_true_masks_are_used_as_given(bundle_copy: Path, tmp_path: Path) -> None
     for f, r in zip(out["frames"], rows, strict=True):
         assert f["foreground"] == pytest.approx(float(r["fg_frac"]), abs=0.03)
         assert 0.0 <= f["confidences"]["overmap"] <= 1.0
+
+
+def _recompute_curves(frames: list[dict], empty_classes: list[str]) -> dict:
+    """The curves straight from a JSON's frames, with edge.metrics alone."""
+    from edge.metrics import overlap_accuracy, overlap_trend
+
+    out = {}
+    for subset in ("all", "animal"):
+        sub = [f for f in frames if subset == "all" or f["prediction"] not in empty_classes]
+        s = np.array([f["confidences"]["overmap"] for f in sub], float)
+        curve = overlap_accuracy(s, np.array([f["correct"] for f in sub], bool))
+        out[subset] = (curve, overlap_trend(curve))
+    return out
+
+
+def test_evaluate_cli_reports_the_overlap_accuracy_curve(tiny_bundle: Path, tmp_path: Path) -> None:
+    """`edge evaluate --json --plots` on 16 real MLWIC frames: the JSON holds the curve for all
+    frames and for animal predictions, recomputed from its own frames to the same numbers."""
+    from typer.testing import CliRunner
+
+    from edge.cli import app
+
+    labels = _mlwic_csv(tmp_path, n=24)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(labels),
+            "--bundle",
+            str(tiny_bundle),
+            "--images-root",
+            str(CAMTRAP),
+            "--rows",
+            "8:24",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "accuracy by Over-MAP decile" in result.output and "Spearman" in result.output
+    data = json.loads(out.read_text(encoding="utf-8"))
+    frames = data["frames"]
+    assert len(frames) == 16 and data["empty_classes"] == ["empty"]
+    curves, trends = data["overlap_accuracy"], data["overlap_trend"]
+    assert set(curves) == {"all", "animal"} == set(trends)
+    n_animal = sum(f["prediction"] != "empty" for f in frames)
+    assert sum(b["count"] for b in curves["all"]) == 16
+    assert sum(b["count"] for b in curves["animal"]) == n_animal
+    assert len(curves["all"]) == 10
+    again = _recompute_curves(frames, data["empty_classes"])
+    for subset, (curve, trend) in again.items():
+        assert len(curve) == len(curves[subset])
+        for got, want in zip(curves[subset], curve, strict=True):
+            for key, value in want.items():
+                assert got[key] == pytest.approx(value, nan_ok=True), (subset, key)
+        for key, value in trend.items():
+            assert trends[subset][key] == pytest.approx(value, nan_ok=True), (subset, key)
+    assert (tmp_path / "plots" / "overlap_accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    md = ev.markdown_overlap(data)
+    assert md.count("| 10 |") == 2 and "animal predictions" in md
+
+
+def test_overlap_curves_animal_subset_leaves_out_empty_predictions() -> None:
+    frames = [
+        {"prediction": p, "correct": c, "confidences": {"overmap": o}}
+        for p, c, o in [
+            ("empty", True, 0.0),
+            ("empty", True, 0.0),
+            ("deer", False, 0.2),
+            ("deer", True, 0.9),
+            ("fox", True, 0.8),
+        ]
+    ]
+    got = ev.overlap_curves(frames, ["empty"], bins=2)
+    assert [b["count"] for b in got["overlap_accuracy"]["all"]] == [3, 2]
+    animal = got["overlap_accuracy"]["animal"]
+    assert [(b["count"], b["correct"]) for b in animal] == [(2, 1), (1, 1)]
+    assert got["overlap_trend"]["animal"]["top_minus_bottom"] == pytest.approx(0.5)
+    none = ev.overlap_curves(frames[:2], ["empty"])
+    assert none["overlap_accuracy"]["animal"] == [] and none["overlap_trend"]["animal"]["bins"] == 0
