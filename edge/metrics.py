@@ -433,7 +433,7 @@ def plot_overlap_accuracy(
         ylabel="accuracy (95 % Wilson interval)",
         title=title,
     )
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)

@@ -203,3 +203,29 @@ def test_overlap_curves_animal_subset_leaves_out_empty_predictions() -> None:
     assert got["overlap_trend"]["animal"]["top_minus_bottom"] == pytest.approx(0.5)
     none = ev.overlap_curves(frames[:2], ["empty"])
     assert none["overlap_accuracy"]["animal"] == [] and none["overlap_trend"]["animal"]["bins"] == 0
+
+
+def test_side_by_side_keeps_each_maps_curve_recomputable(report: dict, tmp_path: Path) -> None:
+    """--map both's layout: curves keyed by map name, each map's frames under by_map; the
+    second map here is the first with its Over-MAP values reversed (a different curve)."""
+    import copy
+
+    reports = {"cam": report, "attention": copy.deepcopy(report)}
+    for f in reports["attention"]["frames"]:
+        f["confidences"]["overmap"] = 1.0 - f["confidences"]["overmap"]
+    for r in reports.values():
+        r.update(figures=ev.figures(r["frames"]), **ev.overlap_curves(r["frames"], ["empty"]))
+    both = ev.side_by_side(reports)
+    assert both["frames"] is report["frames"] and both["maps"] == ["cam", "attention"]
+    data = json.loads(ev.write_json(tmp_path / "both.json", both).read_text(encoding="utf-8"))
+    assert set(data["overlap_accuracy"]) == {"cam", "attention"}
+    for m in ("cam", "attention"):
+        frames = data["by_map"][m]["frames"]
+        assert all("probs" not in f for f in frames)
+        again = _recompute_curves(frames, ["empty"])
+        for subset, (curve, _) in again.items():
+            got = data["overlap_accuracy"][m][subset]
+            assert [b["count"] for b in got] == [b["count"] for b in curve]
+            assert [b["correct"] for b in got] == [b["correct"] for b in curve]
+    md = ev.markdown_overlap(data)
+    assert "map cam, all" in md and "map attention, animal" in md
