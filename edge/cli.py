@@ -376,6 +376,11 @@ def watch_cmd(
     raise typer.Exit(code)
 
 
+class HeadKind(StrEnum):
+    linear = "linear"
+    attention = "attention"
+
+
 class Links(StrEnum):
     hard = "hard"
     sym = "sym"
@@ -572,6 +577,17 @@ def train_cmd(
         str | None, typer.Option(help="Row range START:END after filtering (e.g. 0:900).")
     ] = None,
     min_count: Annotated[int, typer.Option(help="Rarer classes are merged into 'other'.")] = 3,
+    head: Annotated[
+        HeadKind,
+        typer.Option(
+            help="linear: logistic regression on the pooled features; attention: an "
+            "attention-pooling head whose attention map Over-MAP can score (--map attention)."
+        ),
+    ] = HeadKind.linear,
+    maps: Annotated[int, typer.Option(min=1, help="Attention maps of the attention head.")] = 4,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Most epochs of the attention head (early stopping).")
+    ] = 100,
 ) -> None:
     """Fit a camera-specific species head (with an "empty" class) on the frozen Lite0 backbone.
 
@@ -592,6 +608,9 @@ def train_cmd(
             last=last,
             source=source,
             min_count=min_count,
+            head=HeadKind(head).value,
+            maps=maps,
+            epochs=epochs,
         )
     except (FileNotFoundError, ValueError) as e:
         err.print(f"[red]train failed:[/] {escape(str(e))}")

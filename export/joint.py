@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from export.attention import AttentionClassifier
 from export.cam import CamClassifier
 from export.lite0 import Lite0Features
 from export.models import ClassifierSource
@@ -22,13 +23,18 @@ from export.segmenter import Lite0Seg, SegmenterSource, lite0_taps
 
 
 class JointLite0(nn.Module):
-    """image -> (logits, cam, foreground[, guess]), the Lite0 backbone computed once.
+    """image -> (logits, cam[, attention], foreground[, guess]), the backbone computed once.
+
+    `attention`: when the classifier is an attention head (export.attention), its map.
 
     `guess`: a second linear head on the same pooled features (the ImageNet classifier beside a
     camera-trap head), whose logits name a species guess at the cost of one small matmul."""
 
     def __init__(
-        self, classifier: CamClassifier, segmenter: Lite0Seg, guess: nn.Linear | None = None
+        self,
+        classifier: CamClassifier | AttentionClassifier,
+        segmenter: Lite0Seg,
+        guess: nn.Linear | None = None,
     ) -> None:
         super().__init__()
         self.classifier = classifier
@@ -37,14 +43,14 @@ class JointLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f8, f16, deep = lite0_taps(self.classifier.features, x)
-        logits, cam = self.classifier.from_features(deep)
+        maps = self.classifier.from_features(deep)  # (logits, cam[, attention])
         fg = torch.sigmoid(self.seg_head(f8, f16, deep))
         pooled = deep.mean(dim=(2, 3))
         # `features` and `fmap` let the device fit and apply a new linear head (learning from
         # a person's answers) with numpy alone: logits = features @ W.T + b, and the head's
         # Grad-CAM is ReLU(sum_k W[c,k] fmap_k) / (h*w), as in export.cam
         guess = () if self.guess is None else (self.guess(pooled),)
-        return logits, cam, fg, *guess, pooled, deep
+        return *maps, fg, *guess, pooled, deep
 
 
 def shares_backbone(clf: ClassifierSource, seg: SegmenterSource) -> bool:
@@ -62,8 +68,7 @@ def export_joint_onnx(model: JointLite0, path: Path, size: tuple[int, int]) -> P
     """The classifier's ONNX export with the outputs `foreground` [N,1,h,w], `guess` [N,G]
     (when the model has a guess head), `features` [N,K] and `fmap` [N,K,h,w] added."""
     names = (
-        "logits",
-        "cam",
+        *getattr(model.classifier, "outputs", ("logits", "cam")),
         "foreground",
         *(("guess",) if model.guess is not None else ()),
         "features",

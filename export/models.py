@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from edge.bundle import InputSpec
+from export.attention import AttentionClassifier, AttentionHead
 from export.cam import CamClassifier
 from export.lite0 import MEAN as LITE0_MEAN
 from export.lite0 import STD as LITE0_STD
@@ -40,7 +41,7 @@ Split = tuple[nn.Module, nn.Module, str]  # features (up to the cam layer), head
 class ClassifierSource:
     """A classifier ready to export: the model (eval mode) and what the manifest says of it."""
 
-    model: CamClassifier
+    model: CamClassifier | AttentionClassifier
     name: str
     classes: list[str]
     input: InputSpec
@@ -49,6 +50,12 @@ class ClassifierSource:
     human_classes: list[str] = field(default_factory=list)
     guess: nn.Linear | None = None  # a second head on the pooled features (species guess)
     guess_classes: list[str] = field(default_factory=list)
+    head_kind: str = "linear"  # "attention": an export.attention head, a second map source
+
+    @property
+    def maps(self) -> list[str]:
+        """The map sources the exported graph returns (the manifest's `maps`)."""
+        return ["cam", "attention"] if self.head_kind == "attention" else ["cam"]
 
 
 # ---- splitting a model at its last convolutional block --------------------------------------
@@ -192,10 +199,15 @@ def save_checkpoint(
     empty_classes: Sequence[str] = (),
     human_classes: Sequence[str] = (),
     guess: tuple[torch.Tensor, torch.Tensor, Sequence[str]] | None = None,
+    head: AttentionHead | None = None,
 ) -> Path:
     """Write a project checkpoint: the weights of `arch` (a name build_classifier knows) with
     len(classes) outputs, and what a bundle needs to use it. `guess`: (weight [G,F], bias [G],
-    names) of a second linear head on the same pooled features, exported as output `guess`."""
+    names) of a second linear head on the same pooled features, exported as output `guess`.
+    `head`: an attention head on the backbone's map in place of the linear one; `state_dict`
+    then holds the backbone (`features.*`) only."""
+    if head is not None and head.classes != len(classes):
+        raise ValueError(f"the attention head has {head.classes} classes, names {len(classes)}")
     unknown = [n for n in (*empty_classes, *human_classes) if n not in classes]
     if unknown:
         raise ValueError(f"empty/human class names {unknown} are not among the classes")
@@ -211,6 +223,16 @@ def save_checkpoint(
             "input": input.model_dump(mode="json"),
             "empty_classes": list(empty_classes),
             "human_classes": list(human_classes),
+            **(
+                {}
+                if head is None
+                else {
+                    "head": {
+                        **head.spec(),
+                        "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+                    }
+                }
+            ),
             **(
                 {}
                 if guess is None
@@ -313,6 +335,32 @@ def _head_size(state: dict[str, torch.Tensor]) -> int | None:
     return int(mats[-1].shape[0]) if mats else None
 
 
+def _attention_source(ckpt: dict[str, Any], names: list[str]) -> ClassifierSource:
+    """A checkpoint with an attention head: the Lite0 backbone and the head, no linear one."""
+    if ckpt["arch"] != DEFAULT:
+        raise ValueError(f"attention heads sit on {DEFAULT}, the checkpoint names {ckpt['arch']}")
+    head = AttentionHead.from_spec(ckpt["head"])
+    if head.classes != len(names):
+        raise ValueError(f"the attention head has {head.classes} classes, the names {len(names)}")
+    backbone = EfficientNetLite0(len(names))
+    state = {k[len("features.") :]: v for k, v in ckpt["state_dict"].items()}
+    try:
+        backbone.features.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"the checkpoint's backbone does not fit Lite0: {str(err)[:300]}") from err
+    model = AttentionClassifier(backbone.features, head, "features").eval()
+    return ClassifierSource(
+        model,
+        ckpt["arch"],
+        names,
+        ckpt["input"],
+        "features",
+        list(ckpt.get("empty_classes", [])),
+        list(ckpt.get("human_classes", [])),
+        head_kind="attention",
+    )
+
+
 def build_classifier(
     name: str | Path = DEFAULT,
     *,
@@ -349,6 +397,8 @@ def build_classifier(
         if name not in (DEFAULT, ckpt["arch"]):
             raise ValueError(f"{weights} holds a {ckpt['arch']}, not a {name}")
         names = read_classes(classes) if classes is not None else list(ckpt["classes"])
+        if ckpt.get("head") is not None:
+            return _attention_source(ckpt, names)
         model = _arch_model(ckpt["arch"], len(names), ckpt["state_dict"])
         cam, layer = cam_classifier(model)
         guess, guess_classes = _guess_head(ckpt.get("guess"))

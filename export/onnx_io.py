@@ -13,6 +13,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from export.attention import AttentionClassifier
 from export.cam import CamClassifier
 
 INPUT = "image"
@@ -20,16 +21,19 @@ OUTPUTS = ("logits", "cam")
 
 
 def export_classifier_onnx(
-    model: CamClassifier,
+    model: CamClassifier | AttentionClassifier,
     path: Path,
     size: tuple[int, int],
     opset: int = 17,
     *,
-    outputs: Sequence[str] = OUTPUTS,
+    outputs: Sequence[str] | None = None,
 ) -> Path:
     """Write `model` (in eval mode) to `path` for images of `size` (H, W); checked with
     onnx.checker. The batch axis is dynamic; H and W are fixed (the map's size follows them).
-    `outputs` names the model's outputs in order (a joint model adds `foreground`)."""
+    `outputs` names the model's outputs in order (a joint model adds `foreground`); default
+    the model's own `outputs` (an attention classifier adds `attention`), else OUTPUTS."""
+    if outputs is None:
+        outputs = getattr(model, "outputs", OUTPUTS)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()

@@ -251,6 +251,8 @@ def run_export(opts: ExportOptions, console: Console | None = None) -> Path:
                 cam_size=_cam_size(work / "classifier.onnx", clf.input),
                 precision=opts.precision,
                 guess_classes=clf.guess_classes if joint else [],
+                head_kind=clf.head_kind,
+                maps=clf.maps,
             ),
             segmenter=SegmenterSpec(
                 file=file_entry(work, "segmenter.onnx"),

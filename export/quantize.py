@@ -167,11 +167,26 @@ def prepare_for_quantization(fp32: Path, out: Path) -> Path:
     return out
 
 
+def _attention_input(graph: onnx.GraphProto, producer: dict[str, onnx.NodeProto]) -> str | None:
+    """The map's layer of an attention head (export.attention), which pools by no mean: the
+    input of the 1x1 Conv whose output, flattened, goes through the spatial Softmax."""
+    for node in graph.node:
+        if node.op_type != "Softmax":
+            continue
+        up = producer.get(node.input[0])
+        while up is not None and up.op_type in {"Reshape", "Flatten", "Transpose"}:
+            up = producer.get(up.input[0])
+        if up is not None and up.op_type == "Conv":
+            return up.input[0]
+    return None
+
+
 def feature_nodes(model: onnx.ModelProto) -> tuple[list[str], str | None]:
     """Names of the nodes that compute the map's layer, and that layer's tensor name.
 
-    The map's layer is the tensor pooled into the head (ReduceMean/GlobalAveragePool -> Gemm);
-    its ancestors are the feature extractor. Everything else (head, argmax, the map's branch)
+    The map's layer is the tensor pooled into the head (ReduceMean/GlobalAveragePool -> Gemm),
+    or for an attention head the input of its attention Conv; its ancestors are the feature
+    extractor. Everything else (head, argmax, the map's branch)
     is left out of quantization.
     """
     graph = model.graph
@@ -185,6 +200,8 @@ def feature_nodes(model: onnx.ModelProto) -> tuple[list[str], str | None]:
         ):
             features = node.input[0]
             break
+    if features is None:
+        features = _attention_input(graph, producer)
     if features is None:
         return [n.name for n in graph.node], None
     keep: set[str] = set()

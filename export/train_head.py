@@ -20,6 +20,13 @@ the common ones", which a person should review. If ``"other"`` itself stays unde
 Cross-validation folds are stratified but not shuffled: frames of one camera come in bursts,
 and shuffled folds would put near-identical neighbours on both sides, flattering the figure.
 
+`head="attention"`: an attention-pooling head (export.attention) in place of the linear one,
+trained in torch on the backbone's last feature map A [N,1280,7,7], extracted once for all
+frames (float16 in memory) like the pooled features. AdamW with weight decay, balanced class
+weights, early stopping on the held-out loss of one unshuffled stratified fold (the first of
+`folds`); the figures report its accuracy there, and the head kept is the one of the best
+epoch (trained on the other folds). Its class map and attention map need no gradient.
+
 No augmentation by default. ``flip=True`` adds the mirrored frame of each training frame (one
 more forward pass each); nothing else (crops, colour jitter) is done, since the features are
 computed once.
@@ -158,6 +165,190 @@ def extract_features(
     return np.concatenate(out + out_flip).astype(np.float32)
 
 
+@torch.no_grad()
+def extract_maps(
+    model: EfficientNetLite0,
+    paths: Sequence[Path],
+    *,
+    spec: InputSpec = STRETCH_INPUT,
+    batch_size: int = 32,
+    flip: bool = False,
+    progress: bool = True,
+) -> np.ndarray:
+    """Lite0's last feature map A [N,1280,h,w] as float16 (with flip: [2N,...], mirrored last).
+
+    float16 halves the cache (a 7x7 map of 1280 channels is 125 KB a frame); the values are
+    ReLU6 outputs in 0..6, where float16 keeps three significant digits."""
+    model = model.eval()
+    out, out_flip = [], []
+    batches = range(0, len(paths), batch_size)
+    if progress:
+        from rich.progress import track
+
+        batches = track(
+            batches, description=f"maps of {len(paths)} frames", total=len(batches), transient=True
+        )
+    for i in batches:
+        x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
+        out.append(model.features(x).numpy().astype(np.float16))
+        if flip:
+            out_flip.append(model.features(x.flip(-1)).numpy().astype(np.float16))
+    return np.concatenate(out + out_flip)
+
+
+def holdout_split(
+    y: np.ndarray, folds: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(train, held-out) indices: the first fold of an unshuffled stratified split (grouped
+    when `groups`, so a frame and its mirror stay together); None when a class is too rare."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    n_splits = int(min(folds, np.bincount(y).min()))
+    if n_splits < 2:
+        return None
+    if groups is None:
+        split = StratifiedKFold(n_splits).split(np.zeros(len(y)), y)
+    else:
+        split = StratifiedGroupKFold(n_splits).split(np.zeros(len(y)), y, groups)
+    tr, te = next(iter(split))
+    return tr, te
+
+
+def fit_attention_head(
+    A: np.ndarray,
+    y: np.ndarray,
+    *,
+    maps: int = 4,
+    folds: int = 5,
+    groups: np.ndarray | None = None,
+    epochs: int = 100,
+    patience: int = 10,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-2,
+    dropout: float = 0.2,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """Train an AttentionHead on cached maps A [N,K,h,w] (any float dtype), y [N] in 0..C-1.
+
+    Early stopping on the held-out fold's loss (see :func:`holdout_split`); without one (a
+    class under two frames) it trains `epochs` epochs on everything. Returns (head in eval
+    mode, figures: train_accuracy, heldout_accuracy, heldout_balanced_accuracy, best_epoch,
+    epochs_run, heldout_frames, and the settings).
+    """
+    from sklearn.metrics import balanced_accuracy_score
+
+    from export.attention import AttentionHead
+
+    y = np.asarray(y)
+    n_classes = int(y.max()) + 1
+    split = holdout_split(y, folds, groups)
+    tr, te = split if split is not None else (np.arange(len(y)), np.array([], int))
+    if split is None:
+        warnings.warn(
+            "too few frames per class for a held-out fold; no early stopping", stacklevel=2
+        )
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    data = torch.from_numpy(np.ascontiguousarray(A))
+    target = torch.from_numpy(y.astype(np.int64))
+    counts = np.bincount(y[tr], minlength=n_classes).astype(np.float64)
+    weight = torch.tensor(len(tr) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    head = AttentionHead(A.shape[1], n_classes, maps, dropout=dropout)
+    nn = torch.nn
+    nn.init.normal_(head.attend.weight, std=1e-3)  # near-uniform attention: starts as avg pool
+    nn.init.zeros_(head.attend.bias)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+
+    def predict(idx: np.ndarray) -> tuple[torch.Tensor, float]:
+        head.eval()
+        logits = (
+            torch.cat([head(data[idx[i : i + 256]].float()) for i in range(0, len(idx), 256)])
+            if len(idx)
+            else torch.zeros(0, n_classes)
+        )
+        loss = float(loss_fn(logits, target[idx])) if len(idx) else float("nan")
+        return logits.argmax(1), loss
+
+    best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        head.train()
+        order = tr[torch.randperm(len(tr), generator=gen).numpy()]
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            opt.zero_grad()
+            loss_fn(head(data[idx].float()), target[idx]).backward()
+            opt.step()
+        if split is None:
+            continue
+        with torch.no_grad():
+            _, held_loss = predict(te)
+        if held_loss < best_loss - 1e-6:
+            best_loss, best_epoch, stale = held_loss, epoch, 0
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    else:
+        best_epoch = epoch
+    head.dropout.p = 0.0  # eval mode ignores it; the exported head has none
+    head.eval()
+    with torch.no_grad():
+        pred_tr, _ = predict(tr)
+        pred_te, held_loss = predict(te)
+    y_te = y[te]
+    return head, {
+        "head": "attention",
+        "maps": maps,
+        "train_accuracy": float((pred_tr.numpy() == y[tr]).mean()),
+        "heldout_accuracy": float((pred_te.numpy() == y_te).mean()) if len(te) else float("nan"),
+        "heldout_balanced_accuracy": (
+            float(balanced_accuracy_score(y_te, pred_te.numpy())) if len(te) else float("nan")
+        ),
+        "heldout_loss": held_loss,
+        "heldout_frames": int(len(te)),
+        "best_epoch": int(best_epoch),
+        "epochs_run": int(epoch),
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "dropout": dropout,
+    }
+
+
+def linear_on_split(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    folds: int = 5,
+    groups: np.ndarray | None = None,
+    Cs: Sequence[float] = DEFAULT_CS,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The linear head fitted (C by CV) on the attention head's training folds and scored on
+    its held-out fold: the two heads side by side on the same frames."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    split = holdout_split(np.asarray(y), folds, groups)
+    if split is None:
+        return {}
+    tr, te = split
+    g = None if groups is None else groups[tr]
+    fit = fit_linear_head(X[tr], y[tr], Cs=Cs, folds=folds, groups=g, seed=seed)
+    pred = (X[te] @ fit["weight"].T + fit["bias"]).argmax(1)
+    pred_tr = (X[tr] @ fit["weight"].T + fit["bias"]).argmax(1)
+    return {
+        "C": fit["C"],
+        "train_accuracy": float((pred_tr == y[tr]).mean()),
+        "heldout_accuracy": float((pred == y[te]).mean()),
+        "heldout_balanced_accuracy": float(balanced_accuracy_score(y[te], pred)),
+    }
+
+
 # ---- the head -----------------------------------------------------------------------------
 
 
@@ -281,8 +472,17 @@ def train_head(
     seed: int = 0,
     progress: bool = True,
     base: EfficientNetLite0 | None = None,
+    head: str = "linear",
+    maps: int = 4,
+    epochs: int = 100,
+    compare_linear: bool = False,
 ) -> dict[str, Any]:
     """Fit a camera-specific head on labelled frames and save a project checkpoint at `out`.
+
+    head: "linear" (logistic regression on the pooled features) or "attention" (an
+    attention-pooling head with `maps` maps, at most `epochs` epochs; see the module
+    docstring). compare_linear: with the attention head, also fit the linear head on the same
+    training folds and report it on the same held-out fold (figures["linear"]).
 
     labels_csv: a CSV with at least `file` (relative to images_root) and `label` columns.
     images_root: where the files are; default the CSV's folder. source/first/last/select: which
@@ -290,7 +490,8 @@ def train_head(
     mirrored frames. base: the frozen Lite0 (default the ImageNet one).
 
     Returns figures: classes, counts (per class, after merging), merged, dropped, C,
-    cv_accuracy, cv_balanced_accuracy, train_accuracy, frames, out.
+    cv_accuracy, cv_balanced_accuracy, train_accuracy, frames, out (the attention head: see
+    :func:`fit_attention_head` in place of C and cv_*).
 
     >>> train_head(Path("labels.csv"), out=Path("model.pt"), source="mlwic_examples", last=900)
     """
@@ -314,15 +515,48 @@ def train_head(
             f"{len(absent)} image(s) not found, first {absent[0]} (is --images-root right?)"
         )
 
+    if head not in ("linear", "attention"):
+        raise ValueError(f"head {head!r}: must be linear or attention")
     model = base if base is not None else load_imagenet_lite0()
-    X = extract_features(model, paths, batch_size=batch_size, flip=flip, progress=progress)
     y = np.array([classes.index(lab) for lab in labels])  # type: ignore[arg-type]
     groups = None
     if flip:
         y = np.concatenate([y, y])
         groups = np.concatenate([np.arange(len(paths))] * 2)
-    head = fit_linear_head(X, y, Cs=Cs, folds=folds, groups=groups, seed=seed)
-    trained = with_head(model, head["weight"], head["bias"])
+    counts = Counter(labels)
+    common = {
+        "out": str(out),
+        "frames": len(paths),
+        "classes": classes,
+        "counts": {c: counts[c] for c in classes},
+        "merged": merged,
+        "dropped": dropped,
+        "flip": flip,
+    }
+    if head == "attention":
+        A = extract_maps(model, paths, batch_size=batch_size, flip=flip, progress=progress)
+        att, figs = fit_attention_head(
+            A, y, maps=maps, folds=folds, groups=groups, epochs=epochs, seed=seed
+        )
+        if compare_linear:
+            pooled = A.mean(axis=(2, 3), dtype=np.float32)
+            figs["linear"] = linear_on_split(
+                pooled, y, folds=folds, groups=groups, Cs=Cs, seed=seed
+            )
+        save_checkpoint(
+            Path(out),
+            arch=ARCH,
+            state_dict={f"features.{k}": v for k, v in model.features.state_dict().items()},
+            classes=classes,
+            input=STRETCH_INPUT,
+            empty_classes=[c for c in classes if c in EMPTY_NAMES],
+            human_classes=[c for c in classes if c in HUMAN_NAMES],
+            head=att,
+        )
+        return {**common, **figs}
+    X = extract_features(model, paths, batch_size=batch_size, flip=flip, progress=progress)
+    head_fit = fit_linear_head(X, y, Cs=Cs, folds=folds, groups=groups, seed=seed)
+    trained = with_head(model, head_fit["weight"], head_fit["bias"])
     save_checkpoint(
         Path(out),
         arch=ARCH,
@@ -332,17 +566,11 @@ def train_head(
         empty_classes=[c for c in classes if c in EMPTY_NAMES],
         human_classes=[c for c in classes if c in HUMAN_NAMES],
     )
-    counts = Counter(labels)
     return {
-        "out": str(out),
-        "frames": len(paths),
-        "classes": classes,
-        "counts": {c: counts[c] for c in classes},
-        "merged": merged,
-        "dropped": dropped,
-        "flip": flip,
+        **common,
+        "head": "linear",
         **{
-            k: head[k]
+            k: head_fit[k]
             for k in (
                 "C",
                 "cv_folds",
@@ -398,9 +626,13 @@ def train_command(
     flip: bool = False,
     seed: int = 0,
     progress: bool = True,
+    head: str = "linear",
+    maps: int = 4,
+    epochs: int = 100,
 ) -> dict[str, Any]:
-    """What `edge train LABELS.csv --out model.pt [--images-root D] [--rows A:B] [--source S]`
-    runs: trains, saves, prints a short summary with rich, returns the figures."""
+    """What `edge train LABELS.csv --out model.pt [--images-root D] [--rows A:B] [--source S]
+    [--head attention]` runs: trains, saves, prints a short summary with rich, returns the
+    figures."""
     from rich.console import Console
     from rich.table import Table
 
@@ -418,6 +650,9 @@ def train_command(
             flip=flip,
             seed=seed,
             progress=progress,
+            head=head,
+            maps=maps,
+            epochs=epochs,
         )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
@@ -427,6 +662,15 @@ def train_command(
     for c, n in fig["counts"].items():
         table.add_row(c, str(n))
     console.print(table)
+    if fig["head"] == "attention":
+        console.print(
+            f"attention head, {fig['maps']} maps: train accuracy {fig['train_accuracy']:.3f}  "
+            f"held-out accuracy {fig['heldout_accuracy']:.3f} (balanced "
+            f"{fig['heldout_balanced_accuracy']:.3f}, {fig['heldout_frames']} frames, one "
+            f"unshuffled fold; best epoch {fig['best_epoch']} of {fig['epochs_run']})"
+        )
+        console.print(f"saved {out}; export it with `edge export --classifier {out}`")
+        return fig
     console.print(
         f"L2: C={fig['C']}  train accuracy {fig['train_accuracy']:.3f}  "
         f"CV accuracy {fig['cv_accuracy']:.3f} (balanced "

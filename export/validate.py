@@ -98,12 +98,13 @@ def top_region(maps: np.ndarray, share: float = TOP_SHARE) -> np.ndarray:
     return (flat >= thresh).reshape(maps.shape)
 
 
-def _torch_forward(model: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _torch_forward(model: Any, x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(logits, cam[, attention]): what the model's forward returns, as float32 arrays."""
     import torch
 
     with torch.no_grad():
-        logits, cam = model(torch.from_numpy(x))
-    return logits.float().numpy(), cam.float().numpy()
+        out = model(torch.from_numpy(x))
+    return tuple(o.float().numpy() for o in out)
 
 
 def validate_classifier(
@@ -121,8 +122,9 @@ def validate_classifier(
     """FP32 PyTorch vs an ONNX export on real images; returns JSON-ready figures.
 
     Args:
-        torch_model: a module whose forward returns (logits [N,C], cam [N,h,w]), or the path
-            of a reference ONNX file with outputs `logits` and `cam` (see below).
+        torch_model: a module whose forward returns (logits [N,C], cam [N,h,w][, attention
+            [N,h,w]]), or the path of a reference ONNX file with outputs `logits` and `cam`
+            (and `attention`) (see below).
         onnx_path: the exported (FP32, FP16 or INT8) classifier.
         images: image files; decoded with `edge.decode.load_image`.
         labels: true class ids, or None; accuracies are reported only with labels.
@@ -137,7 +139,10 @@ def validate_classifier(
     Returns:
         {"n_images", "top1_agreement", "top1_accuracy_fp32", "top1_accuracy_onnx" (None without
         labels), "cam_correlation" (mean Pearson r between maps), "overmap_drift_mean",
-        "overmap_drift_max" (|Over-MAP fp32 - Over-MAP onnx|), "overmap_mask"}.
+        "overmap_drift_max" (|Over-MAP fp32 - Over-MAP onnx|), "overmap_mask"}; when the
+        export has an `attention` output (an attention head), also "attention_correlation"
+        and "attention_overmap_drift_mean", "attention_overmap_drift_max" (the same figures
+        for the attention map).
 
     `torch_model` may also be a str/Path to an ONNX file: validating an ONNX model against
     itself or against its FP32 export uses the same code path.
@@ -150,19 +155,23 @@ def validate_classifier(
         raise ValueError("validation needs at least one image")
     sess = ort.InferenceSession(str(onnx_path), providers=list(providers))
     in_name = sess.get_inputs()[0].name
+    names = ["logits", "cam"]
+    if "attention" in {o.name for o in sess.get_outputs()}:
+        names.append("attention")
     if isinstance(torch_model, str | Path):
         ref_sess = ort.InferenceSession(str(torch_model), providers=list(providers))
 
-        def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            logits, cam = ref_sess.run(["logits", "cam"], {ref_sess.get_inputs()[0].name: x})
-            return logits, cam
+        def reference(x: np.ndarray) -> tuple[np.ndarray, ...]:
+            return tuple(ref_sess.run(names, {ref_sess.get_inputs()[0].name: x}))
     else:
         torch_model.eval()
 
-        def reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def reference(x: np.ndarray) -> tuple[np.ndarray, ...]:
             return _torch_forward(torch_model, x)
 
     top_ref, top_onx, corr, om_ref, om_onx = [], [], [], [], []
+    att_corr: list[np.ndarray] = []
+    att_drift: list[np.ndarray] = []
     bar, task = None, None
     if progress:
         from rich.progress import Progress
@@ -174,8 +183,8 @@ def validate_classifier(
         for i in range(0, len(images), batch):
             frames = [load_image(p) for p in images[i : i + batch]]
             x = prepare(frames, spec)
-            l_ref, c_ref = reference(x)
-            l_onx, c_onx = sess.run(["logits", "cam"], {in_name: x})
+            l_ref, c_ref, *a_ref = reference(x)
+            l_onx, c_onx, *a_onx = sess.run(names, {in_name: x})
             top_ref.append(l_ref.argmax(axis=1))
             top_onx.append(l_onx.argmax(axis=1))
             corr.append(map_correlation(c_ref, c_onx))
@@ -184,6 +193,11 @@ def validate_classifier(
             masks = np.asarray(masks_fn(frames)) if masks_fn else top_region(up_ref)
             om_ref.append(overmap(up_ref, masks))
             om_onx.append(overmap(up_onx, masks))
+            if a_ref and a_onx:
+                att_corr.append(map_correlation(a_ref[0], a_onx[0]))
+                ua_ref = upsample(a_ref[0], spec.size)
+                ua_onx = upsample(a_onx[0].astype(np.float32), spec.size)
+                att_drift.append(np.abs(overmap(ua_ref, masks) - overmap(ua_onx, masks)))
             if bar is not None:
                 bar.advance(task, len(frames))
     finally:
@@ -192,6 +206,14 @@ def validate_classifier(
     t_ref, t_onx = np.concatenate(top_ref), np.concatenate(top_onx)
     drift = np.abs(np.concatenate(om_ref) - np.concatenate(om_onx))
     y = None if labels is None else np.asarray(labels)
+    attention: dict[str, float] = {}
+    if att_corr:
+        a_drift = np.concatenate(att_drift)
+        attention = {
+            "attention_correlation": float(np.concatenate(att_corr).mean()),
+            "attention_overmap_drift_mean": float(a_drift.mean()),
+            "attention_overmap_drift_max": float(a_drift.max()),
+        }
     return {
         "n_images": int(len(t_ref)),
         "top1_agreement": float((t_ref == t_onx).mean()),
@@ -201,4 +223,5 @@ def validate_classifier(
         "overmap_drift_mean": float(drift.mean()),
         "overmap_drift_max": float(drift.max()),
         "overmap_mask": "masks_fn" if masks_fn else f"fp32 map top {TOP_SHARE:.0%}",
+        **attention,
     }
