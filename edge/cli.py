@@ -588,6 +588,13 @@ def train_cmd(
     epochs: Annotated[
         int, typer.Option(min=1, help="Most epochs of the attention head (early stopping).")
     ] = 100,
+    compare_linear: Annotated[
+        bool,
+        typer.Option(
+            "--compare-linear",
+            help="With --head attention: also fit the linear head on the same folds (to compare).",
+        ),
+    ] = False,
 ) -> None:
     """Fit a camera-specific species head (with an "empty" class) on the frozen Lite0 backbone.
 
@@ -611,6 +618,7 @@ def train_cmd(
             head=HeadKind(head).value,
             maps=maps,
             epochs=epochs,
+            compare_linear=compare_linear,
         )
     except (FileNotFoundError, ValueError) as e:
         err.print(f"[red]train failed:[/] {escape(str(e))}")

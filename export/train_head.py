@@ -72,6 +72,9 @@ def read_labels(
 ) -> list[Row]:
     """Rows of a labels CSV (at least `file` and `label` columns), in file order.
 
+    A CSV with `class_name` and no `label` (the Oxford-IIIT Pet folders' labels.csv) has its
+    class names taken as labels.
+
     source: keep rows whose `source` column equals it. first/last: then keep rows
     ``[first:last)`` of what is left (Python slice: last excluded), so ``--rows 0:900`` is the
     first 900 frames. select: a last filter on each row (a dict of the CSV's columns).
@@ -79,9 +82,12 @@ def read_labels(
     with Path(labels_csv).open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"file", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{labels_csv}: needs the columns file,label; lacks {sorted(missing)}")
         rows = list(reader)
+    if "label" in missing and "class_name" in (reader.fieldnames or []):
+        missing.discard("label")
+        rows = [{**r, "label": r["class_name"]} for r in rows]
+    if missing:
+        raise ValueError(f"{labels_csv}: needs the columns file,label; lacks {sorted(missing)}")
     if source is not None:
         if rows and "source" not in rows[0]:
             raise ValueError(f"{labels_csv}: no `source` column to filter on")
@@ -629,6 +635,7 @@ def train_command(
     head: str = "linear",
     maps: int = 4,
     epochs: int = 100,
+    compare_linear: bool = False,
 ) -> dict[str, Any]:
     """What `edge train LABELS.csv --out model.pt [--images-root D] [--rows A:B] [--source S]
     [--head attention]` runs: trains, saves, prints a short summary with rich, returns the
@@ -653,6 +660,7 @@ def train_command(
             head=head,
             maps=maps,
             epochs=epochs,
+            compare_linear=compare_linear,
         )
     for w in caught:
         console.print(f"[yellow]warning:[/] {w.message}")
@@ -669,6 +677,13 @@ def train_command(
             f"{fig['heldout_balanced_accuracy']:.3f}, {fig['heldout_frames']} frames, one "
             f"unshuffled fold; best epoch {fig['best_epoch']} of {fig['epochs_run']})"
         )
+        lin = fig.get("linear")
+        if lin:
+            console.print(
+                f"linear head on the same folds (C={lin['C']}): train accuracy "
+                f"{lin['train_accuracy']:.3f}  held-out accuracy {lin['heldout_accuracy']:.3f} "
+                f"(balanced {lin['heldout_balanced_accuracy']:.3f})"
+            )
         console.print(f"saved {out}; export it with `edge export --classifier {out}`")
         return fig
     console.print(

@@ -86,6 +86,22 @@ def test_attention_on_a_bundle_without_it_is_refused_by_name(tmp_path: Path) -> 
     assert not (inbox / "sorted").exists()
 
 
+def test_a_pets_labels_csv_reads_its_class_names_as_labels() -> None:
+    from export.train_head import read_labels
+
+    rows = read_labels(DATA / "pets37" / "trainval" / "labels.csv", first=0, last=31)
+    assert len(rows) == 31 and rows[0]["label"] == rows[0]["class_name"] == "Abyssinian"
+    assert len({r["label"] for r in rows}) == 2
+
+
+def test_a_csv_without_labels_is_refused_naming_the_columns(tmp_path: Path) -> None:
+    from export.train_head import read_labels
+
+    (tmp_path / "l.csv").write_text("file,kind\na.jpg,x\n")
+    with pytest.raises(ValueError, match="needs the columns file,label; lacks \\['label'\\]"):
+        read_labels(tmp_path / "l.csv")
+
+
 # ---- a real attention head, exported (slow) -------------------------------------------------
 
 
