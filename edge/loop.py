@@ -442,9 +442,16 @@ def run_once(
         # frames already on a card are whole or never will be: no need to wait long for them
         give_up = min(opts.give_up, max(5.0, 3 * opts.settle))
         gate = StabilityGate(settle=opts.settle, give_up=give_up, decode=False)
-        for p in card_frames(journal, opts, stats):  # the gate hands them on in this order
+        frames = card_frames(journal, opts, stats)
+        for p in frames:  # the gate hands them on in this order
             gate.add(p)
             pipeline.arrived[p] = time.monotonic()
+        if opts.lookahead > 0:
+            # loading has no side effects: the first batches (as `drain` will cut them) are
+            # decoded and inferred while the card's frames are hashed and journaled
+            head = frames[: opts.batch * (opts.lookahead + 1)]
+            for k in range(0, len(head), opts.batch):
+                pipeline.ahead(head[k : k + opts.batch])
         total = stats.seen = len(gate)
         done = 0
         while len(gate) and not opts.stop.is_set():

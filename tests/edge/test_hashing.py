@@ -17,16 +17,16 @@ def test_streamed_digest_equals_hashlib_on_a_multi_chunk_file(tmp_path: Path) ->
     path.write_bytes(data)
     want = hashlib.sha256(data).hexdigest()
     assert file_sha256(path) == want
-    assert file_sha256(str(path), chunk=4097) == want  # chunk edges do not matter
+    assert file_sha256(str(path)) == want
     (tmp_path / "empty").write_bytes(b"")
     assert file_sha256(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
 
 
-def test_a_missing_file_is_an_oserror_and_a_bad_chunk_refused(tmp_path: Path) -> None:
+def test_a_missing_file_or_a_folder_is_an_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         file_sha256(tmp_path / "gone")
-    with pytest.raises(ValueError, match="chunk"):
-        file_sha256(tmp_path, chunk=0)
+    with pytest.raises(IsADirectoryError):
+        file_sha256(tmp_path)
 
 
 def test_sink_bundle_and_batch_use_the_one_helper() -> None:
