@@ -154,10 +154,13 @@ def main() -> None:
     )
     diff = max(float(np.abs(a - b).max()) for a, b in zip(*outputs.values(), strict=True))
     print(f"max |foreground BackgroundModel - plain| over {len(asked)} frames: {diff:.3g}")
-    print("memory held at the end: " + ",   ".join(
-        f"{name} {b / 2**20:.1f} MB for {n} frames ({b / n / 1e3:.0f} KB/frame)"
-        for name, (b, n) in held.items()
-    ))
+    print(
+        "memory held at the end: "
+        + ",   ".join(
+            f"{name} {b / 2**20:.1f} MB for {n} frames ({b / n / 1e3:.0f} KB/frame)"
+            for name, (b, n) in held.items()
+        )
+    )
 
 
 def memory(model: object) -> tuple[int, int]:

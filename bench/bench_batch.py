@@ -42,7 +42,7 @@ def fill(inbox: Path, per_camera: int) -> int:
     n = 0
     for name, (src, part) in CAMERAS.items():
         frames = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-        take = frames[part * per_camera:(part + 1) * per_camera]
+        take = frames[part * per_camera : (part + 1) * per_camera]
         (inbox / name).mkdir(parents=True)
         for p in take:
             shutil.copy2(p, inbox / name / p.name)
@@ -56,8 +56,9 @@ def run(cmd: list[str]) -> tuple[float, str]:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}"
-                         f"\n{done.stderr[-3000:]}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}"
+        )
     return wall, done.stdout + done.stderr
 
 
@@ -73,20 +74,46 @@ def main() -> None:
         inbox = tmp / "inbox"
         n = fill(inbox, args.per_camera)
         runs = {
-            "watch --once": lambda out: [str(EDGE), "watch", str(inbox), "--out", str(out),
-                                         "--bundle", str(args.bundle), "--copy", "--once",
-                                         "--no-tui"],
-            "batch, 1 worker": lambda out: [str(EDGE), "batch", str(inbox), "--out", str(out),
-                                            "--bundle", str(args.bundle), "--workers", "1"],
-            "batch, 2 workers": lambda out: [str(EDGE), "batch", str(inbox), "--out",
-                                             str(out), "--bundle", str(args.bundle),
-                                             "--workers", "2"],
+            "watch --once": lambda out: [
+                str(EDGE),
+                "watch",
+                str(inbox),
+                "--out",
+                str(out),
+                "--bundle",
+                str(args.bundle),
+                "--copy",
+                "--once",
+                "--no-tui",
+            ],
+            "batch, 1 worker": lambda out: [
+                str(EDGE),
+                "batch",
+                str(inbox),
+                "--out",
+                str(out),
+                "--bundle",
+                str(args.bundle),
+                "--workers",
+                "1",
+            ],
+            "batch, 2 workers": lambda out: [
+                str(EDGE),
+                "batch",
+                str(inbox),
+                "--out",
+                str(out),
+                "--bundle",
+                str(args.bundle),
+                "--workers",
+                "2",
+            ],
         }
         walls: dict[str, list[float]] = {k: [] for k in runs}
         work: dict[str, list[float]] = {k: [] for k in runs}
         names = list(runs)
         for r in range(args.rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 out = tmp / f"out-{r}-{names.index(name)}"
                 wall, text = run(runs[name](out))
                 walls[name].append(wall)
@@ -100,17 +127,23 @@ def main() -> None:
     import ray
 
     print(f"machine: {cpu_model()}, {cores()} cores, load avg {load_avg()} (at the end)")
-    print(f"python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
-          f"ray {ray.__version__}; bundle {args.bundle}")
-    print(f"{n} frames, {len(CAMERAS)} cameras; median of {args.rounds} round(s), each command "
-          "a fresh process on a fresh OUT\n")
+    print(
+        f"python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
+        f"ray {ray.__version__}; bundle {args.bundle}"
+    )
+    print(
+        f"{n} frames, {len(CAMERAS)} cameras; median of {args.rounds} round(s), each command "
+        "a fresh process on a fresh OUT\n"
+    )
     base = statistics.median(walls["watch --once"])
     print(f"{'':<18}{'wall s':>9}{'frames/s':>10}{'vs watch':>10}{'work s':>9}{'work f/s':>10}")
     for name in runs:
         w, k = statistics.median(walls[name]), statistics.median(work[name])
         print(f"{name:<18}{w:>9.1f}{n / w:>10.1f}{base / w:>9.2f}x{k:>9.1f}{n / k:>10.1f}")
-    print("\nwork: for batch, the phase that decodes, scores and writes shards (no Ray start, "
-          "listing, capture times or merge); for watch, its whole run")
+    print(
+        "\nwork: for batch, the phase that decodes, scores and writes shards (no Ray start, "
+        "listing, capture times or merge); for watch, its whole run"
+    )
 
 
 if __name__ == "__main__":

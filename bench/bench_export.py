@@ -27,7 +27,7 @@ from machine import cores, cpu_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-DATA = (SHARED / "imagenet-sample")
+DATA = SHARED / "imagenet-sample"
 
 
 def _spec():  # noqa: ANN202 - InputSpec, imported lazily with the project
@@ -37,8 +37,6 @@ def _spec():  # noqa: ANN202 - InputSpec, imported lazily with the project
     return InputSpec(size=(224, 224), mean=MEAN, std=STD, resize="center_crop")
 
 
-
-
 def load_batches(n: int, batch: int) -> list[np.ndarray]:
     from edge.decode import load_image
     from edge.preprocess import prepare
@@ -46,8 +44,10 @@ def load_batches(n: int, batch: int) -> list[np.ndarray]:
 
     paths = read_labelled_folder(DATA)[0][:n]
     spec = _spec()
-    return [prepare([load_image(p) for p in paths[i : i + batch]], spec)
-            for i in range(0, len(paths), batch)]
+    return [
+        prepare([load_image(p) for p in paths[i : i + batch]], spec)
+        for i in range(0, len(paths), batch)
+    ]
 
 
 def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], object]:
@@ -92,9 +92,16 @@ def build_models(work: Path, calib_limit: int | None) -> dict[str, Path]:
     fp32 = export_classifier_onnx(cam, work / "fp32.onnx", (224, 224))
     logits_only = work / "fp32_logits.onnx"
     warnings.simplefilter("ignore")  # the tracer's notes on the SAME-padding arithmetic
-    torch.onnx.export(m, (torch.zeros(2, 3, 224, 224),), str(logits_only), input_names=["image"],
-                      output_names=["logits"], dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
-                      opset_version=17, dynamo=False)
+    torch.onnx.export(
+        m,
+        (torch.zeros(2, 3, 224, 224),),
+        str(logits_only),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
     clean = prepare_for_quantization(fp32, work / "fp32_clean.onnx")
     reader = CalibrationFrames(builtin_calibration_dir(), _spec(), limit=calib_limit)
     quantize_int8(fp32, work / "int8.onnx", reader)
@@ -156,23 +163,33 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in speeds.items()}
     eager = med["torch eager fp32"]
     print(f"machine: {cpu_model()}, {cores()} cores, load avg {' '.join(load)}")
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"onnxruntime {onnxruntime.__version__}, threads {args.threads}")
-    print(f"{n} imagenet-sample images, batch {args.batch}, 224 px, "
-          f"median of {args.rounds} interleaved rounds\n")
-    print(f"{'model':<24}{'img/s':>9}{'x eager':>9}{'x onnx fp32':>13}{'min..max':>16}"
-          f"{'peak RSS MB':>13}")
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, threads {args.threads}"
+    )
+    print(
+        f"{n} imagenet-sample images, batch {args.batch}, 224 px, "
+        f"median of {args.rounds} interleaved rounds\n"
+    )
+    print(
+        f"{'model':<24}{'img/s':>9}{'x eager':>9}{'x onnx fp32':>13}{'min..max':>16}"
+        f"{'peak RSS MB':>13}"
+    )
     for name, v in med.items():
         spread = f"{min(speeds[name]):.0f}..{max(speeds[name]):.0f}"
-        print(f"{name:<24}{v:>9.1f}{v / eager:>9.2f}{v / med['onnx fp32']:>13.2f}"
-              f"{spread:>16}{rss[name]:>13.0f}")
+        print(
+            f"{name:<24}{v:>9.1f}{v / eager:>9.2f}{v / med['onnx fp32']:>13.2f}"
+            f"{spread:>16}{rss[name]:>13.0f}"
+        )
     cost = med["onnx fp32 logits only"] / med["onnx fp32"]
-    print(f"\ncam output cost: logits-only / logits+cam speed = {cost:.3f}; "
-          f"RSS {rss['onnx fp32']:.0f} vs {rss['onnx fp32 logits only']:.0f} MB")
-    print(f"int8 vs onnx fp32 as exported: {med['onnx int8'] / med['onnx fp32']:.2f}x; "
-          f"vs fp32 clean graph: {med['onnx int8'] / med['onnx fp32 clean']:.2f}x")
-
-
+    print(
+        f"\ncam output cost: logits-only / logits+cam speed = {cost:.3f}; "
+        f"RSS {rss['onnx fp32']:.0f} vs {rss['onnx fp32 logits only']:.0f} MB"
+    )
+    print(
+        f"int8 vs onnx fp32 as exported: {med['onnx int8'] / med['onnx fp32']:.2f}x; "
+        f"vs fp32 clean graph: {med['onnx int8'] / med['onnx fp32 clean']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

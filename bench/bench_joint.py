@@ -49,8 +49,9 @@ def main() -> None:
     cpu = ["CPUExecutionProvider"]
     with tempfile.TemporaryDirectory() as tmp:
         cut = Path(tmp) / "classifier_only.onnx"  # the segmenter's head pruned away
-        onnx.utils.extract_model(str(bundle.classifier_path), str(cut), ["image"],
-                                 ["logits", "cam"])
+        onnx.utils.extract_model(
+            str(bundle.classifier_path), str(cut), ["image"], ["logits", "cam"]
+        )
         joint = ort.InferenceSession(str(bundle.classifier_path), opts, providers=cpu)
         alone = ort.InferenceSession(str(cut), opts, providers=cpu)
         seg = ort.InferenceSession(str(bundle.segmenter_path), opts, providers=cpu)
@@ -64,8 +65,10 @@ def main() -> None:
                 alone.run(["logits", "cam"], {"image": b})
                 seg.run(["foreground"], {"image": b})
 
-        runs = {"one pass (joint graph)": one_pass,
-                "two passes (classifier + segmenter)": two_passes}
+        runs = {
+            "one pass (joint graph)": one_pass,
+            "two passes (classifier + segmenter)": two_passes,
+        }
         for fn in runs.values():
             fn()  # warm-up
         rates: dict[str, list[float]] = {k: [] for k in runs}
@@ -76,9 +79,11 @@ def main() -> None:
                 rates[name].append(len(x) / (time.perf_counter() - t))
 
     print(f"machine: {cpu_model()}, {cores()} cores, load avg {load_avg()}")
-    print(f"onnxruntime {ort.__version__}, threads {args.threads}, bundle {args.bundle} "
-          f"({m.classifier.precision}), {len(x)} MLWIC frames, batch {args.batch}, "
-          f"median of {args.rounds} interleaved rounds")
+    print(
+        f"onnxruntime {ort.__version__}, threads {args.threads}, bundle {args.bundle} "
+        f"({m.classifier.precision}), {len(x)} MLWIC frames, batch {args.batch}, "
+        f"median of {args.rounds} interleaved rounds"
+    )
     med = {k: statistics.median(v) for k, v in rates.items()}
     for name, v in rates.items():
         print(f"  {name:38s} {med[name]:7.1f} frames/s  ({min(v):.0f}..{max(v):.0f})")

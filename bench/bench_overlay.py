@@ -247,8 +247,10 @@ def bench_set(
     h, w = images[0].shape[:2]
     kib = len(enc["cv2 cvtColor + imencode (new)"](pics[0])) / 1024
     ph, pw = pics[0].shape[:2]
-    print(f"\n{name}: {len(items)} frames {w}x{h} from {root.name}, overlay {pw}x{ph}, "
-          f"JPEG {kib:.0f} KiB")
+    print(
+        f"\n{name}: {len(items)} frames {w}x{h} from {root.name}, overlay {pw}x{ph}, "
+        f"JPEG {kib:.0f} KiB"
+    )
     for k, v in ms.items():
         print(f"  {k:50s} {med[k]:6.3f}  ({min(v):.3f}..{max(v):.3f})")
     old = med["render old"] + med["encode+write old"]

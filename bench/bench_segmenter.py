@@ -75,8 +75,10 @@ def main() -> None:
         )
     params = sum(p.numel() for p in src.model.head.parameters())
     mib = [p.stat().st_size / 2**20 for p in (clf, seg)]
-    print(f"lite0_seg head: {params / 1e3:.0f} k parameters; ONNX files: classifier "
-          f"{mib[0]:.1f} MiB, segmenter {mib[1]:.1f} MiB")
+    print(
+        f"lite0_seg head: {params / 1e3:.0f} k parameters; ONNX files: classifier "
+        f"{mib[0]:.1f} MiB, segmenter {mib[1]:.1f} MiB"
+    )
 
 
 if __name__ == "__main__":

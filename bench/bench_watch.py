@@ -70,9 +70,15 @@ SOURCES = {
 }
 TWELVE_MP = (4000, 3000)
 TWELVE_MP_FRAMES = 24  # distinct frames made (both Peru cameras); a round cycles them
-TARGETS = {"raw": 0.70, "p95": 2.0, "rss": 600.0, "eager": 6.0, "bound": 0.90,
-           "non_inference": 2 / 3,  # today / before: at least a third less
-           "decode_12mp": 4.0}  # 12 MP decode CPU / 768x576 decode CPU: "a few times" at most
+TARGETS = {
+    "raw": 0.70,
+    "p95": 2.0,
+    "rss": 600.0,
+    "eager": 6.0,
+    "bound": 0.90,
+    "non_inference": 2 / 3,  # today / before: at least a third less
+    "decode_12mp": 4.0,
+}  # 12 MP decode CPU / 768x576 decode CPU: "a few times" at most
 
 
 # --------------------------------------------------------------------------- data
@@ -133,22 +139,47 @@ def frame_size(path: Path) -> str:
 # --------------------------------------------------------------------------- the watcher
 
 
-def options(bundle, inbox: Path, out: Path, *, settle: float, batch: int,  # noqa: ANN001, ANN201
-            threads: int | None, overlays: bool = True, lookahead: int = 2) -> object:
+def options(
+    bundle,
+    inbox: Path,
+    out: Path,
+    *,
+    settle: float,
+    batch: int,  # noqa: ANN001, ANN201
+    threads: int | None,
+    overlays: bool = True,
+    lookahead: int = 2,
+) -> object:
     """WatchOptions as `edge watch` builds them with no config file, no flags but these."""
     from edge.config import Config, resolve_thresholds
     from edge.watch import WatchOptions
 
     thresholds = resolve_thresholds(bundle.manifest.thresholds, Config(), {})
-    return WatchOptions(inbox=inbox, out=out, thresholds=thresholds, settle=settle, batch=batch,
-                        threads=threads, overlays=overlays, lookahead=lookahead)
+    return WatchOptions(
+        inbox=inbox,
+        out=out,
+        thresholds=thresholds,
+        settle=settle,
+        batch=batch,
+        threads=threads,
+        overlays=overlays,
+        lookahead=lookahead,
+    )
 
 
-def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batch: int,  # noqa: ANN001
-                     threads: int | None, overlays: bool = True, lookahead: int = 2,
-                     profile: cProfile.Profile | None = None,
-                     on_open: Callable[[], None] | None = None,
-                     on_done: Callable[[], None] | None = None) -> dict[str, float]:
+def run_watcher_once(
+    bundle,
+    frames: list[tuple[str, Path]],
+    work: Path,
+    *,
+    batch: int,  # noqa: ANN001
+    threads: int | None,
+    overlays: bool = True,
+    lookahead: int = 2,
+    profile: cProfile.Profile | None = None,
+    on_open: Callable[[], None] | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """One `run_once` over a fresh inbox; frames/s from "sessions open" to return.
     `threads` None: the watcher's own choice (edge.watch.inference_threads). `on_open` and
     `on_done` are called in the calling thread once the sessions are open (where timing
@@ -163,8 +194,16 @@ def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batc
 
     inbox, out = work / "inbox", work / "out"
     fill_inbox(frames, inbox)
-    opts = options(bundle, inbox, out, settle=0.0, batch=batch, threads=threads,
-                   overlays=overlays, lookahead=lookahead)
+    opts = options(
+        bundle,
+        inbox,
+        out,
+        settle=0.0,
+        batch=batch,
+        threads=threads,
+        overlays=overlays,
+        lookahead=lookahead,
+    )
     stats = Stats(out=out)
     opened: list[float] = []
     original = opener.open_scorer
@@ -195,15 +234,22 @@ def run_watcher_once(bundle, frames: list[tuple[str, Path]], work: Path, *, batc
         raise RuntimeError(f"watcher handled {handled} of {len(frames)}; {len(left)} left")
     shutil.rmtree(inbox)
     shutil.rmtree(out)
-    return {"fps": len(frames) / (t1 - opened[0]), "open_s": opened[0] - t0,
-            **{f"n_{k}": v for k, v in stats.decisions.items()}}
+    return {
+        "fps": len(frames) / (t1 - opened[0]),
+        "open_s": opened[0] - t0,
+        **{f"n_{k}": v for k, v in stats.decisions.items()},
+    }
 
 
 # --------------------------------------------------------------------------- the baselines
 
 
-def raw_runner(bundle, frames: list[tuple[str, Path]], batch: int,  # noqa: ANN001
-               threads: int | None) -> Callable[[], float]:
+def raw_runner(
+    bundle,
+    frames: list[tuple[str, Path]],
+    batch: int,  # noqa: ANN001
+    threads: int | None,
+) -> Callable[[], float]:
     """Runtime.run over the frames decoded once beforehand, in batches; returns frames/s.
     Frames are decoded in full, except 12 MP ones: those at the watcher's reduced scale
     (edge.loader.min_side), as 24 of them in full would take 860 MB and resizing them would
@@ -213,11 +259,14 @@ def raw_runner(bundle, frames: list[tuple[str, Path]], batch: int,  # noqa: ANN0
     from edge.runtime import Runtime
 
     runtime = Runtime.from_bundle(bundle, threads=threads)
-    smallest = min_side(runtime) if frames and frames[0][1].is_relative_to(SOURCES["12mp"]) \
-        else None
+    smallest = (
+        min_side(runtime) if frames and frames[0][1].is_relative_to(SOURCES["12mp"]) else None
+    )
     decoded: dict[Path, np.ndarray] = {}
-    images = [decoded.setdefault(p, load_image(p, min_side=smallest)) if p not in decoded
-              else decoded[p] for _, p in frames]
+    images = [
+        decoded.setdefault(p, load_image(p, min_side=smallest)) if p not in decoded else decoded[p]
+        for _, p in frames
+    ]
     runtime.run(images[:batch])  # warm-up
 
     def run() -> float:
@@ -264,8 +313,12 @@ class EagerPipeline:
         return logits, cams, foreground
 
 
-def eager_runner(spec, frames: list[tuple[str, Path]], batch: int,  # noqa: ANN001
-                 threads: int) -> Callable[[], float]:
+def eager_runner(
+    spec,
+    frames: list[tuple[str, Path]],
+    batch: int,  # noqa: ANN001
+    threads: int,
+) -> Callable[[], float]:
     pipeline = EagerPipeline(spec, threads)
     paths = [p for _, p in frames]
     pipeline(paths[:2])  # warm-up
@@ -300,8 +353,17 @@ class TimedStats:
         self.stats = _Stats(out=self.out)
 
 
-def latency_run(bundle, frames: list[tuple[str, Path]], work: Path, *, settle: float,  # noqa: ANN001
-                seconds: float, fps: float, batch: int, threads: int | None) -> dict[str, float]:
+def latency_run(
+    bundle,
+    frames: list[tuple[str, Path]],
+    work: Path,
+    *,
+    settle: float,  # noqa: ANN001
+    seconds: float,
+    fps: float,
+    batch: int,
+    threads: int | None,
+) -> dict[str, float]:
     """run_forever in a thread, frames renamed into the inbox at `fps`; latencies in s."""
     from edge.watch import run_forever
 
@@ -346,8 +408,9 @@ def latency_run(bundle, frames: list[tuple[str, Path]], work: Path, *, settle: f
 # --------------------------------------------------------------------------- memory
 
 
-def peak_rss_mb(kind: str, size: str, n: int, batch: int, bundle: Path, threads: int,
-                cameras: int = 0) -> float:
+def peak_rss_mb(
+    kind: str, size: str, n: int, batch: int, bundle: Path, threads: int, cameras: int = 0
+) -> float:
     """Peak RSS (MB) of a fresh process running the watcher (or the eager pipeline) on n frames,
     spread over `cameras` camera folders in consecutive blocks when > 0."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-size", size,
@@ -368,8 +431,9 @@ def child(args: argparse.Namespace) -> None:
         frames = [(f"{cam}-{i // per:02d}", p) for i, (cam, p) in enumerate(frames)]
     if args.child == "watcher":
         with tempfile.TemporaryDirectory(prefix="bench_watch_rss_") as tmp:
-            run_watcher_once(bundle, frames, Path(tmp), batch=args.batch,
-                             threads=args.threads or None)
+            run_watcher_once(
+                bundle, frames, Path(tmp), batch=args.batch, threads=args.threads or None
+            )
         assert "torch" not in sys.modules, "the watcher must not import torch"
     else:
         run = eager_runner(bundle.manifest.classifier.input, frames, args.batch, args.threads)
@@ -431,15 +495,21 @@ def print_profile(prof: cProfile.Profile, label: str, n: int) -> None:
         for stage, (mod, name) in STAGES.items():
             if func == name and file.endswith(mod):
                 by_stage[stage] = max(by_stage.get(stage, 0.0), ct)  # outermost
-    print(f"\nprofile of run_once one batch at a time (lookahead 0, so that every stage runs "
-          f"in the profiled thread), {label}: {n} frames, {total:.2f} s in all (cProfile on)")
+    print(
+        f"\nprofile of run_once one batch at a time (lookahead 0, so that every stage runs "
+        f"in the profiled thread), {label}: {n} frames, {total:.2f} s in all (cProfile on)"
+    )
     for stage, t in sorted(by_stage.items(), key=lambda kv: -kv[1]):
         print(f"  {stage:<32}{t:>7.2f} s {100 * t / total:>5.1f} %  {1000 * t / n:>6.2f} ms/frame")
     st.sort_stats("tottime").print_stats(12)
 
 
-def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN001
-               batch: int) -> dict[str, float]:
+def thread_cpu(
+    bundle,
+    frames: list[tuple[str, Path]],
+    work: Path,  # noqa: ANN001
+    batch: int,
+) -> dict[str, float]:
     """CPU ms per frame of each thread of the pipelined watcher over one run_once, as `edge
     watch` runs it (lookahead, its own thread count), from the moment the sessions are open.
 
@@ -476,10 +546,16 @@ def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN0
                     key = (stage, where)
                     cpu[key] = cpu.get(key, 0.0) + time.thread_time() - t0
                     wall_in[key] = wall_in.get(key, 0.0) + time.perf_counter() - w0
+
         return wrapper
 
-    patches = [(loader, "read"), (loader, "infer"), (loader, "decode_frame"),
-               (loader.Loader, "get"), (loop.Pipeline, "_decide")]
+    patches = [
+        (loader, "read"),
+        (loader, "infer"),
+        (loader, "decode_frame"),
+        (loader.Loader, "get"),
+        (loop.Pipeline, "_decide"),
+    ]
     originals = [(owner, name, getattr(owner, name)) for owner, name in patches]
     for owner, name, f in originals:
         setattr(owner, name, timed(name, f))
@@ -488,11 +564,18 @@ def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN0
     try:
         main0, wall0 = time.thread_time(), time.perf_counter()
         run = run_watcher_once(
-            bundle, frames, work, batch=batch, threads=None,
+            bundle,
+            frames,
+            work,
+            batch=batch,
+            threads=None,
             on_open=lambda: at_open.extend(
-                (time.thread_time(), time.process_time(), time.perf_counter())),
+                (time.thread_time(), time.process_time(), time.perf_counter())
+            ),
             on_done=lambda: at_done.extend(
-                (time.thread_time(), time.process_time(), time.perf_counter())))
+                (time.thread_time(), time.process_time(), time.perf_counter())
+            ),
+        )
         main_after = time.thread_time()
         wall = time.perf_counter() - wall0
     finally:
@@ -500,8 +583,10 @@ def thread_cpu(bundle, frames: list[tuple[str, Path]], work: Path,  # noqa: ANN0
             setattr(owner, name, f)
     # from "open" to "return"; setup and cleanup are in the old-definition rows only
     n = len(frames) / 1000
-    c = {stage: cpu.get((stage, "main"), 0.0) + cpu.get((stage, "other"), 0.0)
-         for stage in ("read", "infer", "decode_frame", "get", "_decide")}
+    c = {
+        stage: cpu.get((stage, "main"), 0.0) + cpu.get((stage, "other"), 0.0)
+        for stage in ("read", "infer", "decode_frame", "get", "_decide")
+    }
     main_total = at_done[0] - at_open[0]
     proc = at_done[1] - at_open[1]
     main_ahead = cpu.get(("read", "main"), 0.0) + cpu.get(("infer", "main"), 0.0)
@@ -555,22 +640,34 @@ print(json.dumps({"edge": edge.__file__, **r}))
 """
 
 
-def old_thread_cpu(tree: Path, bundle: Path, frames: list[tuple[str, Path]], work: Path,
-                   batch: int) -> dict[str, float]:
+def old_thread_cpu(
+    tree: Path, bundle: Path, frames: list[tuple[str, Path]], work: Path, batch: int
+) -> dict[str, float]:
     """The older tree's own bench `thread_cpu` (Decider._load/_infer/_finish) in a fresh
     process with that tree first on the path, on these frames. Its "the rest" includes filling
     the inbox, opening the sessions and removing the inbox (compare with our old_* rows)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-c", OLD_CPU, str(tree), str(bundle), str(work), str(batch),
-           json.dumps([(c, str(p)) for c, p in frames])]
+    cmd = [
+        sys.executable,
+        "-c",
+        OLD_CPU,
+        str(tree),
+        str(bundle),
+        str(work),
+        str(batch),
+        json.dumps([(c, str(p)) for c, p in frames]),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tree, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def non_inference(old: dict[str, float]) -> float:
     """An older tree's non-inference CPU per frame on the decision path: loader + main."""
-    return (old["loader"] + old["main: scoring, background, overlays"]
-            + old["main: the rest (gate, journal, moves, sidecars)"])
+    return (
+        old["loader"]
+        + old["main: scoring, background, overlays"]
+        + old["main: the rest (gate, journal, moves, sidecars)"]
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -578,11 +675,19 @@ def non_inference(old: dict[str, float]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bundle", type=Path, default=None,
-                    help="default: the shipped bundle (edge.cli.default_bundle)")
-    ap.add_argument("--frames", type=int, default=320,
-                    help="frames per watcher/raw round (20 batches: sustained, the pipeline's "
-                         "fill and drain a small share)")
+    ap.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="default: the shipped bundle (edge.cli.default_bundle)",
+    )
+    ap.add_argument(
+        "--frames",
+        type=int,
+        default=320,
+        help="frames per watcher/raw round (20 batches: sustained, the pipeline's "
+        "fill and drain a small share)",
+    )
     ap.add_argument("--eager-frames", type=int, default=16, help="frames per eager round")
     ap.add_argument("--batch", type=int, default=16, help="watcher, raw and eager batch")
     ap.add_argument("--rounds", type=int, default=3)
@@ -590,21 +695,39 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0, help="latency run length")
     ap.add_argument("--fps", type=float, default=2.0, help="latency arrival rate")
     ap.add_argument("--settles", type=float, nargs="*", default=[0.5], help="e.g. 0.5 2.0")
-    ap.add_argument("--no-overlays", dest="overlays", action="store_false",
-                    help="watcher throughput without review overlays (to see their cost)")
+    ap.add_argument(
+        "--no-overlays",
+        dest="overlays",
+        action="store_false",
+        help="watcher throughput without review overlays (to see their cost)",
+    )
     ap.add_argument("--latency-sizes", nargs="*", default=["small"], choices=list(SOURCES))
     ap.add_argument("--sizes", nargs="*", default=list(SOURCES), choices=list(SOURCES))
-    ap.add_argument("--profile", action="store_true",
-                    help="CPU per thread, and cProfile one run_once per size")
+    ap.add_argument(
+        "--profile", action="store_true", help="CPU per thread, and cProfile one run_once per size"
+    )
     ap.add_argument("--cpu-frames", type=int, default=160, help="frames per --profile CPU run")
-    ap.add_argument("--old-tree", type=Path, default=None,
-                    help="with --profile: a worktree of an earlier commit whose bench's "
-                         "thread_cpu runs on the same frames, interleaved (e.g. /tmp/old)")
-    ap.add_argument("--watcher-threads", type=int, nargs="*", default=[],
-                    help="also time the watcher with these ONNX Runtime thread counts")
-    ap.add_argument("--cameras", type=int, default=0,
-                    help="also the watcher's peak RSS over --camera-frames small frames spread "
-                         "over this many camera folders (e.g. 20)")
+    ap.add_argument(
+        "--old-tree",
+        type=Path,
+        default=None,
+        help="with --profile: a worktree of an earlier commit whose bench's "
+        "thread_cpu runs on the same frames, interleaved (e.g. /tmp/old)",
+    )
+    ap.add_argument(
+        "--watcher-threads",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the watcher with these ONNX Runtime thread counts",
+    )
+    ap.add_argument(
+        "--cameras",
+        type=int,
+        default=0,
+        help="also the watcher's peak RSS over --camera-frames small frames spread "
+        "over this many camera folders (e.g. 20)",
+    )
     ap.add_argument("--camera-frames", type=int, default=2000)
     ap.add_argument("--child", choices=["watcher", "eager"], help=argparse.SUPPRESS)
     ap.add_argument("--child-cameras", type=int, default=0, help=argparse.SUPPRESS)
@@ -633,18 +756,23 @@ def main() -> None:
             frames = source_frames(SOURCES[size], args.frames)
             eager_frames = frames[: args.eager_frames]
             runners: dict[str, Callable[[], dict[str, float]]] = {
-                "watcher": lambda f=frames: run_watcher_once(bundle, f, work / "w",
-                                                             batch=args.batch, threads=None,
-                                                             overlays=args.overlays),
-                "serial": lambda f=frames: run_watcher_once(bundle, f, work / "w",
-                                                            batch=args.batch,
-                                                            threads=args.threads,
-                                                            overlays=args.overlays, lookahead=0),
+                "watcher": lambda f=frames: run_watcher_once(
+                    bundle, f, work / "w", batch=args.batch, threads=None, overlays=args.overlays
+                ),
+                "serial": lambda f=frames: run_watcher_once(
+                    bundle,
+                    f,
+                    work / "w",
+                    batch=args.batch,
+                    threads=args.threads,
+                    overlays=args.overlays,
+                    lookahead=0,
+                ),
             }
             for t in args.watcher_threads:
-                runners[f"watcher {t}t"] = (
-                    lambda f=frames, t=t: run_watcher_once(bundle, f, work / "w", batch=args.batch,
-                                                           threads=t, overlays=args.overlays))
+                runners[f"watcher {t}t"] = lambda f=frames, t=t: run_watcher_once(
+                    bundle, f, work / "w", batch=args.batch, threads=t, overlays=args.overlays
+                )
             raw = raw_runner(bundle, frames, args.batch, args.threads)
             eager = eager_runner(m.classifier.input, eager_frames, args.batch, args.threads)
             runners["raw"] = lambda r=raw: {"fps": r()}
@@ -655,17 +783,31 @@ def main() -> None:
                 k = r % len(names)
                 for name in names[k:] + names[:k]:  # rotate the order each round
                     runs[name].append(runners[name]())
-            results[size] = {"runs": runs, "frame": frame_size(frames[0][1]), "n": len(frames),
-                             "n_eager": len(eager_frames)}
+            results[size] = {
+                "runs": runs,
+                "frame": frame_size(frames[0][1]),
+                "n": len(frames),
+                "n_eager": len(eager_frames),
+            }
             del raw, eager, runners
         counts = {"watcher": args.frames, "eager": args.eager_frames}
         rss = {size: {kind: peak_rss_mb(kind, size, n, args.batch, args.bundle,
                                         args.threads if kind == "eager" else 0)
                       for kind, n in counts.items()}
                for size in args.sizes}  # fmt: skip
-        rss_cameras = (peak_rss_mb("watcher", "small", args.camera_frames, args.batch,
-                                   args.bundle, 0, cameras=args.cameras)
-                       if args.cameras else None)
+        rss_cameras = (
+            peak_rss_mb(
+                "watcher",
+                "small",
+                args.camera_frames,
+                args.batch,
+                args.bundle,
+                0,
+                cameras=args.cameras,
+            )
+            if args.cameras
+            else None
+        )
         latency = {(size, s): latency_run(bundle, source_frames(SOURCES[size], 400),
                                           work / f"lat_{size}_{s}", settle=s,
                                           seconds=args.seconds, fps=args.fps, batch=args.batch,
@@ -679,22 +821,36 @@ def main() -> None:
                 for size in args.sizes:
                     f = source_frames(SOURCES[size], args.cpu_frames)
                     order = ["new", "old"] if args.old_tree else ["new"]
-                    for which in order[r % len(order):] + order[: r % len(order)]:
+                    for which in order[r % len(order) :] + order[: r % len(order)]:
                         if which == "new":
                             runs_new[size].append(thread_cpu(bundle, f, work / "c", args.batch))
                         else:
-                            runs_old[size].append(old_thread_cpu(args.old_tree, args.bundle, f,
-                                                                 work / "o", args.batch))
-            cpu = {size: {k: statistics.median(v[k] for v in rs) for k in rs[0]}
-                   for size, rs in runs_new.items()}
-            old_cpu = {size: {k: statistics.median(v[k] for v in rs) for k in rs[0]
-                              if k != "edge"} | {"edge": rs[0]["edge"]}
-                       for size, rs in runs_old.items() if rs}
+                            runs_old[size].append(
+                                old_thread_cpu(
+                                    args.old_tree, args.bundle, f, work / "o", args.batch
+                                )
+                            )
+            cpu = {
+                size: {k: statistics.median(v[k] for v in rs) for k in rs[0]}
+                for size, rs in runs_new.items()
+            }
+            old_cpu = {
+                size: {k: statistics.median(v[k] for v in rs) for k in rs[0] if k != "edge"}
+                | {"edge": rs[0]["edge"]}
+                for size, rs in runs_old.items()
+                if rs
+            }
             for size in args.sizes:
                 prof = cProfile.Profile()
-                run_watcher_once(bundle, source_frames(SOURCES[size], args.frames), work / "p",
-                                 batch=args.batch, threads=args.threads, lookahead=0,
-                                 profile=prof)
+                run_watcher_once(
+                    bundle,
+                    source_frames(SOURCES[size], args.frames),
+                    work / "p",
+                    batch=args.batch,
+                    threads=args.threads,
+                    lookahead=0,
+                    profile=prof,
+                )
                 profiles[size] = prof
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -705,80 +861,116 @@ def main() -> None:
     from edge.watch import WatchOptions, inference_threads
 
     watcher_threads = inference_threads(WatchOptions(inbox=work, out=work, thresholds={}))
-    print(f"machine: {cpu_model()}, {cores()} cores, load avg {load_at_start} at the start, "
-          f"{load_avg()} at the end")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
-          f"{onnxruntime.__version__}, opencv {cv2.__version__}, torch {torch.__version__}, "
-          f"grad-cam {getattr(pytorch_grad_cam, '__version__', '1.5.x')}")
-    print(f"bundle: {args.bundle} (target {m.target}, classifier {m.classifier.precision} "
-          f"{len(m.classifier.classes)} classes, segmenter {m.segmenter.precision}), "
-          f"batch {args.batch}; threads: raw, serial and eager {args.threads} (ONNX Runtime "
-          f"intra-op, torch), watcher its own choice ({watcher_threads} intra-op + loader)")
-    print(f"throughput: median of {args.rounds} interleaved rounds (min..max); watcher = "
-          f"run_once, move mode, settle 0, overlays {'on' if args.overlays else 'off'}, "
-          "from sessions open to return; serial = the same one batch at a time (lookahead 0)\n")
-    head = (f"{'frames':<16}{'watcher f/s':>14}{'serial f/s':>14}{'raw f/s':>14}"
-            f"{'eager f/s':>14}{'watcher/raw':>13}{'watcher/eager':>15}{'watcher/serial':>16}")
+    print(
+        f"machine: {cpu_model()}, {cores()} cores, load avg {load_at_start} at the start, "
+        f"{load_avg()} at the end"
+    )
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, onnxruntime "
+        f"{onnxruntime.__version__}, opencv {cv2.__version__}, torch {torch.__version__}, "
+        f"grad-cam {getattr(pytorch_grad_cam, '__version__', '1.5.x')}"
+    )
+    print(
+        f"bundle: {args.bundle} (target {m.target}, classifier {m.classifier.precision} "
+        f"{len(m.classifier.classes)} classes, segmenter {m.segmenter.precision}), "
+        f"batch {args.batch}; threads: raw, serial and eager {args.threads} (ONNX Runtime "
+        f"intra-op, torch), watcher its own choice ({watcher_threads} intra-op + loader)"
+    )
+    print(
+        f"throughput: median of {args.rounds} interleaved rounds (min..max); watcher = "
+        f"run_once, move mode, settle 0, overlays {'on' if args.overlays else 'off'}, "
+        "from sessions open to return; serial = the same one batch at a time (lookahead 0)\n"
+    )
+    head = (
+        f"{'frames':<16}{'watcher f/s':>14}{'serial f/s':>14}{'raw f/s':>14}"
+        f"{'eager f/s':>14}{'watcher/raw':>13}{'watcher/eager':>15}{'watcher/serial':>16}"
+    )
     print(head)
     for size, res in results.items():
         med = {k: statistics.median(r["fps"] for r in v) for k, v in res["runs"].items()}
         cell = {k: f"{med[k]:.1f} ({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f})"
                 for k, v in res["runs"].items()}  # fmt: skip
         res["med"] = med
-        print(f"{size + ' ' + res['frame']:<16}{cell['watcher']:>14}{cell['serial']:>14}"
-              f"{cell['raw']:>14}{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
-              f"{med['watcher'] / med['eager']:>15.2f}{med['watcher'] / med['serial']:>16.2f}")
+        print(
+            f"{size + ' ' + res['frame']:<16}{cell['watcher']:>14}{cell['serial']:>14}"
+            f"{cell['raw']:>14}{cell['eager']:>14}{med['watcher'] / med['raw']:>13.2f}"
+            f"{med['watcher'] / med['eager']:>15.2f}{med['watcher'] / med['serial']:>16.2f}"
+        )
     for size, res in results.items():
         for t in args.watcher_threads:
             v, med = res["runs"][f"watcher {t}t"], res["med"][f"watcher {t}t"]
-            print(f"  {size}: watcher with {t} ONNX Runtime thread(s): {med:.1f} "
-                  f"({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f}) f/s, "
-                  f"{med / res['med']['watcher']:.2f}x its own choice")
+            print(
+                f"  {size}: watcher with {t} ONNX Runtime thread(s): {med:.1f} "
+                f"({min(r['fps'] for r in v):.0f}..{max(r['fps'] for r in v):.0f}) f/s, "
+                f"{med / res['med']['watcher']:.2f}x its own choice"
+            )
     for size, res in results.items():
         last = res["runs"]["watcher"][-1]
         decisions = {k[2:]: int(v) for k, v in last.items() if k.startswith("n_")}
-        print(f"  {size}: {res['n']} frames watcher/raw, {res['n_eager']} eager; opening the "
-              f"sessions {statistics.median(r['open_s'] for r in res['runs']['watcher']):.2f} s "
-              f"(not counted); decisions {decisions}")
-    print(f"\npeak RSS (MB), fresh process, watcher {args.frames} frames, eager "
-          f"{args.eager_frames}: " + "; ".join(
-        f"{size}: watcher {v['watcher']:.0f}, eager {v['eager']:.0f}" for size, v in rss.items()))
+        print(
+            f"  {size}: {res['n']} frames watcher/raw, {res['n_eager']} eager; opening the "
+            f"sessions {statistics.median(r['open_s'] for r in res['runs']['watcher']):.2f} s "
+            f"(not counted); decisions {decisions}"
+        )
+    print(
+        f"\npeak RSS (MB), fresh process, watcher {args.frames} frames, eager "
+        f"{args.eager_frames}: "
+        + "; ".join(
+            f"{size}: watcher {v['watcher']:.0f}, eager {v['eager']:.0f}" for size, v in rss.items()
+        )
+    )
     if rss_cameras is not None:
-        print(f"peak RSS (MB), fresh process, watcher over {args.camera_frames} small frames in "
-              f"{args.cameras} camera folders: {rss_cameras:.0f}")
+        print(
+            f"peak RSS (MB), fresh process, watcher over {args.camera_frames} small frames in "
+            f"{args.cameras} camera folders: {rss_cameras:.0f}"
+        )
     if latency:
-        print(f"\nlatency at {args.fps:g} frames/s for {args.seconds:g} s (run_forever, file "
-              "events or polling as `edge watch` picks), seconds:")
-        print(f"{'frames':<8}{'settle':>8}{'decided':>10}{'p50':>8}{'p95':>8}"
-              f"{'rename->decided p50':>21}{'p95':>8}{'max':>8}")
+        print(
+            f"\nlatency at {args.fps:g} frames/s for {args.seconds:g} s (run_forever, file "
+            "events or polling as `edge watch` picks), seconds:"
+        )
+        print(
+            f"{'frames':<8}{'settle':>8}{'decided':>10}{'p50':>8}{'p95':>8}"
+            f"{'rename->decided p50':>21}{'p95':>8}{'max':>8}"
+        )
         for (size, s), v in latency.items():
-            print(f"{size:<8}{s:>8.1f}{str(v['decided']) + '/' + str(v['n']):>10}"
-                  f"{v['p50']:>8.2f}{v['p95']:>8.2f}{v['e2e_p50']:>21.2f}{v['e2e_p95']:>8.2f}"
-                  f"{v['e2e_max']:>8.2f}")
+            print(
+                f"{size:<8}{s:>8.1f}{str(v['decided']) + '/' + str(v['n']):>10}"
+                f"{v['p50']:>8.2f}{v['p95']:>8.2f}{v['e2e_p50']:>21.2f}{v['e2e_p95']:>8.2f}"
+                f"{v['e2e_max']:>8.2f}"
+            )
     if cpu:
-        print(f"\nCPU ms per frame by thread, the watcher as edge watch runs it, "
-              f"{args.cpu_frames} frames, median of {args.rounds} runs (from sessions open to "
-              "return; old_* rows: as the old bench measured, setup and cleanup included):")
+        print(
+            f"\nCPU ms per frame by thread, the watcher as edge watch runs it, "
+            f"{args.cpu_frames} frames, median of {args.rounds} runs (from sessions open to "
+            "return; old_* rows: as the old bench measured, setup and cleanup included):"
+        )
         print(f"{'':<56}" + "".join(f"{size:>10}" for size in cpu))
         for row in next(iter(cpu.values())):
             print(f"{row:<56}" + "".join(f"{v[row]:>10.2f}" for v in cpu.values()))
     compare: dict[str, tuple[float, float]] = {}
     if old_cpu:
-        print(f"\nnon-inference CPU ms per frame on the decision path, today vs {args.old_tree} "
-              f"(its own bench's thread_cpu, edge from {next(iter(old_cpu.values()))['edge']}), "
-              f"same frames, interleaved, both measured the old bench's way (loader + main "
-              f"thread from inbox fill to cleanup, less the main thread's inference):")
-        print(f"{'':<14}{'old loader':>11}{'old main':>10}{'old rest':>10}{'old sum':>9}"
-              f"{'new loader':>11}{'new main':>10}{'new rest':>10}{'new sum':>9}{'new/old':>9}")
+        print(
+            f"\nnon-inference CPU ms per frame on the decision path, today vs {args.old_tree} "
+            f"(its own bench's thread_cpu, edge from {next(iter(old_cpu.values()))['edge']}), "
+            f"same frames, interleaved, both measured the old bench's way (loader + main "
+            f"thread from inbox fill to cleanup, less the main thread's inference):"
+        )
+        print(
+            f"{'':<14}{'old loader':>11}{'old main':>10}{'old rest':>10}{'old sum':>9}"
+            f"{'new loader':>11}{'new main':>10}{'new rest':>10}{'new sum':>9}{'new/old':>9}"
+        )
         for size, o in old_cpu.items():
             n = cpu[size]
             new_sum = n["old_load"] + n["old_scoring"] + n["old_rest"]
             compare[size] = (non_inference(o), new_sum)
-            print(f"{size:<14}{o['loader']:>11.2f}"
-                  f"{o['main: scoring, background, overlays']:>10.2f}"
-                  f"{o['main: the rest (gate, journal, moves, sidecars)']:>10.2f}"
-                  f"{non_inference(o):>9.2f}{n['old_load']:>11.2f}{n['old_scoring']:>10.2f}"
-                  f"{n['old_rest']:>10.2f}{new_sum:>9.2f}{new_sum / non_inference(o):>9.2f}")
+            print(
+                f"{size:<14}{o['loader']:>11.2f}"
+                f"{o['main: scoring, background, overlays']:>10.2f}"
+                f"{o['main: the rest (gate, journal, moves, sidecars)']:>10.2f}"
+                f"{non_inference(o):>9.2f}{n['old_load']:>11.2f}{n['old_scoring']:>10.2f}"
+                f"{n['old_rest']:>10.2f}{new_sum:>9.2f}{new_sum / non_inference(o):>9.2f}"
+            )
 
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "MISS"
@@ -787,35 +979,59 @@ def main() -> None:
     for size, res in results.items():
         ratio = res["med"]["watcher"] / res["med"]["raw"]
         speedup = res["med"]["watcher"] / res["med"]["eager"]
-        print(f"  {size}: watcher {res['med']['watcher']:.1f} f/s; watcher/eager {speedup:.2f} "
-              f"(>= {TARGETS['eager']:g}) {verdict(speedup >= TARGETS['eager'])}; "
-              f"RSS {rss[size]['watcher']:.0f} MB (< {TARGETS['rss']:.0f}) "
-              f"{verdict(rss[size]['watcher'] < TARGETS['rss'])}; watcher/raw {ratio:.2f} "
-              f"(>= {TARGETS['raw']:g}) {verdict(ratio >= TARGETS['raw'])}")
+        print(
+            f"  {size}: watcher {res['med']['watcher']:.1f} f/s; watcher/eager {speedup:.2f} "
+            f"(>= {TARGETS['eager']:g}) {verdict(speedup >= TARGETS['eager'])}; "
+            f"RSS {rss[size]['watcher']:.0f} MB (< {TARGETS['rss']:.0f}) "
+            f"{verdict(rss[size]['watcher'] < TARGETS['rss'])}; watcher/raw {ratio:.2f} "
+            f"(>= {TARGETS['raw']:g}) {verdict(ratio >= TARGETS['raw'])}"
+        )
     for (size, s), v in latency.items():
         ok = v["p95"] < TARGETS["p95"]
-        print(f"  {size}, settle {s:g}, {args.fps:g} frames/s: p95 {v['p95']:.2f} s "
-              f"(< {TARGETS['p95']:g}) {verdict(ok)}"
-              + ("" if s <= 0.5 else " (settle included by design)"))
+        print(
+            f"  {size}, settle {s:g}, {args.fps:g} frames/s: p95 {v['p95']:.2f} s "
+            f"(< {TARGETS['p95']:g}) {verdict(ok)}"
+            + ("" if s <= 0.5 else " (settle included by design)")
+        )
     for size, v in cpu.items():
         share = v["watcher / its CPU bound"]
         fps = results[size]["med"]["watcher"] if size in results else float("nan")
-        print(f"  {size}: watcher / its CPU bound {share:.2f} (>= {TARGETS['bound']:g}) "
-              f"{verdict(share >= TARGETS['bound'])} ({v['watcher (frames/s, this run)']:.1f} of "
-              f"{v['CPU bound (frames/s)']:.1f} f/s in the same run; the throughput median "
-              f"{fps:.1f} f/s is {fps / v['CPU bound (frames/s)']:.2f} of it)")
+        print(
+            f"  {size}: watcher / its CPU bound {share:.2f} (>= {TARGETS['bound']:g}) "
+            f"{verdict(share >= TARGETS['bound'])} ({v['watcher (frames/s, this run)']:.1f} of "
+            f"{v['CPU bound (frames/s)']:.1f} f/s in the same run; the throughput median "
+            f"{fps:.1f} f/s is {fps / v['CPU bound (frames/s)']:.2f} of it)"
+        )
     for size, (old, new) in compare.items():
-        print(f"  {size}: non-inference CPU today/before {new:.2f}/{old:.2f} ms = "
-              f"{new / old:.2f} (<= {TARGETS['non_inference']:.2f}, a third less) "
-              f"{verdict(new / old <= TARGETS['non_inference'])}")
+        print(
+            f"  {size}: non-inference CPU today/before {new:.2f}/{old:.2f} ms = "
+            f"{new / old:.2f} (<= {TARGETS['non_inference']:.2f}, a third less) "
+            f"{verdict(new / old <= TARGETS['non_inference'])}"
+        )
+    for size, o in old_cpu.items():  # where the overlay was drawn: scoring to decision
+        old_s, new_s = o["main: scoring, background, overlays"], cpu[size]["old_scoring"]
+        print(
+            f"  {size}: the decision stage alone (score, triage, background models, overlay) "
+            f"today/before {new_s:.2f}/{old_s:.2f} ms = {new_s / old_s:.2f} "
+            f"(<= {TARGETS['non_inference']:.2f}) "
+            f"{verdict(new_s / old_s <= TARGETS['non_inference'])}"
+        )
     if "12mp" in cpu and "large" in cpu:
+        whole = cpu["12mp"]["whole process"] / cpu["large"]["whole process"]
+        print(
+            f"  12 MP frame / 768x576 frame, whole process CPU: {whole:.1f}x "
+            f"(<= {TARGETS['decode_12mp']:g}, 'a few times') "
+            f"{verdict(whole <= TARGETS['decode_12mp'])}"
+        )
         big = cpu["12mp"]["  of which decode (decode_frame, all threads)"]
         ref = cpu["large"]["  of which decode (decode_frame, all threads)"]
-        print(f"  12 MP decode CPU / 768x576 decode CPU: {big:.2f}/{ref:.2f} ms = "
-              f"{big / ref:.1f}x (<= {TARGETS['decode_12mp']:g}, 'a few times'; 27x the pixels) "
-              f"{verdict(big / ref <= TARGETS['decode_12mp'])}; decode share of CPU: 12 MP "
-              f"{cpu['12mp']['decode share of process CPU (%)']:.0f} %, 768x576 "
-              f"{cpu['large']['decode share of process CPU (%)']:.0f} %")
+        print(
+            f"  12 MP decode CPU / 768x576 decode CPU: {big:.2f}/{ref:.2f} ms = "
+            f"{big / ref:.1f}x (<= {TARGETS['decode_12mp']:g}, 'a few times'; 27x the pixels) "
+            f"{verdict(big / ref <= TARGETS['decode_12mp'])}; decode share of CPU: 12 MP "
+            f"{cpu['12mp']['decode share of process CPU (%)']:.0f} %, 768x576 "
+            f"{cpu['large']['decode share of process CPU (%)']:.0f} %"
+        )
     for size, prof in profiles.items():
         print_profile(prof, size, args.frames)
 
