@@ -1,7 +1,7 @@
 """`edge audit` against cleanlab on injected label flips, on the SAME out-of-fold probabilities.
 
     .venv/bin/python bench/bench_audit.py [--bundle edge/default_bundle] [--folds 5]
-        [--rates 0.05 0.1 0.2] [--seed 0] [--json /tmp/bench_audit.json]
+        [--rates 0.05 0.1 0.2] [--seed 0] [--repeats 3] [--json /tmp/bench_audit.json]
 
 Data: Oxford-IIIT Pet 37 breeds (/work/shared/data/pets37: trainval audited, test held out)
 and the MLWIC camera CA-01 (/work/shared/data/camtrap, source mlwic_examples: rows 0:900
@@ -16,7 +16,7 @@ seeded:
   p(label) and the given label's Over-MAP against the segmenter's mask);
 - cleanlab gets the very same out-of-fold probabilities: cleanlab.filter.find_label_issues
   (its own set, default prune_by_noise_rate) and cleanlab.rank.get_label_quality_scores
-  (self-confidence, the ranking);
+  (self-confidence, the ranking; normalized margin beside it);
 - precision and recall of each ranking's top k (k = number of flips) against the flips:
   audit (suspicion), cleanlab (1 - self-confidence), their rank average ("combined"), and the
   Over-MAP cue alone; find_label_issues' own set at its own size;
@@ -41,11 +41,19 @@ from machine import cores, cpu_model, load_avg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.audit import audit, out_of_fold, rank_average, topk_precision_recall  # noqa: E402
+from edge.audit import (  # noqa: E402
+    audit,
+    out_of_fold,
+    rank_average,
+    suspicion_from_cues,
+    topk_precision_recall,
+)
 from edge.linear_head import fit_head, head_logits  # noqa: E402
 
 DATA = Path("/work/shared/data")
 CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "bench_audit_cache"
+SWEEP = (0.5, 2.0)  # w_overmap against w_p = 1, besides the default 1:1
+RETRAINED = ("audit", "cleanlab_self_confidence", "combined")
 
 
 def frames_of(name: str) -> list[tuple[Path, str]]:
@@ -125,19 +133,23 @@ def compare(
 
     quality = get_label_quality_scores(noisy, probs, method="self_confidence")
     issues = find_label_issues(noisy, probs, n_jobs=1)
+    margin = get_label_quality_scores(noisy, probs, method="normalized_margin")
     cl = 1.0 - quality
     return {
         "audit": suspicion,
         "cleanlab_self_confidence": cl,
+        "cleanlab_normalized_margin": 1.0 - margin,
         "combined": rank_average(suspicion, cl),
         "overmap_only": 1.0 - overmap_label,
         "cleanlab_find_label_issues": issues.astype(float),
     }
 
 
-def evaluate_setting(d: dict, rate: float, kind: str, args, seed: int) -> dict:
+def evaluate_setting(d: dict, rate: float, kind: str, args, seed: int, flip_seed: int) -> dict:
+    """One noisy copy of the audited labels (flips seeded by flip_seed), every ranking's
+    precision and recall at k, and the held-out accuracy after removing or fixing the top k."""
     X, fmap, masks, y, n = d["X"], d["fmap"], d["masks"], d["y"], d["n"]
-    noisy = flips(y, rate, kind, d["confused"], n, seed)
+    noisy = flips(y, rate, kind, d["confused"], n, flip_seed)
     flipped = noisy != y
     k = int(flipped.sum())
     t0 = time.perf_counter()
@@ -151,6 +163,10 @@ def evaluate_setting(d: dict, rate: float, kind: str, args, seed: int) -> dict:
     probs = cues["probs"][:, present]
     probs = probs / probs.sum(1, keepdims=True)
     scores = compare(remap[noisy], probs, cues["suspicion"], cues["overmap_label"])
+    for w in SWEEP:  # sensitivity of the rule's weights, from the same cues (no refit)
+        scores[f"audit_w{w:g}"] = suspicion_from_cues(
+            cues["p_label"], cues["overmap_label"], weights=(1.0, w)
+        )
     out: dict = {"rate": rate, "kind": kind, "k": k, "audit_s": audit_s, "methods": {}}
     Xt, yt = d["Xt"], d["yt"]
     out["acc_noisy"] = accuracy(X, noisy, Xt, yt, n, seed)
@@ -166,7 +182,7 @@ def evaluate_setting(d: dict, rate: float, kind: str, args, seed: int) -> dict:
             continue
         p, r = topk_precision_recall(s, flipped, k)
         m = {"precision": p, "recall": r}
-        if name != "overmap_only":
+        if name in RETRAINED:
             top = np.argsort(-s, kind="stable")[:k]
             keep = np.ones(y.size, bool)
             keep[top] = False
@@ -210,6 +226,11 @@ def load_set(name: str, bundle: Path, folds: int, seed: int) -> dict:
     }
 
 
+def _spread(values, fmt: str = ".3f") -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():{fmt}} ({v.min():{fmt}}..{v.max():{fmt}})"
+
+
 SHORT = {
     "audit": "audit",
     "cleanlab_self_confidence": "cl-rank",
@@ -225,6 +246,7 @@ def main() -> None:
     ap.add_argument("--rates", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     ap.add_argument("--sets", nargs="+", default=["pets37", "mlwic"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="flip seeds per setting")
     ap.add_argument("--json", type=Path, default=Path("/tmp/bench_audit.json"))
     args = ap.parse_args()
     import cleanlab
@@ -243,28 +265,51 @@ def main() -> None:
             f"({d['held_out_left_out']} of unseen classes left out); clean out-of-fold "
             f"accuracy {d['oof_acc_clean']:.3f}, held-out accuracy {d['acc_clean']:.3f}"
         )
-        head = "rate  kind        k  " + "  ".join(f"{SHORT[m]:>8}" for m in SHORT)
-        print(f"precision@k (= recall@k)\n{head}  find_label_issues (size, P, R)")
+        print(f"precision@k (= recall@k, k = flips), mean (min..max) of {args.repeats} flip seeds")
         runs = []
         for rate in args.rates:
             for kind in ("confusable", "random"):
-                r = evaluate_setting(d, rate, kind, args, args.seed)
-                runs.append(r)
-                m = r["methods"]
-                fl = m["cleanlab_find_label_issues"]
+                reps = [
+                    evaluate_setting(d, rate, kind, args, args.seed, args.seed + r)
+                    for r in range(args.repeats)
+                ]
+                runs.append({"rate": rate, "kind": kind, "repeats": reps})
+                print(f"{rate:4.2f} {kind:10s} k={reps[0]['k']}")
+                for m in reps[0]["methods"]:
+                    if m == "cleanlab_find_label_issues":
+                        continue
+                    print(f"   {m:26s} {_spread([x['methods'][m]['precision'] for x in reps])}")
+                fl = [x["methods"]["cleanlab_find_label_issues"] for x in reps]
                 print(
-                    f"{rate:4.2f}  {kind:10s} {r['k']:3d}  "
-                    + "  ".join(f"{m[x]['precision']:8.3f}" for x in SHORT)
-                    + f"  {fl['size']:4d} {fl['precision']:.3f} {fl['recall']:.3f}"
+                    f"   find_label_issues: size {_spread([f['size'] for f in fl], '.0f')}, "
+                    f"precision {_spread([f['precision'] for f in fl])}, "
+                    f"recall {_spread([f['recall'] for f in fl])}"
                 )
-        print("held-out accuracy: noisy head; remove / fix the top k of audit, cl-rank, combined")
-        for r in runs:
-            m = r["methods"]
+        print(
+            "held-out accuracy, mean of the seeds: noisy head; remove | fix the top k of each"
+            f" (clean labels' head {d['acc_clean']:.3f})"
+        )
+        for run in runs:
+            reps = run["repeats"]
             cells = "  ".join(
-                f"{SHORT[x]} {m[x]['acc_remove']:.3f}/{m[x]['acc_fix']:.3f}"
-                for x in ("audit", "cleanlab_self_confidence", "combined")
+                f"{SHORT[x]} {np.mean([r['methods'][x]['acc_remove'] for r in reps]):.3f}|"
+                f"{np.mean([r['methods'][x]['acc_fix'] for r in reps]):.3f}"
+                for x in RETRAINED
             )
-            print(f"{r['rate']:4.2f}  {r['kind']:10s} noisy {r['acc_noisy']:.3f}  {cells}")
+            noisy = np.mean([r["acc_noisy"] for r in reps])
+            print(f"{run['rate']:4.2f} {run['kind']:10s} noisy {noisy:.3f}  {cells}")
+        for m in ("audit", "combined"):
+            diff = [
+                np.mean([r["methods"][m]["precision"] for r in run["repeats"]])
+                - np.mean(
+                    [r["methods"]["cleanlab_self_confidence"]["precision"] for r in run["repeats"]]
+                )
+                for run in runs
+            ]
+            print(
+                f"{m} minus cl-rank, precision@k: mean {np.mean(diff):+.3f}, better in "
+                f"{sum(x > 0 for x in diff)}, worse in {sum(x < 0 for x in diff)} of {len(diff)}"
+            )
         report["sets"][name] = {
             k: v
             for k, v in d.items()

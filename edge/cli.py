@@ -1190,6 +1190,12 @@ def audit_cmd(
         str | None, typer.Option(help="Column with a true mask file per frame (1 = object).")
     ] = None,
     source: SourceOpt = None,
+    overmap_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Weight of the Over-MAP cue against p(label)'s 1 (0: p(label) only)."
+        ),
+    ] = 1.0,
 ) -> None:
     """Rank a labelled training set by how suspicious each label is: out-of-fold heads that
     disagree with it, and their map for it falling off the object (Over-MAP). See docs/audit.md.
@@ -1213,7 +1219,11 @@ def audit_cmd(
         with Progress(console=err) as bar:
             task = bar.add_task("features", total=len(examples))
             report, ex, cues = run_audit(
-                examples, b, folds=folds, progress=lambda d, n: bar.update(task, completed=d)
+                examples,
+                b,
+                folds=folds,
+                weights=(1.0, overmap_weight),
+                progress=lambda d, n: bar.update(task, completed=d),
             )
         write_json(json_out, report)
         write_html(html_out, report, ex, cues, b, top=top)
