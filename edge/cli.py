@@ -696,9 +696,9 @@ def _overlap_tables(report: dict) -> None:
 
     def cell(b: dict) -> tuple[str, str, str]:
         if not b["count"]:
-            return f"{b['lower']:.2f}-{b['upper']:.2f}", "0", "-"
+            return f"{b['lower']:.3f}-{b['upper']:.3f}", "0", "-"
         return (
-            f"{b['lower']:.2f}-{b['upper']:.2f}",
+            f"{b['lower']:.3f}-{b['upper']:.3f}",
             f"{b['correct']}/{b['count']}",
             f"{b['accuracy']:.2f} [{b['low']:.2f}, {b['high']:.2f}]",
         )
