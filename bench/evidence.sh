@@ -4,8 +4,9 @@
 #
 #   bash bench/evidence.sh [OUT]      # default OUT=/tmp/evidence; 3 min on 2 idle cores, ~15 busy
 #
-# Writes OUT/<dataset>/*.json (every figure and every frame's confidences), OUT/<dataset>/plots*/
-# (risk-coverage and reliability PNGs) and the logs. Run from the repository root.
+# Writes OUT/<dataset>/*.json (every figure, every frame's confidences, the overlap-accuracy
+# curves), OUT/<dataset>/plots*/ (risk-coverage, reliability and overlap-accuracy PNGs) and the
+# logs. Run from the repository root.
 set -euo pipefail
 OUT=${1:-/tmp/evidence}
 DATA=${DATA:-/work/shared/data}
@@ -47,6 +48,11 @@ with open(out / "train.csv", "w", newline="") as f:
     w = csv.writer(f); w.writerow(["file", "label"])
     w.writerows([r["file"], r["class_name"]] for r in train)
 seen = {Path(r["file"]).name for r in train}  # the head's own training images
+# all 37 breeds' test photos (learned segmenter): the overlap-accuracy curve on a fine-grained task
+test37 = data / "pets37/test/labels.csv"
+with open(test37, newline="") as f, open(out / "test37.csv", "w", newline="") as g:
+    w = csv.writer(g); w.writerow(["file", "label", "camera_or_sequence"])
+    w.writerows([r["file"], r["class_name"], Path(r["file"]).stem] for r in csv.DictReader(f))
 with open(data / "pets-masks/labels.csv", newline="") as f:
     masks = list(csv.DictReader(f))
 for split, name in (("trainval", "calib.csv"), ("test", "test.csv")):
@@ -68,6 +74,8 @@ $EDGE evaluate "$P/test.csv" --bundle "$P/bundle_true" --images-root "$DATA/pets
     --masks mask --json "$P/test_true.json" --plots "$P/plots_true" | tee "$P/test_true.log"
 $EDGE evaluate "$P/test.csv" --bundle "$P/bundle" --images-root "$DATA/pets-masks" \
     --json "$P/test_learned.json" --plots "$P/plots_learned" | tee "$P/test_learned.log"
+$EDGE evaluate "$P/test37.csv" --bundle "$P/bundle" --images-root "$DATA/pets37/test" \
+    --json "$P/test37.json" --plots "$P/plots37" | tee "$P/test37.log"
 for src in true learned; do
     masks=(); [ "$src" = true ] && masks=(--masks mask)
     b="$P/bundle"; [ "$src" = true ] && b="$P/bundle_true"
@@ -77,7 +85,7 @@ done
 
 {
     "$PY" -m edge.evaluate tables "$M/test.json" "$M/test_nobg.json" "$P/test_true.json" \
-        "$P/test_learned.json"
+        "$P/test_learned.json" "$P/test37.json"
     "$PY" -m edge.evaluate ablate "$M/calibration.json" "$M/test.json"
     "$PY" -m edge.evaluate ablate "$P/calibration_true.json" "$P/test_true.json"
     "$PY" -m edge.evaluate ablate "$P/calibration_learned.json" "$P/test_learned.json"
