@@ -202,3 +202,27 @@ def test_suspicion_refuses_bad_weights():
     np.testing.assert_allclose(
         suspicion_from_cues(np.array([0.9, 0.1]), np.array([0.1, 0.9]), weights=(1, 0)), [0, 1]
     )
+
+
+def test_true_masks_from_a_column_replace_the_segmenters(tmp_path: Path):
+    masks = PETS.parents[1] / "pets-masks"
+    if not (masks / "labels.csv").exists():
+        pytest.skip(f"{masks} is not there")
+    with open(masks / "labels.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "trainval"]
+    picked = [r for b in ("Abyssinian", "Bengal") for r in rows if r["class_name"] == b][:5]
+    picked += [r for r in rows if r["class_name"] == "american_bulldog"][:5]
+    labels = tmp_path / "labels.csv"
+    with open(labels, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "mask"])
+        w.writerows([r["file"], r["class_name"], r["mask"]] for r in picked)
+    js = tmp_path / "a.json"
+    argv = ["audit", str(labels), "--images-root", str(masks), "--masks", "mask"]
+    result = runner.invoke(app, argv + ["--json", str(js), "--html", str(tmp_path / "a.html")])
+    assert result.exit_code == 0, result.output
+    got = {Path(r["file"]).name: r for r in json.loads(js.read_text())["examples"]}
+    assert {r["mask_source"] for r in got.values()} == {"file"}
+    for r in picked:  # the trimap's pet share, within the letterbox's padding and resizing
+        share = got[Path(r["file"]).name]["foreground"]
+        assert 0 < share <= float(r["fg_frac"]) + 0.02
