@@ -15,9 +15,13 @@ Two cues, both out of fold, so no example judges itself:
 
 The rule (:func:`suspicion_from_cues`): each cue is turned into a percentile rank of its
 distrust (``1 - p_label`` and ``1 - overmap_label``, 0 = least, 1 = most distrusted, ties
-averaged) and ``suspicion`` is their weighted mean, by default equal weights: in [0, 1], with
-no sampling, and recomputable from the cues alone. ``foreground`` (the mask's share of the
-frame) is reported beside them: a tiny object explains a low Over-MAP.
+averaged) and ``suspicion`` is their weighted mean: in [0, 1], with no sampling, and
+recomputable from the cues alone. By default the Over-MAP cue weighs 0 in it: on injected
+label flips any weight on it found fewer flips (docs/audit.md), since a wrong class's map still
+lands on the animal. What the attention cue finds is the other kind of misleading example, so
+it gets a list of its own (:func:`looked_away`): labels the model agrees with whose evidence
+lies off the object, the shortcut examples. ``foreground`` (the mask's share of the frame) is
+reported beside them: a tiny object explains a low Over-MAP.
 
 The core is plain functions on numpy arrays (:func:`fold_ids`, :func:`out_of_fold`,
 :func:`label_maps`, :func:`audit`, :func:`suspicion_from_cues`, :func:`topk_precision_recall`);
@@ -43,7 +47,7 @@ from edge.overmap import overmap, softmax
 if TYPE_CHECKING:
     from edge.bundle import Bundle
 
-DEFAULT_WEIGHTS = (1.0, 1.0)  # p_label, overmap_label
+DEFAULT_WEIGHTS = (1.0, 0.0)  # p_label, overmap_label: measured on flips, docs/audit.md
 
 
 # ----------------------------------------------------------------------------- the core
@@ -142,7 +146,7 @@ def suspicion_from_cues(
 ) -> np.ndarray:
     """suspicion [N] in [0, 1]: the weighted mean of the percentile ranks of 1 - p_label and
     1 - overmap_label (higher = more suspicious). Weights (w_p, w_overmap) >= 0, not both 0;
-    (1, 0) is cleanlab's self-confidence ranking, (1, 1) the default.
+    (1, 0), the default, is cleanlab's self-confidence ranking.
 
     >>> suspicion_from_cues(np.array([0.9, 0.1, 0.5]), np.array([0.8, 0.2, 0.9])).round(2)
     array([0.25, 1.  , 0.25])
@@ -157,6 +161,22 @@ def suspicion_from_cues(
     if not (np.isfinite(p).all() and np.isfinite(o).all()):
         raise ValueError("p_label and overmap_label must be finite")
     return (w[0] * _ranks(1 - p) + w[1] * _ranks(1 - o)) / w.sum()
+
+
+def looked_away(predicted: np.ndarray, labels: np.ndarray, overmap_label: np.ndarray) -> np.ndarray:
+    """[N] in [0, 1], NaN where the model disagrees with the label: among the examples whose
+    out-of-fold head predicts their own label, the percentile rank of 1 - overmap_label (1 =
+    its evidence lies furthest off the object). A right label learnt from the background (the
+    grass of a bobcat's habitat, the water behind a dog) misleads training without any flip.
+
+    >>> looked_away(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([0.9, 0.1, 0.5]))
+    array([0., 1., nan])
+    """
+    agree = np.asarray(predicted).ravel() == np.asarray(labels).ravel()
+    out = np.full(agree.shape, np.nan)
+    if agree.any():
+        out[agree] = _ranks(1 - np.asarray(overmap_label, np.float64).ravel()[agree])
+    return out
 
 
 def audit(
@@ -180,9 +200,10 @@ def audit(
     resolution; e.g. the segmenter's foreground[:, 0]). empty_classes: indices of labels that
     name no object (their attention cue is 1 - foreground, see the module's docstring).
 
-    Returns arrays [N]: suspicion, p_label, predicted, p_predicted, overmap_label, foreground,
-    fold; probs [N,C], the out-of-fold probabilities (what cleanlab takes); maps [N,h,w], the
-    given label's out-of-fold map (what the page draws).
+    Returns arrays [N]: suspicion, looked_away (NaN where the model disagrees), p_label,
+    predicted, p_predicted, overmap_label, foreground, fold; probs [N,C], the out-of-fold
+    probabilities (what cleanlab takes); maps [N,h,w], the given label's out-of-fold map (what
+    the page draws).
 
     >>> # see tests/edge/test_audit.py for real frames
     """
@@ -199,6 +220,7 @@ def audit(
     predicted = oof.probs.argmax(1)
     return {
         "suspicion": suspicion_from_cues(p_label, om, weights=weights),
+        "looked_away": looked_away(predicted, y, om),
         "p_label": p_label,
         "predicted": predicted,
         "p_predicted": oof.probs[np.arange(y.size), predicted],
@@ -364,6 +386,9 @@ def run_audit(
             "file": str(examples[i].file),
             "label": examples[i].label,
             "suspicion": float(cues["suspicion"][i]),
+            "looked_away": None
+            if np.isnan(cues["looked_away"][i])
+            else float(cues["looked_away"][i]),
             "p_label": float(cues["p_label"][i]),
             "predicted": classes[int(cues["predicted"][i])],
             "p_predicted": float(cues["p_predicted"][i]),
@@ -388,6 +413,11 @@ def run_audit(
             " rank = percentile rank over all examples in [0, 1], ties averaged; for an empty"
             " class overmap_label = 1 - foreground"
         ),
+        "looked_away_rule": (
+            "among the examples whose out-of-fold head predicts their own label, the percentile"
+            " rank of 1 - overmap_label (1 = the evidence lies furthest off the object); null"
+            " where the head disagrees"
+        ),
         "bundle": str(bundle.root),
         "examples": rows,
     }
@@ -411,17 +441,22 @@ table{border-collapse:collapse;font-size:13px}td{padding:1px 6px}
 <h1>edge audit: the {{ n_top }} most suspicious of {{ n }} labels</h1>
 <p>{{ rule }}. Heat: where the out-of-fold head's map for the <b>given</b> label looks; white
 line: the object mask. Fix a wrong label in the CSV, or drop the example.</p>
-{% for e in suspects %}
-<div class="card" id="rank-{{ e.rank }}">
+{% for section in sections %}
+<h2 id="{{ section.id }}">{{ section.title }}</h2>
+{% for e in section.rows %}
+<div class="card" id="{{ section.id }}-{{ e.rank }}">
 <img src="data:image/jpeg;base64,{{ e.jpeg }}" alt="{{ e.file }}">
 <table>
 <tr><td>#{{ e.rank }}</td><td><code>{{ e.file }}</code></td></tr>
 <tr><td>label</td><td><b>{{ e.label }}</b> (p {{ '%.3f' % e.p_label }})</td></tr>
 <tr><td>model says</td><td>{{ e.predicted }} (p {{ '%.3f' % e.p_predicted }})</td></tr>
 <tr><td>suspicion</td><td>{{ '%.3f' % e.suspicion }}</td></tr>
+{% if e.looked_away is not none %}
+<tr><td>looked away</td><td>{{ '%.3f' % e.looked_away }}</td></tr>{% endif %}
 <tr><td>Over-MAP of label</td><td>{{ '%.3f' % e.overmap_label }}</td></tr>
 <tr><td>foreground</td><td>{{ '%.3f' % e.foreground }} ({{ e.mask_source }})</td></tr>
 </table></div>
+{% endfor %}
 {% endfor %}
 </body></html>
 """
@@ -462,20 +497,37 @@ def write_html(
     *,
     top: int = 50,
 ) -> Path:
-    """The page of the `top` suspects, each with its overlay embedded as a base64 JPEG."""
+    """The page: the `top` suspects, then the `top` labels the model agrees with whose map
+    lies furthest off the object; each with its overlay embedded as a base64 JPEG."""
     import jinja2
 
     from edge.decode import load_image
 
     rows = report["examples"][:top]
-    suspects = []
-    for r in rows:
+    away = sorted(
+        (r for r in report["examples"] if r["looked_away"] is not None),
+        key=lambda r: -r["looked_away"],
+    )[:top]
+    pictures: dict[int, str] = {}
+
+    def card(r: dict[str, Any]) -> dict[str, Any]:
         i = r["index"]
-        jpeg = suspect_picture(load_image(r["file"]), cues["maps"][i], ex.masks[i], bundle, r)
-        suspects.append({**r, "jpeg": base64.b64encode(jpeg).decode("ascii")})
+        if i not in pictures:
+            jpeg = suspect_picture(load_image(r["file"]), cues["maps"][i], ex.masks[i], bundle, r)
+            pictures[i] = base64.b64encode(jpeg).decode("ascii")
+        return {**r, "jpeg": pictures[i]}
+
+    sections = [
+        {"id": "rank", "title": "Labels the model disagrees with", "rows": [card(r) for r in rows]},
+        {
+            "id": "away",
+            "title": "Labels the model agrees with, learnt off the object (the map looks away)",
+            "rows": [card(r) for r in away],
+        },
+    ]
     env = jinja2.Environment(autoescape=True)
     page = env.from_string(PAGE).render(
-        n=report["n"], n_top=len(rows), rule=report["rule"], suspects=suspects
+        n=report["n"], n_top=len(rows), rule=report["rule"], sections=sections
     )
     path.write_text(page, encoding="utf-8")
     return path

@@ -1193,9 +1193,12 @@ def audit_cmd(
     overmap_weight: Annotated[
         float,
         typer.Option(
-            min=0.0, help="Weight of the Over-MAP cue against p(label)'s 1 (0: p(label) only)."
+            min=0.0,
+            help="Weight of the Over-MAP cue in the suspicion, against p(label)'s 1 (0, the "
+            "default: p(label) only, measured best on label flips; the page lists the labels "
+            "learnt off the object apart).",
         ),
-    ] = 1.0,
+    ] = 0.0,
 ) -> None:
     """Rank a labelled training set by how suspicious each label is: out-of-fold heads that
     disagree with it, and their map for it falling off the object (Over-MAP). See docs/audit.md.

@@ -20,6 +20,7 @@ from edge.audit import (
     audit,
     extract,
     fold_ids,
+    looked_away,
     suspicion_from_cues,
     topk_precision_recall,
 )
@@ -123,13 +124,31 @@ def test_the_json_suspicion_follows_from_its_cues(cli_run):
     assert "json:" in output
 
 
+def test_labels_learnt_off_the_object_are_listed_apart(cli_run):
+    report, page, _ = cli_run
+    rows = report["examples"]
+    agree = [r for r in rows if r["predicted"] == r["label"]]
+    assert agree and all(r["looked_away"] is not None for r in agree)
+    assert all(r["looked_away"] is None for r in rows if r["predicted"] != r["label"])
+    furthest = min(agree, key=lambda r: r["overmap_label"])  # its map least on the object
+    assert furthest["looked_away"] == 1.0
+    assert 'id="away"' in page and f'id="away-{furthest["rank"]}"' in page
+    again = looked_away(
+        np.array([r["predicted"] for r in rows]),
+        np.array([r["label"] for r in rows]),
+        np.array([r["overmap_label"] for r in rows]),
+    )
+    got = np.array([np.nan if r["looked_away"] is None else r["looked_away"] for r in rows])
+    np.testing.assert_allclose(again, got, atol=1e-12)
+
+
 def test_the_page_lists_the_top_suspects_and_its_images_decode(cli_run):
     report, page, _ = cli_run
     for r in report["examples"][:5]:
         assert f'id="rank-{r["rank"]}"' in page and r["file"] in page
     assert 'id="rank-6"' not in page
     images = re.findall(r"data:image/jpeg;base64,([A-Za-z0-9+/=]+)", page)
-    assert len(images) == 5
+    assert len(images) == 10  # five suspects, then five labels learnt off the object
     for b64 in images:
         img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
         assert img is not None and img.shape[1] == 448
