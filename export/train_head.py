@@ -229,18 +229,20 @@ def fit_attention_head(
     groups: np.ndarray | None = None,
     epochs: int = 100,
     patience: int = 10,
-    lr: float = 1e-3,
+    lr: float = 3e-4,
     weight_decay: float = 1e-2,
-    dropout: float = 0.2,
+    dropout: float = 0.5,
     batch_size: int = 64,
     seed: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
     """Train an AttentionHead on cached maps A [N,K,h,w] (any float dtype), y [N] in 0..C-1.
 
     Early stopping on the held-out fold's loss (see :func:`holdout_split`); without one (a
-    class under two frames) it trains `epochs` epochs on everything. Returns (head in eval
-    mode, figures: train_accuracy, heldout_accuracy, heldout_balanced_accuracy, best_epoch,
-    epochs_run, heldout_frames, and the settings).
+    class under two frames) it trains `epochs` epochs on everything. lr and dropout (on the
+    pooled [M*K] vector) were chosen on MLWIC rows 0:600 and pets37 trainval: at lr 1e-3 the
+    held-out loss is lowest after one epoch on MLWIC (42 % held-out accuracy against 81 %).
+    Returns (head in eval mode, figures: train_accuracy, heldout_accuracy,
+    heldout_balanced_accuracy, best_epoch, epochs_run, heldout_frames, and the settings).
     """
     from sklearn.metrics import balanced_accuracy_score
 
