@@ -21,7 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_shipped_example_loads_with_its_values() -> None:
     cfg = load_config(EXAMPLE)
     assert cfg.watch.poll == "auto" and cfg.watch.copy_files is True  # the samples stay put
-    assert cfg.triage.tag == 0.7 and cfg.triage.delete_empty is False
+    assert cfg.triage.delete_empty is False
+    # the thresholds are the bundle's: a lower `empty` in an example would put animals in empty/
+    assert (cfg.triage.tag, cfg.triage.empty, cfg.triage.empty_foreground) == (None, None, None)
+    assert (cfg.watch.lookahead, cfg.watch.overlays, cfg.runtime.map) == (2, True, "cam")
     assert cfg.runtime.providers == [
         "TensorrtExecutionProvider",
         "CUDAExecutionProvider",
