@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +31,7 @@ import numpy as np
 
 from edge.background import CameraBackgrounds
 from edge.bundle import Bundle, load_bundle
+from edge.decide import Bursts
 from edge.decode import decode_frame
 from edge.exif import exif_time
 from edge.learn import (
@@ -145,7 +145,7 @@ class _Track:
     scorer: Scorer
     policy: Policy
     softmax_only: bool = False
-    recent: dict[str, deque[Evidence]] = field(default_factory=dict)
+    recent: Bursts = field(default_factory=Bursts)  # each camera's open burst, as the watcher
     frames: list[dict[str, Any]] = field(default_factory=list)
 
     def outputs(self, base: Outputs) -> Outputs:
@@ -172,17 +172,14 @@ class _Track:
             )
             for c, r, s in zip(cameras, rows, scored, strict=True)
         ]
-        earlier = [e for c in dict.fromkeys(cameras) for e in self.recent.get(c, ())]
         verdicts = decide_all(
             evidence,
             self.policy.thresholds,
             burst_gap_seconds=burst_gap,
             burst_frames=BURST_FRAMES,
-            earlier=earlier,
+            earlier=self.recent.earlier(cameras),
         )
-        for e in evidence:
-            if e.time is not None:
-                self.recent.setdefault(e.camera, deque(maxlen=BURST_FRAMES)).append(e)
+        self.recent.add(evidence, burst_gap)
         self.scorer.learn(images, cameras, scored)  # the watcher's stage after the triage
         classes = self.scorer.classes
         empty_name = self.scorer.manifest.classifier.empty_classes
