@@ -1024,8 +1024,8 @@ def overlays_cmd(
     journal; the page draws each when it is first looked at): every frame waiting for review."""
     from edge.journal import JournalError
     from edge.overlay import ensure_overlay
+    from edge.paths import resolve_inside
     from edge.review.queue import OVERLAYS, waiting
-    from edge.review.security import resolve_inside
 
     root = out.resolve()
     try:

@@ -336,7 +336,7 @@ def ensure_overlay(journal: Journal, out: Path, frame: Frame) -> Path | None:
     the caller shows something plainer; a full disk is logged, never raised."""
     from edge.decode import DecodeError, decode_frame
     from edge.journal import DiskFullError
-    from edge.review.security import resolve_inside
+    from edge.paths import resolve_inside
 
     def drawn(f: Frame) -> Path | None:
         return resolve_inside(out, f.overlay, under=(OVERLAYS,)) if f.overlay else None

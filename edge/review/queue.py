@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edge.journal import Frame, Journal
-from edge.review.security import resolve_inside
+from edge.paths import resolve_inside
 from edge.triage import BURST_FRAMES, Evidence, bursts
 
 REVIEW = "review"

@@ -7,11 +7,11 @@ Kept apart from the routes so that each rule is a small function a test can call
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import threading
 from collections import OrderedDict
-from pathlib import Path
+
+from edge.paths import resolve_inside  # noqa: F401  (the page's rule; edge.paths owns it)
 
 SESSION_COOKIE = "edge_review_session"
 CSRF_HEADER = "x-csrf-token"
@@ -38,30 +38,6 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
         return None
     names = {"127.0.0.1", "localhost", "[::1]", host if ":" not in host else f"[{host}]"}
     return {f"{n}:{port}" for n in names} | (names if port == 80 else set())
-
-
-def resolve_inside(root: Path, rel: str, *, under: tuple[str, ...] = ()) -> Path | None:
-    """OUT/rel as a real path, or None when it would leave `root`: an absolute path, a `..`
-    part, a backslash, a NUL, a symlink (anywhere on the way) that leads out of `root`, or
-    (with `under`) a path whose first part is not one of those folders. Only regular files.
-
-    The URL is decoded before it gets here (so `%2e%2e%2f` is `../` by now); the checks are
-    on the decoded text and again on the real path, so neither spelling nor links get out.
-    """
-    if not rel or "\x00" in rel or "\\" in rel or rel.startswith("/") or os.path.isabs(rel):
-        return None
-    parts = rel.split("/")  # as written: PurePosixPath would drop "." and "//" silently
-    if any(p in ("..", ".", "") for p in parts) or (under and parts[0] not in under):
-        return None
-    real_root = root.resolve()
-    try:
-        real = (real_root / rel).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, or a symlink loop
-        return None
-    base = real_root / parts[0] if under else real_root  # lexical: a linked folder is out
-    if not real.is_relative_to(base) or not real.is_file():
-        return None
-    return real
 
 
 class Sessions:
