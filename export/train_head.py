@@ -37,7 +37,7 @@ from __future__ import annotations
 import csv
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,34 @@ def merge_rare(labels: Sequence[str], min_count: int = 3) -> tuple[list[str | No
 # ---- features -----------------------------------------------------------------------------
 
 
-@torch.no_grad()
+def _feature_maps(
+    model: EfficientNetLite0,
+    paths: Sequence[Path],
+    *,
+    spec: InputSpec,
+    batch_size: int,
+    flip: bool,
+    progress: bool,
+    what: str,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Lite0's last feature map A of each batch of frames, and of the mirrored frames (flip)."""
+    model = model.eval()
+    batches = range(0, len(paths), batch_size)
+    if progress:
+        from rich.progress import track
+
+        batches = track(
+            batches,
+            description=f"{what} of {len(paths)} frames",
+            total=len(batches),
+            transient=True,
+        )
+    with torch.no_grad():
+        for i in batches:
+            x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
+            yield model.features(x), model.features(x.flip(-1)) if flip else None
+
+
 def extract_features(
     model: EfficientNetLite0,
     paths: Sequence[Path],
@@ -150,28 +177,22 @@ def extract_features(
     progress: bool = True,
 ) -> np.ndarray:
     """Pooled Lite0 features [N,1280] float32 (with flip: [2N,1280], mirrored frames last)."""
-    model = model.eval()
     out, out_flip = [], []
-    batches = range(0, len(paths), batch_size)
-    if progress:
-        from rich.progress import track
-
-        batches = track(
-            batches,
-            description=f"features of {len(paths)} frames",
-            total=len(batches),
-            transient=True,
-        )
-    for i in batches:
-        x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
-        out.append(model.avgpool(model.features(x)).flatten(1).numpy())
-        if flip:
-            xf = x.flip(-1)
-            out_flip.append(model.avgpool(model.features(xf)).flatten(1).numpy())
+    for a, af in _feature_maps(
+        model,
+        paths,
+        spec=spec,
+        batch_size=batch_size,
+        flip=flip,
+        progress=progress,
+        what="features",
+    ):
+        out.append(model.avgpool(a).flatten(1).numpy())
+        if af is not None:
+            out_flip.append(model.avgpool(af).flatten(1).numpy())
     return np.concatenate(out + out_flip).astype(np.float32)
 
 
-@torch.no_grad()
 def extract_maps(
     model: EfficientNetLite0,
     paths: Sequence[Path],
@@ -185,20 +206,13 @@ def extract_maps(
 
     float16 halves the cache (a 7x7 map of 1280 channels is 125 KB a frame); the values are
     ReLU6 outputs in 0..6, where float16 keeps three significant digits."""
-    model = model.eval()
     out, out_flip = [], []
-    batches = range(0, len(paths), batch_size)
-    if progress:
-        from rich.progress import track
-
-        batches = track(
-            batches, description=f"maps of {len(paths)} frames", total=len(batches), transient=True
-        )
-    for i in batches:
-        x = torch.from_numpy(prepare([load_image(p) for p in paths[i : i + batch_size]], spec))
-        out.append(model.features(x).numpy().astype(np.float16))
-        if flip:
-            out_flip.append(model.features(x.flip(-1)).numpy().astype(np.float16))
+    for a, af in _feature_maps(
+        model, paths, spec=spec, batch_size=batch_size, flip=flip, progress=progress, what="maps"
+    ):
+        out.append(a.numpy().astype(np.float16))
+        if af is not None:
+            out_flip.append(af.numpy().astype(np.float16))
     return np.concatenate(out + out_flip)
 
 
