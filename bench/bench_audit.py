@@ -74,12 +74,13 @@ def cached(name: str, bundle: Path) -> dict[str, np.ndarray]:
     if path.exists():
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
-    from edge.audit import Example, extract
+    from edge.audit import extract
     from edge.bundle import load_bundle
+    from edge.evaluate import Row
 
     rows = frames_of(name)
     t0 = time.perf_counter()
-    ex = extract([Example(f, lab) for f, lab in rows], load_bundle(bundle))
+    ex = extract([Row(f, lab) for f, lab in rows], load_bundle(bundle))
     print(f"  features of {name}: {len(rows)} frames in {time.perf_counter() - t0:.0f} s")
     out = {
         "features": ex.features,

@@ -31,7 +31,6 @@ reading frames, running the bundle and writing the JSON and HTML are the shell a
 from __future__ import annotations
 
 import base64
-import csv
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from edge.evaluate import Row
 from edge.linear_head import fit_head, head_cam, head_logits
 from edge.overmap import overmap, softmax
 
@@ -262,45 +262,6 @@ def rank_average(*scores: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class Example:
-    file: Path
-    label: str
-    mask: Path | None = None
-
-
-def read_examples(
-    labels: Path,
-    *,
-    images_root: Path | None = None,
-    label_column: str = "label",
-    masks_column: str | None = None,
-    source: str | None = None,
-) -> list[Example]:
-    """The CSV's rows (columns `file` and `label_column`, optionally a mask file column)."""
-    root = images_root or labels.parent
-    with open(labels, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        need = {"file", label_column} | ({masks_column} if masks_column else set())
-        missing = need - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(
-                f"{labels}: missing columns {sorted(missing)} (has {reader.fieldnames})"
-            )
-        rows = [
-            Example(
-                file=root / r["file"],
-                label=r[label_column],
-                mask=root / r[masks_column] if masks_column and r[masks_column] else None,
-            )
-            for r in reader
-            if not source or r.get("source") == source
-        ]
-    if len(rows) < 2:
-        raise ValueError(f"{labels}: {len(rows)} labelled rows; an audit needs several")
-    return rows
-
-
-@dataclass
 class Extracted:
     """What the bundle says of each frame: features [N,K], fmap [N,K,h,w] (float16 to keep
     memory small), masks [N,H,W] in the classifier's view, and where each mask came from."""
@@ -312,7 +273,7 @@ class Extracted:
 
 
 def extract(
-    examples: Sequence[Example],
+    examples: Sequence[Row],
     bundle: Bundle,
     *,
     batch: int = 32,
@@ -349,7 +310,7 @@ def extract(
 
 
 def run_audit(
-    examples: Sequence[Example],
+    examples: Sequence[Row],
     bundle: Bundle,
     *,
     folds: int = 5,

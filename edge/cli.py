@@ -766,7 +766,7 @@ def evaluate_cmd(
     """
     from rich.table import Table
 
-    from edge.evaluate import figures, overlap_curves, side_by_side, write_json
+    from edge.evaluate import TABLE_COLUMNS, figures, overlap_curves, side_by_side, write_json
     from edge.evaluate import plots as make_plots
 
     # both: the attention map first, so a bundle without one stops before the long cam run
@@ -799,15 +799,7 @@ def evaluate_cmd(
         masks=masks or boxes or "model",
     )
     t = Table(title=f"{fig['n']} frames, accuracy {fig['accuracy']:.1%}, {fig['errors']} errors")
-    cols = [
-        "auroc",
-        "aurc",
-        "eaurc",
-        "fpr_at_0.95",
-        "ece",
-        "review_capture_0.1",
-        "review_capture_0.2",
-    ]
+    cols = TABLE_COLUMNS
     t.add_column("confidence")
     for c in cols:
         t.add_column(c.replace("review_capture_", "caught@"), justify="right")
@@ -1207,12 +1199,13 @@ def audit_cmd(
     """
     from rich.progress import Progress
 
-    from edge.audit import read_examples, run_audit, write_html, write_json
+    from edge.audit import run_audit, write_html, write_json
+    from edge.evaluate import read_rows
 
     _labels_or_exit(labels)
     b = _load_bundle_or_exit(bundle or default_bundle())
     try:
-        examples = read_examples(
+        examples = read_rows(
             labels,
             images_root=images_root,
             label_column=label_column,

@@ -32,9 +32,11 @@ CONFIDENCES = ("softmax", "entropy", "mc_dropout", "overmap", "fused")
 
 @dataclass
 class Row:
+    """One labelled frame of a CSV (edge evaluate, calibrate, audit)."""
+
     file: Path
     label: str
-    camera: str
+    camera: str = ""
     mask: Path | None = None
     boxes: list[list[float]] | None = None
 
@@ -46,12 +48,14 @@ def read_rows(
     source: str | None = None,
     masks_column: str | None = None,
     boxes_column: str | None = None,
+    label_column: str = "label",
 ) -> list[Row]:
-    """The CSV's rows (at least `file,label`), in order, optionally of one `source` only."""
+    """The CSV's rows (at least `file` and `label_column`), in order, optionally of one
+    `source` only."""
     root = images_root or labels.parent
     with open(labels, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        missing = {"file", "label"} - set(reader.fieldnames or ())
+        missing = {"file", label_column} - set(reader.fieldnames or ())
         for col in (masks_column, boxes_column):
             if col and col not in (reader.fieldnames or ()):
                 missing.add(col)
@@ -65,7 +69,7 @@ def read_rows(
             rows.append(
                 Row(
                     file=file,
-                    label=r["label"],
+                    label=r[label_column],
                     camera=r.get("camera_or_sequence") or str(Path(r["file"]).parent),
                     mask=root / r[masks_column] if masks_column and r[masks_column] else None,
                     boxes=boxes_from_labels_bbox(r[boxes_column]) if boxes_column else None,

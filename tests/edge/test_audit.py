@@ -16,7 +16,6 @@ import pytest
 from typer.testing import CliRunner
 
 from edge.audit import (
-    Example,
     audit,
     extract,
     fold_ids,
@@ -26,6 +25,7 @@ from edge.audit import (
 )
 from edge.bundle import default_bundle, load_bundle
 from edge.cli import app
+from edge.evaluate import Row
 
 PETS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pets37" / "trainval"
 BREEDS = ("Abyssinian", "pug", "samoyed")  # a cat, a flat-faced dog, a white dog
@@ -55,7 +55,7 @@ FLIPPED = 3  # a pug labelled samoyed (row 10 + 3)
 
 @pytest.fixture(scope="module")
 def extracted(frames):
-    examples = [Example(PETS / f, lab) for f, lab in frames]
+    examples = [Row(PETS / f, lab) for f, lab in frames]
     return extract(examples, load_bundle(default_bundle()))
 
 
