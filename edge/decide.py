@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from edge.bundle import InputSpec
 from edge.journal import Decision, Verdict
@@ -20,11 +21,11 @@ from edge.thresholds import Thresholds
 from edge.triage import BURST_FRAMES, Evidence, bursts, decide_all
 
 
-def evidence_of(camera: str, taken: Taken, s: Scored) -> Evidence:
+def evidence_of(camera: str, time: datetime | None, s: Scored) -> Evidence:
     """What the triage looks at for one frame."""
     return Evidence(
         camera=camera,
-        time=taken.time,
+        time=time,
         label=s.score.label,
         is_empty_class=s.is_empty_class,
         is_human=s.is_human,
@@ -54,7 +55,7 @@ def decide_batch(
     """
     if not len(cameras) == len(taken) == len(scored):
         raise ValueError(f"{len(cameras)} cameras, {len(taken)} frames, {len(scored)} scores")
-    evidence = [evidence_of(c, t, s) for c, t, s in zip(cameras, taken, scored, strict=True)]
+    evidence = [evidence_of(c, t.time, s) for c, t, s in zip(cameras, taken, scored, strict=True)]
     verdicts = decide_all(
         evidence,
         thresholds,

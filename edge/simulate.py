@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.background import CameraBackgrounds
 from edge.bundle import Bundle, load_bundle
-from edge.decide import Bursts
+from edge.decide import Bursts, evidence_of
 from edge.decode import decode_frame
 from edge.exif import exif_time
 from edge.learn import (
@@ -49,7 +49,7 @@ from edge.linear_head import apply_head, fit_head
 from edge.overmap import softmax
 from edge.runtime import Outputs, Runtime
 from edge.scorer import Scorer
-from edge.triage import BURST_FRAMES, Evidence, decide_all
+from edge.triage import BURST_FRAMES, decide_all
 
 SOFTMAX_TAG = 0.7  # the fixed-threshold baseline
 
@@ -159,19 +159,10 @@ class _Track:
         cameras = [r.camera for r in rows]
         scored = self.scorer.score(images, cameras, outputs=out)
         evidence = [
-            Evidence(
-                camera=c,
-                time=r.time,
-                label=s.score.label,
-                is_empty_class=s.is_empty_class,
-                is_human=s.is_human,
-                softmax=s.score.softmax,
-                fused=s.score.softmax if self.softmax_only else s.fused,
-                foreground=s.score.foreground_fraction,
-                background_ready=s.background_ready,
-            )
-            for c, r, s in zip(cameras, rows, scored, strict=True)
+            evidence_of(c, r.time, s) for c, r, s in zip(cameras, rows, scored, strict=True)
         ]
+        if self.softmax_only:  # the baseline: the classifier's own softmax in place of fused
+            evidence = [replace(e, fused=e.softmax) for e in evidence]
         verdicts = decide_all(
             evidence,
             self.policy.thresholds,

@@ -61,7 +61,7 @@ def _same_snapshot(a, b) -> bool:
 def test_decide_batch_is_pure(batch):
     bundle, cameras, taken, scored = batch
     spec = bundle.manifest.classifier.input
-    earlier = [evidence_of("S90", taken[0], scored[0])]
+    earlier = [evidence_of("S90", taken[0].time, scored[0])]
     cams0, taken0, earlier0, snap0 = list(cameras), list(taken), list(earlier), _snapshot(scored)
     first = decide_batch(cameras, taken, scored, ALL_REVIEW, earlier=earlier, overlay_spec=spec)
     second = decide_batch(cameras, taken, scored, ALL_REVIEW, earlier=earlier, overlay_spec=spec)
