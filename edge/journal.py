@@ -163,18 +163,11 @@ def _disk_full(e: sqlite3.Error) -> bool:
     )
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What the policy decided for one frame, and what the frame showed: one journal column
-    each (see _V3_COLUMNS)."""
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """What a frame showed, beside its decision: one journal column each (see _V3_COLUMNS),
+    written with a Decision and read back with its Frame."""
 
-    decision: Verdict
-    label: str | None = None
-    class_index: int | None = None
-    softmax: float | None = None
-    overmap: float | None = None
-    confidence: float | None = None
-    reason: str | None = None  # why, for quarantine
     captured_at: datetime | None = None
     time_source: str | None = None
     width: int | None = None
@@ -186,6 +179,19 @@ class Decision:
     species_guess: str | None = None
     species_guess_p: float | None = None
     top_k: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision(Observed):
+    """What the policy decided for one frame (and, from Observed, what the frame showed)."""
+
+    decision: Verdict
+    label: str | None = None
+    class_index: int | None = None
+    softmax: float | None = None
+    overmap: float | None = None
+    confidence: float | None = None
+    reason: str | None = None  # why, for quarantine
     overlay_data: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -198,7 +204,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Frame:
+class Frame(Observed):
     """One journal row."""
 
     id: int
@@ -219,17 +225,6 @@ class Frame:
     decision: Verdict | None
     reason: str | None
     dest: str | None
-    captured_at: datetime | None = None
-    time_source: str | None = None
-    width: int | None = None
-    height: int | None = None
-    entropy: float | None = None
-    foreground: float | None = None
-    mask_source: str | None = None
-    measure: str | None = None
-    species_guess: str | None = None
-    species_guess_p: float | None = None
-    top_k: tuple[tuple[str, float], ...] = ()
     overlay: str | None = None
     has_overlay_data: bool = False  # the bytes are read on demand (Journal.overlay_data)
 
