@@ -340,6 +340,15 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path | str) -> Path:
+    """Write a figure as a PNG at `path` and free it."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_reliability(
     p: Any, correct: Any, path: Path, *, bins: int = 15, title: str = "reliability"
 ) -> Path:
@@ -367,11 +376,7 @@ def plot_reliability(
         title=f"{title} (ECE {value:.3f})",
     )
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_risk_coverage(
@@ -391,11 +396,7 @@ def plot_risk_coverage(
         title=title,
     )
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_overlap_accuracy(
@@ -434,8 +435,4 @@ def plot_overlap_accuracy(
         title=title,
     )
     ax.legend(loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
