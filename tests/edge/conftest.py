@@ -8,6 +8,8 @@ second, so every edge test runs against real files and real ONNX Runtime session
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -192,3 +194,15 @@ def bundle_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pa
         return build_bundle(tmp_path_factory.mktemp("variant"), **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+def spawn_watcher(
+    bundle: Path, inbox: Path, out: Path, *extra: str, capture: bool = False
+) -> subprocess.Popen:
+    """`edge watch INBOX` as its own process (no dashboard, a short settle), to be killed;
+    `capture`: its output kept (as text) for the test to read."""
+    cmd = [sys.executable, "-m", "edge.cli", "watch", str(inbox), "--out", str(out)]
+    cmd += ["--bundle", str(bundle), "--no-tui", "--settle", "0.1", *extra]
+    if capture:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import spawn_watcher
 
 from edge.journal import Journal
 
@@ -109,25 +110,6 @@ def disk(tmp_path: Path) -> Iterator[PowerCutDisk]:
             d.proc.wait()
 
 
-def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge.cli",
-        "watch",
-        str(inbox),
-        "--out",
-        str(out),
-        "--bundle",
-        str(bundle),
-        "--no-tui",
-        "--settle",
-        "0.1",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _drop(src: Path, folder: Path) -> None:
     """Land a frame durably, as a camera that fsyncs would: temp, fsync, rename, fsync folder."""
     tmp = folder / f".{src.name}.part"
@@ -168,7 +150,7 @@ def test_power_cuts_while_frames_arrive_lose_and_duplicate_nothing(
     sources = sorted(CA01.iterdir())[:20]
     pending = list(sources)
     for _ in range(12):
-        proc = _spawn(tiny_bundle, inbox, out)
+        proc = spawn_watcher(tiny_bundle, inbox, out)
         time.sleep(rng.uniform(0.3, 1.2))  # the watcher starts in about a second
         for _ in range(rng.randint(1, 3)):
             if pending:
@@ -181,7 +163,7 @@ def test_power_cuts_while_frames_arrive_lose_and_duplicate_nothing(
         disk.mount()
     for p in pending:
         _drop(p, inbox / "cam")
-    done = _spawn(tiny_bundle, inbox, out, "--once")
+    done = spawn_watcher(tiny_bundle, inbox, out, "--once")
     assert done.wait(300) == 0
     disk.cut()  # what the finished run reported done must have been durable
     disk.mount()
@@ -239,7 +221,7 @@ def test_a_frame_is_durable_in_out_before_the_inbox_can_forget_it(
     _drop(sources[2], inbox / "cam")  # fsyncs in/cam, as any camera writing there does
     disk.cut()
     disk.mount()
-    assert _spawn(tiny_bundle, inbox, out, "--once").wait(300) == 0
+    assert spawn_watcher(tiny_bundle, inbox, out, "--once").wait(300) == 0
 
     places = _where(root)
     lost = sorted(p.name for p in sources if sha(p) not in places)

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import spawn_watcher
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -355,25 +356,6 @@ def test_cli_once_then_summary(tiny_bundle: Path, tmp_path: Path):
     assert "S90" in r.output and "CA 01" in r.output
 
 
-def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge.cli",
-        "watch",
-        str(inbox),
-        "--out",
-        str(out),
-        "--bundle",
-        str(bundle),
-        "--no-tui",
-        "--settle",
-        "0.1",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 @pytest.mark.parametrize(
     "kills",
     [pytest.param(4, id="4-kills"), pytest.param(20, id="20-kills", marks=pytest.mark.slow)],
@@ -388,7 +370,7 @@ def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
     sources = sorted(CA01.iterdir())[: 10 * kills]
     pending = list(sources)
     for _ in range(kills):
-        proc = _spawn(tiny_bundle, inbox, out)
+        proc = spawn_watcher(tiny_bundle, inbox, out)
         deadline = time.monotonic() + rng.uniform(1.5, 4.0)
         while time.monotonic() < deadline:
             if pending:
@@ -401,7 +383,7 @@ def test_kill_9_while_frames_arrive_loses_and_duplicates_nothing(
         proc.wait()
     for p in pending:
         shutil.copy(p, inbox / "cam" / p.name)
-    done = _spawn(tiny_bundle, inbox, out, "--once")
+    done = spawn_watcher(tiny_bundle, inbox, out, "--once")
     assert done.wait(120) == 0
 
     placed = sorted_frames(out)

@@ -8,13 +8,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import piexif
 import pytest
+from conftest import spawn_watcher
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -113,25 +112,6 @@ def test_once_takes_each_cameras_frames_in_the_order_they_were_taken(
     assert names != sorted(names)
 
 
-def _spawn(bundle: Path, inbox: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge.cli",
-        "watch",
-        str(inbox),
-        "--out",
-        str(out),
-        "--bundle",
-        str(bundle),
-        "--no-tui",
-        "--settle",
-        "0.1",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _done(out: Path) -> list:
     if not (out / "journal.sqlite").exists():
         return []
@@ -160,7 +140,7 @@ def test_a_stop_by_signal_writes_the_results_file_with_every_frame_handled(
     file: the file is written on the way out, with every frame of the journal."""
     inbox, out = tmp_path / "in", tmp_path / "out"
     (inbox / "cam").mkdir(parents=True)
-    proc = _spawn(tiny_bundle, inbox, out)
+    proc = spawn_watcher(tiny_bundle, inbox, out, capture=True)
     try:
         frames = sorted(CA01.iterdir())[:6]
         for p in frames:
@@ -188,7 +168,7 @@ def test_ctrl_c_in_a_batch_run_stops_after_the_batch_and_the_results_hold_what_w
     frames = sorted(CA01.iterdir())[:120]
     for p in frames:
         shutil.copy(p, inbox / "cam")
-    proc = _spawn(tiny_bundle, inbox, out, "--once", "--batch", "1")
+    proc = spawn_watcher(tiny_bundle, inbox, out, "--once", "--batch", "1", capture=True)
     try:
         _wait(lambda: len(_done(out)) >= 3)
         proc.send_signal(signal.SIGINT)
@@ -275,7 +255,7 @@ def test_no_tui_logs_a_start_line_one_line_per_frame_and_a_stop_line(
     for p in sorted(CA01.iterdir())[:5]:
         shutil.copy(p, inbox / "cam")
     (inbox / "cam" / "broken.jpg").write_bytes(b"not a picture")
-    proc = _spawn(tiny_bundle, inbox, out, "--once")
+    proc = spawn_watcher(tiny_bundle, inbox, out, "--once", capture=True)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     with Journal.open(out) as j:
