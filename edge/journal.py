@@ -262,10 +262,19 @@ class Answer:
 _FRAME_COLUMNS = {f.name for f in fields(Frame)} - {"has_overlay_data"}
 
 
+# what a Frame is read with: every column but the overlay's bytes, which only drawing it needs
+# (a results file rewrite reads every row of a journal of weeks)
+_SELECT = (
+    "SELECT "
+    + ", ".join(sorted(_FRAME_COLUMNS))
+    + ", overlay_data IS NOT NULL AS has_overlay_data FROM frames"
+)
+
+
 def _frame(row: dict[str, Any]) -> Frame:
-    """A frames row (SELECT *) as a Frame: text back to types, the overlay's bytes left out."""
-    values = {k: v for k, v in row.items() if k in _FRAME_COLUMNS}
-    values["has_overlay_data"] = row.get("overlay_data") is not None
+    """A frames row (as _SELECT reads it) as a Frame: text back to types."""
+    values = dict(row)
+    values["has_overlay_data"] = bool(values["has_overlay_data"])
     if values.get("decision") is not None:
         values["decision"] = Verdict(values["decision"])
     if values.get("captured_at"):
@@ -480,9 +489,10 @@ class Journal:
 
     # -- reads ------------------------------------------------------------------------------
 
-    def _frames(self, sql: str, args: Iterable[Any] = ()) -> list[Frame]:
+    def _frames(self, where: str, args: Iterable[Any] = ()) -> list[Frame]:
+        """Frames read by `_SELECT` and then `where` (the WHERE, ORDER BY ... clauses)."""
         with self._lock:
-            rows = self._db.execute(sql, tuple(args)).fetchall()
+            rows = self._db.execute(f"{_SELECT} {where}", tuple(args)).fetchall()
         return [_frame(dict(r)) for r in rows]
 
     def overlay_data(self, frame_id: int) -> bytes | None:
@@ -499,21 +509,21 @@ class Journal:
             self._db.execute("UPDATE frames SET overlay=? WHERE id=?", (overlay, frame_id))
 
     def get(self, frame_id: int) -> Frame | None:
-        rows = self._frames("SELECT * FROM frames WHERE id=?", (frame_id,))
+        rows = self._frames("WHERE id=?", (frame_id,))
         return rows[0] if rows else None
 
     def pending(self, limit: int | None = None, *, after_id: int = 0) -> list[Frame]:
         """Frames not yet in a terminal state, oldest first (what a restart must resume);
         `after_id`: only those journaled after that row (a loop's cursor)."""
-        sql = "SELECT * FROM frames WHERE state IN ('seen', 'decided') AND id > ? ORDER BY id"
+        where = "WHERE state IN ('seen', 'decided') AND id > ? ORDER BY id"
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return self._frames(sql, (int(after_id),))
+            where += f" LIMIT {int(limit)}"
+        return self._frames(where, (int(after_id),))
 
     def frames(self, state: str | None = None) -> list[Frame]:
         if state is None:
-            return self._frames("SELECT * FROM frames ORDER BY id")
-        return self._frames("SELECT * FROM frames WHERE state=? ORDER BY id", (state,))
+            return self._frames("ORDER BY id")
+        return self._frames("WHERE state=? ORDER BY id", (state,))
 
     def is_known(self, relpath: str, size: int, mtime: float) -> bool:
         """True when a row has this path, size and mtime: a rescan can skip it without hashing.
@@ -528,7 +538,7 @@ class Journal:
         return row is not None
 
     def find(self, relpath: str, sha256: str) -> Frame | None:
-        rows = self._frames("SELECT * FROM frames WHERE relpath=? AND sha256=?", (relpath, sha256))
+        rows = self._frames("WHERE relpath=? AND sha256=?", (relpath, sha256))
         return rows[0] if rows else None
 
     def dest_taken(self, dest: str, *, exclude_id: int | None = None) -> bool:
@@ -562,7 +572,7 @@ class Journal:
     def review_queue(self) -> list[Frame]:
         """Frames the watcher kept for review and placed, not answered yet, in journal order."""
         return self._frames(
-            "SELECT * FROM frames WHERE state='done' AND decision='review' AND id NOT IN "
+            "WHERE state='done' AND decision='review' AND id NOT IN "
             "(SELECT frame_id FROM answers) ORDER BY id"
         )
 
