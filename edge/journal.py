@@ -512,6 +512,14 @@ class Journal:
         rows = self._frames("WHERE id=?", (frame_id,))
         return rows[0] if rows else None
 
+    def decided(self, frame_ids: Iterable[int]) -> list[Frame]:
+        """Those of `frame_ids` that are `decided` now (placing is their next step), by id."""
+        ids = [int(i) for i in frame_ids]
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        return self._frames(f"WHERE state='decided' AND id IN ({marks}) ORDER BY id", ids)
+
     def pending(self, limit: int | None = None, *, after_id: int = 0) -> list[Frame]:
         """Frames not yet in a terminal state, oldest first (what a restart must resume);
         `after_id`: only those journaled after that row (a loop's cursor)."""

@@ -446,7 +446,7 @@ def place_decided(
     A source gone or changed since it was journaled is marked vanished; one unreadable now is
     left pending. DiskFullError and SinkPermissionError propagate after the frames already
     placed are marked done."""
-    decided = [f for r in rows if (f := journal.get(r.id)) and f.state == "decided"]
+    decided = journal.decided(r.id for r in rows)
     placed: list[tuple[int, str]] = []
     dirty: set[Path] = set()
     later: list[Path] = []
