@@ -63,7 +63,8 @@ MAX_ERROR = 0.02  # frames tagged with at most this share wrong
 
 def empty_recall_at(p_empty: np.ndarray, is_empty: np.ndarray, max_lost: float = MAX_LOST) -> float:
     """The share of empty frames above the best threshold on `p_empty` that sets aside at most
-    `max_lost` of the non-empty frames (ties at the threshold count as set aside)."""
+    `max_lost` of the non-empty frames (an empty frame tied with a non-empty one that must stay
+    stays too)."""
     p_empty, is_empty = np.asarray(p_empty, float), np.asarray(is_empty, bool)
     others = np.sort(p_empty[~is_empty])[::-1]
     allowed = int(np.floor(max_lost * len(others)))
@@ -127,7 +128,7 @@ def compute_cues(
     stream's frames the frozen blocks' activations (float16) the fine-tuning starts from."""
     model = load_imagenet_lite0()
     spec = spec_for("letterbox")
-    tile_spec = spec_for("stretch")  # a tile is seen whole; its aspect is the frame's
+    tile_spec = spec_for("stretch")  # a tile is seen whole, squashed to 224x224
     pooled, tiled, acts = [], [], []
     with torch.no_grad():
         for i in range(0, len(frames), batch):
@@ -217,6 +218,7 @@ def nearest_probs(X: np.ndarray, y: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 
 def measure(root: Path, *, C: float = 0.01, epochs: int = 8) -> dict[str, Any]:
+    """Every cue's figures within the camera and out of source (the module docstring)."""
     started = time.monotonic()
     frames = pooled_frames(root / "labels.csv")
     y = np.array([CATEGORIES.index(f.category) for f in frames])
