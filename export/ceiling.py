@@ -43,6 +43,7 @@ from torch import nn
 
 from edge.categories import CATEGORIES
 from edge.decode import load_image
+from edge.learn import tag_threshold
 from edge.linear_head import fit_head
 from edge.overmap import softmax
 from edge.preprocess import prepare
@@ -75,12 +76,13 @@ def empty_recall_at(p_empty: np.ndarray, is_empty: np.ndarray, max_lost: float =
 
 
 def coverage_at(confidence: np.ndarray, correct: np.ndarray, max_error: float = MAX_ERROR) -> float:
-    """The largest share of frames, the most confident first, with at most `max_error` of
-    them wrong."""
-    order = np.argsort(-np.asarray(confidence, float), kind="stable")
-    wrong = np.cumsum(~np.asarray(correct, bool)[order])
-    ok = np.nonzero(wrong <= max_error * np.arange(1, len(order) + 1))[0]
-    return float((ok.max() + 1) / len(order)) if len(ok) else 0.0
+    """The largest share of frames, the most confident first (ties together), with at most
+    `max_error` of them wrong: the frames at or above edge.learn's `tag_threshold`."""
+    conf, ok = np.asarray(confidence, float), np.asarray(correct, bool)
+    t = tag_threshold(conf, ok, target_error=max_error, min_count=1)
+    kept = conf >= t
+    # tag_threshold says 1.0 when nothing qualifies, which frames at 1.0 may still not meet
+    return float(kept.mean()) if kept.any() and (~ok[kept]).mean() <= max_error else 0.0
 
 
 def outcome(P: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -122,11 +124,14 @@ def _top(model: EfficientNetLite0, z: torch.Tensor) -> torch.Tensor:
 
 
 def compute_cues(
-    frames: Sequence[Frame], root: Path, stream: np.ndarray, batch: int = 16
+    model: EfficientNetLite0,
+    frames: Sequence[Frame],
+    root: Path,
+    stream: np.ndarray,
+    batch: int = 16,
 ) -> dict[str, np.ndarray]:
     """Per frame: pooled features, the max over tiles of the tiles' pooled features, and for the
     stream's frames the frozen blocks' activations (float16) the fine-tuning starts from."""
-    model = load_imagenet_lite0()
     spec = spec_for("letterbox")
     tile_spec = spec_for("stretch")  # a tile is seen whole, squashed to 224x224
     pooled, tiled, acts = [], [], []
@@ -157,36 +162,36 @@ def linear_probs(
 
 
 def finetune_probs(
-    acts: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, *, epochs: int = 8
+    model: EfficientNetLite0,
+    acts: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    epochs: int = 8,
 ) -> np.ndarray:
-    """The last blocks, head conv and a new linear layer trained on `train`'s activations."""
+    """A copy of `model` with a new linear layer, its last blocks, head conv and that layer
+    trained on `train`'s activations (the frozen blocks' output); its softmax on `test`'s."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    base = load_imagenet_lite0().features
-    top = nn.ModuleDict(
-        {
-            "blocks": copy.deepcopy(base._blocks[FROZEN_BLOCKS:]),
-            "conv": copy.deepcopy(base._conv_head),
-            "bn": copy.deepcopy(base._bn1),
-            "fc": nn.Linear(1280, len(CATEGORIES)),
-        }
+    net = copy.deepcopy(model)
+    net.classifier = nn.Linear(1280, len(CATEGORIES))
+    f = net.features
+    body = [p for m in (f._blocks[FROZEN_BLOCKS:], f._conv_head, f._bn1) for p in m.parameters()]
+    opt = torch.optim.AdamW(
+        [{"params": body, "lr": 1e-4}, {"params": net.classifier.parameters(), "lr": 1e-3}],
+        weight_decay=1e-4,
     )
 
     def forward(z: torch.Tensor) -> torch.Tensor:
-        a = F.relu6(top["bn"](top["conv"](top["blocks"](z)))).mean((2, 3))
-        return top["fc"](F.dropout(a, 0.2, top.training))
+        return net.classifier(net.dropout(_top(net, z)))
 
-    body = [p for k in ("blocks", "conv", "bn") for p in top[k].parameters()]
-    opt = torch.optim.AdamW(
-        [{"params": body, "lr": 1e-4}, {"params": top["fc"].parameters(), "lr": 1e-3}],
-        weight_decay=1e-4,
-    )
     counts = np.bincount(y[train], minlength=len(CATEGORIES)).clip(1)
     weight = torch.tensor(counts.sum() / counts / len(CATEGORIES), dtype=torch.float32)
     Z = torch.from_numpy(acts.astype(np.float32))
     Y = torch.from_numpy(y).long()
     for _ in range(epochs):
-        top.train()
+        net.train()  # only the top's batch norms see these batches: the stem is not run
         order = rng.permutation(train)
         for i in range(0, len(order), 32):
             b = torch.from_numpy(order[i : i + 32])
@@ -195,7 +200,7 @@ def finetune_probs(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    top.eval()
+    net.eval()
     with torch.no_grad():
         return torch.softmax(forward(Z[torch.from_numpy(test)]), 1).numpy()
 
@@ -224,7 +229,8 @@ def measure(root: Path, *, C: float = 0.01, epochs: int = 8) -> dict[str, Any]:
     y = np.array([CATEGORIES.index(f.category) for f in frames])
     src = np.array([f.source for f in frames])
     stream_mask = src == STREAM
-    cues = compute_cues(frames, root, stream_mask)
+    model = load_imagenet_lite0()
+    cues = compute_cues(model, frames, root, stream_mask)
     idx = np.nonzero(stream_mask)[0]  # the stream, in the CSV's (capture) order
     train, test = idx[:TRAIN_FRAMES], idx[TRAIN_FRAMES:]
     pooled, both = cues["pooled"], np.hstack([cues["pooled"], cues["tiles"]])
@@ -233,6 +239,7 @@ def measure(root: Path, *, C: float = 0.01, epochs: int = 8) -> dict[str, Any]:
         "tiles": outcome(linear_probs(both, y, train, test, C), y[test]),
         "finetuned": outcome(
             finetune_probs(
+                model,
                 cues["acts"],
                 y[idx],
                 np.arange(TRAIN_FRAMES),
