@@ -1,5 +1,5 @@
-"""The ceiling measurement's figures, on hand-made arrays where the answer is known, and its
-tiles and nearest-frame cue on a real camera frame."""
+"""The ceiling measurement's figures and cues, on hand-made arrays where the answer is known
+and on a real camera frame."""
 
 from __future__ import annotations
 
@@ -60,13 +60,18 @@ def test_tiles_cover_the_frame_corner_to_corner() -> None:
 
 
 @pytest.mark.skipif(not CAMTRAP.is_dir(), reason="needs ../shared/data/camtrap")
-def test_tiles_of_a_real_frame_and_the_nearest_earlier_frame() -> None:
+def test_tiles_of_a_real_frame_are_two_thirds_of_its_sides() -> None:
     frame = load_image(CAMTRAP / "mlwic_examples/CA-01/CA-01_0006501.jpg")
-    t = tiles(frame, 2)
-    assert all(x.shape[0] == frame.shape[0] * 2 // 3 for x in t)
-    # nearest: frame 2 looks like frame 0 (a vehicle), not like frame 1 (empty)
+    h, w = frame.shape[:2]
+    assert [x.shape[:2] for x in tiles(frame, 2)] == [(h * 2 // 3, w * 2 // 3)] * 4
+
+
+def test_nearest_takes_the_most_alike_earlier_frame() -> None:
+    # frame 2 looks like frame 0 (a vehicle), not like frame 1 (empty)
     X = np.array([[1.0, 0.0, 0.1], [0.0, 1.0, 0.0], [0.9, 0.1, 0.1]])
     y = np.array([CATEGORIES.index("vehicle"), EMPTY, 0])
     P = nearest_probs(X, y, np.array([2]))
     assert P[0].argmax() == CATEGORIES.index("vehicle")
     assert P[0].sum() == pytest.approx(1.0)
+    # frame 1's only earlier frame, frame 0, is nothing like it: its label gets no weight
+    assert nearest_probs(X, y, np.array([1]))[0, CATEGORIES.index("vehicle")] == 0.0
